@@ -1,0 +1,97 @@
+"""TaskTracker: a task-tracking backend for teams (Flask application factory)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+
+from tasktracker.config import Config, ProductionConfig, celery_settings, validate_production
+from tasktracker.extensions import cors, db, jwt, limiter, migrate, socketio
+
+
+def create_app(config: type | None = None, overrides: dict | None = None) -> Flask:
+    """Build the app.
+
+    ``config`` is a config class; by default the one chosen by
+    ``TASKTRACKER_ENV`` (``production`` -> :class:`ProductionConfig`, else
+    :class:`Config`). ``overrides`` are applied on top. Production settings are
+    validated (:func:`validate_production` raises ``ConfigError``).
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    if config is None:
+        config = ProductionConfig if os.environ.get("TASKTRACKER_ENV") == "production" else Config
+    app.config.from_object(config)
+    app.config.update(overrides or {})
+    app.config.setdefault("CELERY", celery_settings(app.config["CELERY_BROKER_URL"]))
+    app.config["MAX_CONTENT_LENGTH"] = max(app.config["MAX_UPLOAD_BYTES"] + 64 * 1024,
+                                           app.config["MAX_JSON_BYTES"])
+    if app.config["ENV"] == "production":
+        validate_production(app.config)
+
+    register_logging(app)
+    register_extensions(app)
+    register_error_handlers(app)
+    register_blueprints(app)
+    register_cli(app)
+    register_jobs(app)
+    return app
+
+
+def register_logging(app: Flask) -> None:
+    from tasktracker.core.logging import configure_logging
+
+    configure_logging(app)
+
+
+def register_extensions(app: Flask) -> None:
+    from tasktracker.auth import tokens
+    from tasktracker.events.services import register_event_hooks
+    from tasktracker.core.db import register_sqlite_pragmas
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    jwt.init_app(app)
+    tokens.register_jwt_callbacks(jwt)
+    limiter.init_app(app)
+    cors.init_app(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
+                  expose_headers=["ETag", "Location", "Retry-After"])
+    register_sqlite_pragmas(app)
+    register_event_hooks()
+    from tasktracker.realtime import init_socketio
+
+    init_socketio(app)
+
+
+def register_error_handlers(app: Flask) -> None:
+    from tasktracker.core.errors import register_error_handlers as _register
+
+    _register(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from tasktracker.attachments.resources import bp as attachments_bp
+    from tasktracker.auth.resources import bp as auth_bp
+    from tasktracker.comments.resources import bp as comments_bp
+    from tasktracker.notifications.resources import bp as notifications_bp
+    from tasktracker.ops import bp as ops_bp
+    from tasktracker.tasks.resources import bp as tasks_bp
+    from tasktracker.teams.resources import bp as teams_bp
+    from tasktracker.openapi import bp as openapi_bp
+
+    for bp in (ops_bp, auth_bp, tasks_bp, teams_bp, comments_bp, attachments_bp,
+               notifications_bp, openapi_bp):
+        app.register_blueprint(bp)
+
+
+def register_cli(app: Flask) -> None:
+    from tasktracker.cli import register_commands
+
+    register_commands(app)
+
+
+def register_jobs(app: Flask) -> None:
+    from tasktracker.jobs.setup import init_jobs
+
+    init_jobs(app)

@@ -1,0 +1,222 @@
+"""REST resources of accounts: ``/api/auth/*`` and ``/api/users``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, request
+from flask_jwt_extended import current_user, get_jwt, jwt_required
+from flask_restful import Resource
+
+from tasktracker.auth import services
+from tasktracker.auth.access import admin_required, auth_required
+from tasktracker.auth.schemas import (
+    AccessTokenSchema, AdminUserUpdateSchema, LoginSchema, ProfileUpdateSchema, RegisterSchema,
+    TokenPairSchema, UserListArgsSchema, public_user_schema, user_schema, users_schema,
+)
+from tasktracker.core.api import Api, load_args, load_body, no_content
+from tasktracker.core.pagination import paginate
+from tasktracker.extensions import limiter
+
+bp = Blueprint("auth", __name__, url_prefix="/api")
+api = Api(bp)
+
+
+def _login_account_key() -> str:
+    """Rate-limit key for the account named in a login body (email or username)."""
+    body = request.get_json(silent=True)
+    if isinstance(body, dict):
+        ident = body.get("email") or body.get("username")
+        if isinstance(ident, str):
+            return "login-account:" + ident.strip().lower()
+    return "login-account:?"
+
+
+class Register(Resource):
+    def post(self):
+        """Register an account.
+        ---
+        tags: [auth]
+        security: []
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: RegisterSchema
+        responses:
+          201: {description: The new user, content: {application/json: {schema: UserSchema}}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          409: {$ref: "#/components/responses/Conflict"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(RegisterSchema())
+        user = services.create_user(**data)
+        return user_schema.dump(user), 201
+
+
+class Login(Resource):
+    decorators = [
+        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_login_account_key,
+                      scope="login-account"),
+        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_IP"], scope="login-ip"),
+    ]
+
+    def post(self):
+        """Log in with email (or username) and password.
+        ---
+        tags: [auth]
+        security: []
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: LoginSchema
+        responses:
+          200: {description: Tokens and the user, content: {application/json: {schema: TokenPairSchema}}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+          429: {$ref: "#/components/responses/RateLimited"}
+        """
+        data = load_body(LoginSchema())
+        result = services.login(data.get("email"), data.get("username"), data["password"])
+        return TokenPairSchema().dump(result), 200
+
+
+class Refresh(Resource):
+    @jwt_required(refresh=True)
+    def post(self):
+        """A new access token from a refresh token.
+        ---
+        tags: [auth]
+        description: Send the refresh token as the bearer token.
+        responses:
+          200: {description: A new access token, content: {application/json: {schema: AccessTokenSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+        """
+        return AccessTokenSchema().dump(services.refresh(current_user)), 200
+
+
+class Logout(Resource):
+    @auth_required
+    def post(self):
+        """Revoke the access token and its refresh token.
+        ---
+        tags: [auth]
+        responses:
+          204: {description: Logged out}
+          401: {$ref: "#/components/responses/Unauthorized"}
+        """
+        services.logout(current_user, get_jwt()["sid"])
+        return no_content()
+
+
+class Profile(Resource):
+    @auth_required
+    def get(self):
+        """The caller's user.
+        ---
+        tags: [auth]
+        responses:
+          200: {description: The caller, content: {application/json: {schema: UserSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+        """
+        return user_schema.dump(current_user), 200
+
+    @auth_required
+    def patch(self):
+        """Update the caller's profile; a password change revokes the caller's other tokens.
+        ---
+        tags: [auth]
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: ProfileUpdateSchema
+        responses:
+          200: {description: The updated user, content: {application/json: {schema: UserSchema}}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          409: {$ref: "#/components/responses/Conflict"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(ProfileUpdateSchema())
+        user = services.update_profile(current_user, data, get_jwt()["sid"])
+        return user_schema.dump(user), 200
+
+
+class UserList(Resource):
+    @admin_required
+    def get(self):
+        """Users, paginated (admin).
+        ---
+        tags: [users]
+        parameters:
+          - in: query
+            schema: UserListArgsSchema
+        responses:
+          200: {description: A page of users, content: {application/json: {schema: UserPage}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(UserListArgsSchema())
+        query = services.users_query(args.get("q"), args.get("role"), args.get("active"))
+        return paginate(query, args["page"], args["per_page"], users_schema.dump), 200
+
+
+class UserDetail(Resource):
+    @auth_required
+    def get(self, user_id: int):
+        """A user: full for admins and self, public (no email) for teammates.
+        ---
+        tags: [users]
+        parameters:
+          - {in: path, name: user_id, required: true, schema: {type: integer}}
+        responses:
+          200:
+            description: The user
+            content:
+              application/json:
+                schema:
+                  oneOf: [{$ref: "#/components/schemas/User"}, {$ref: "#/components/schemas/PublicUser"}]
+          401: {$ref: "#/components/responses/Unauthorized"}
+          404: {$ref: "#/components/responses/NotFound"}
+        """
+        user, full = services.view_user(current_user, user_id)
+        return (user_schema if full else public_user_schema).dump(user), 200
+
+    @admin_required
+    def patch(self, user_id: int):
+        """Change a user's role or active flag (admin); deactivation revokes their tokens.
+        ---
+        tags: [users]
+        parameters:
+          - {in: path, name: user_id, required: true, schema: {type: integer}}
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: AdminUserUpdateSchema
+        responses:
+          200: {description: The user, content: {application/json: {schema: UserSchema}}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(AdminUserUpdateSchema())
+        user = services.admin_update_user(services.get_user(user_id), **data)
+        return user_schema.dump(user), 200
+
+
+api.add_resource(Register, "/auth/register")
+api.add_resource(Login, "/auth/login")
+api.add_resource(Refresh, "/auth/refresh")
+api.add_resource(Logout, "/auth/logout")
+api.add_resource(Profile, "/auth/profile")
+api.add_resource(UserList, "/users")
+api.add_resource(UserDetail, "/users/<int:user_id>")

@@ -1,0 +1,181 @@
+"""Account rules: registration, login, tokens, profile, admin user management."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from tasktracker.auth.models import User
+from tasktracker.auth.tokens import access_expires_in, issue_tokens, revoke_sessions
+from tasktracker.core.errors import Conflict, NotFound, Unauthorized
+from tasktracker.extensions import db
+
+_hasher = PasswordHasher()
+# Verifying against this keeps login time the same for unknown users and wrong passwords.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+INVALID_CREDENTIALS = "Invalid credentials."
+
+
+def hash_password(password: str) -> str:
+    """argon2id hash of ``password``."""
+    return _hasher.hash(password)
+
+
+def verify_password(user: User | None, password: str) -> bool:
+    """Constant-shape check of ``password`` against ``user``'s hash (False for None)."""
+    try:
+        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _ensure_unique(username: str | None, email: str | None, exclude_id: int | None = None) -> None:
+    """Raise :class:`Conflict` (409) if the username or email is taken by another user."""
+    for field, value in (("username", username), ("email", email)):
+        if value is None:
+            continue
+        column = getattr(User, field)
+        stmt = sa.select(User.id).where(sa.func.lower(column) == value.lower())
+        if exclude_id is not None:
+            stmt = stmt.where(User.id != exclude_id)
+        if db.session.scalar(stmt) is not None:
+            raise Conflict(f"That {field} is already taken.", code=f"duplicate_{field}",
+                           details={field: [f"That {field} is already taken."]})
+
+
+def create_user(username: str, email: str, password: str, full_name: str = "",
+                role: str = "member") -> User:
+    """Create and commit a user. Raises :class:`Conflict` on a duplicate username/email."""
+    email = email.strip().lower()
+    _ensure_unique(username, email)
+    user = User(username=username, email=email, password_hash=hash_password(password),
+                full_name=full_name, role=role)
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:  # a concurrent registration won the race
+        db.session.rollback()
+        raise Conflict("That username or email is already taken.", code="duplicate_user")
+    return user
+
+
+def find_login_user(email: str | None, username: str | None) -> User | None:
+    if email:
+        return db.session.scalar(sa.select(User).where(User.email == email.strip().lower()))
+    return db.session.scalar(sa.select(User).where(sa.func.lower(User.username) == username.lower()))
+
+
+def login(email: str | None, username: str | None, password: str) -> dict:
+    """Check credentials and open a session.
+
+    Returns ``{access_token, refresh_token, token_type, expires_in, user}``. Raises
+    :class:`Unauthorized` with one message for unknown user, wrong password and
+    inactive account (the contract forbids telling them apart).
+    """
+    user = find_login_user(email, username)
+    if not verify_password(user, password) or not user.active:
+        raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    tokens = issue_tokens(user)
+    db.session.commit()
+    return {**tokens, "user": user}
+
+
+def refresh(user: User) -> dict:
+    """A new access token in the same session: ``{access_token, expires_in}``."""
+    from flask_jwt_extended import create_access_token, get_jwt
+
+    sid = get_jwt()["sid"]
+    return {"access_token": create_access_token(identity=str(user.id), additional_claims={"sid": sid}),
+            "expires_in": access_expires_in()}
+
+
+def logout(user: User, sid: str) -> None:
+    """Revoke the session: its access and refresh tokens answer 401 from now on."""
+    revoke_sessions(user.id, only=sid)
+    db.session.commit()
+
+
+def update_profile(user: User, data: dict, current_sid: str) -> User:
+    """Apply a profile change.
+
+    A new password needs the right ``current_password`` (else 422 on that field,
+    so a typo does not look like a logged-out session) and revokes all of the
+    user's other sessions. Username/email must stay unique (409).
+    """
+    from tasktracker.core.errors import Unprocessable
+
+    if "password" in data:
+        if not verify_password(user, data["current_password"]):
+            raise Unprocessable(details={"current_password": ["Wrong password."]})
+        user.password_hash = hash_password(data["password"])
+        revoke_sessions(user.id, keep=current_sid)
+    if "email" in data:
+        data["email"] = data["email"].strip().lower()
+    _ensure_unique(data.get("username"), data.get("email"), exclude_id=user.id)
+    for field in ("username", "email", "full_name", "timezone"):
+        if field in data:
+            setattr(user, field, data[field])
+    db.session.commit()
+    return user
+
+
+def get_user(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found.")
+    return user
+
+
+def users_query(q: str | None = None, role: str | None = None, active: bool | None = None) -> sa.Select:
+    """Admin user list, filtered, ordered by id."""
+    stmt = sa.select(User).order_by(User.id)
+    if q:
+        like = f"%{q.lower()}%"
+        stmt = stmt.where(sa.or_(sa.func.lower(User.username).like(like),
+                                 sa.func.lower(User.email).like(like),
+                                 sa.func.lower(User.full_name).like(like)))
+    if role:
+        stmt = stmt.where(User.role == role)
+    if active is not None:
+        stmt = stmt.where(User.active == active)
+    return stmt
+
+
+def admin_update_user(user: User, role: str | None = None, active: bool | None = None) -> User:
+    """Change a user's role or active flag; deactivation revokes all their sessions."""
+    if role is not None:
+        user.role = role
+    if active is not None:
+        user.active = active
+        if not active:
+            revoke_sessions(user.id)
+    db.session.commit()
+    return user
+
+
+def shares_team(a: int, b: int) -> bool:
+    """True if users ``a`` and ``b`` are members of a common team."""
+    from tasktracker.teams.models import TeamMember
+
+    tm1, tm2 = sa.orm.aliased(TeamMember), sa.orm.aliased(TeamMember)
+    stmt = sa.select(tm1.team_id).join(tm2, tm1.team_id == tm2.team_id).where(
+        tm1.user_id == a, tm2.user_id == b).limit(1)
+    return db.session.scalar(stmt) is not None
+
+
+def view_user(viewer: User, user_id: int) -> tuple[User, bool]:
+    """The user ``viewer`` may see and whether the full profile (with email) is shown.
+
+    Admin and self see the full profile; teammates the public one; anyone else 404.
+    """
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found.")
+    if viewer.is_admin or viewer.id == user.id:
+        return user, True
+    if shares_team(viewer.id, user.id):
+        return user, False
+    raise NotFound("User not found.")

@@ -1,0 +1,108 @@
+"""JWT access/refresh tokens bound to a login session (RFC 6750 bearer tokens).
+
+Every token carries ``sub`` (the user id as a string) and ``sid`` (the
+:class:`AuthSession` id). A token is refused (401) when its signature, ``alg``
+or expiry is wrong, when its session is revoked (logout, password change) and
+when its user is deactivated.
+"""
+
+from __future__ import annotations
+
+import uuid
+import sqlalchemy as sa
+from flask import current_app
+from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, decode_token
+
+from tasktracker.auth.models import AuthSession, User
+from tasktracker.core.errors import error_response
+from tasktracker.core.types import utcnow
+from tasktracker.extensions import db
+
+
+def issue_tokens(user: User) -> dict:
+    """Open a session for ``user`` and return ``{access_token, refresh_token, token_type, expires_in}``.
+
+    The session is added to the current DB session; the caller commits.
+    ``expires_in`` is the access token's lifetime in seconds.
+    """
+    session = AuthSession(id=uuid.uuid4().hex, user_id=user.id,
+                          expires_at=utcnow() + current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
+    db.session.add(session)
+    claims = {"sid": session.id}
+    return {
+        "access_token": create_access_token(identity=str(user.id), additional_claims=claims),
+        "refresh_token": create_refresh_token(identity=str(user.id), additional_claims=claims),
+        "token_type": "Bearer",
+        "expires_in": access_expires_in(),
+    }
+
+
+def access_expires_in() -> int:
+    """Lifetime of an access token, in seconds."""
+    return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+
+
+def session_revoked(sid: str | None) -> bool:
+    """True if the session is unknown or revoked (the blocklist check)."""
+    if not sid:
+        return True
+    revoked_at = db.session.execute(
+        sa.select(AuthSession.revoked_at).where(AuthSession.id == sid)
+    ).first()
+    return revoked_at is None or revoked_at[0] is not None
+
+
+def revoke_sessions(user_id: int, *, only: str | None = None, keep: str | None = None) -> int:
+    """Revoke one session (``only``) or all of a user's sessions but ``keep``.
+
+    Returns the number of sessions revoked. The caller commits.
+    """
+    stmt = sa.update(AuthSession).where(AuthSession.user_id == user_id,
+                                        AuthSession.revoked_at.is_(None))
+    if only is not None:
+        stmt = stmt.where(AuthSession.id == only)
+    if keep is not None:
+        stmt = stmt.where(AuthSession.id != keep)
+    return db.session.execute(stmt.values(revoked_at=utcnow())).rowcount
+
+
+def user_from_access_token(token: str) -> User | None:
+    """Validate an access token outside a request (Socket.IO connect).
+
+    ``decode_token`` checks signature and expiry only; this also checks the
+    token type, the blocklist and that the user is active. Returns the user or
+    None for any invalid token.
+    """
+    try:
+        claims = decode_token(token)
+    except Exception:  # noqa: BLE001 - any decoding failure means "invalid token"
+        return None
+    if claims.get("type") != "access" or session_revoked(claims.get("sid")):
+        return None
+    user = db.session.get(User, int(claims["sub"]))
+    return user if user is not None and user.active else None
+
+
+def _unauthorized(message: str, code: str = "invalid_token"):
+    return error_response(401, code, message, headers={"WWW-Authenticate": f'Bearer error="{code}"'})
+
+
+def register_jwt_callbacks(jwt: JWTManager) -> None:
+    """Wire Flask-JWT-Extended so every token failure is a 401 in the contract's shape."""
+
+    @jwt.user_lookup_loader
+    def _load_user(_header, payload):
+        user = db.session.get(User, int(payload["sub"]))
+        return user if user is not None and user.active else None
+
+    @jwt.token_in_blocklist_loader
+    def _in_blocklist(_header, payload):
+        return session_revoked(payload.get("sid"))
+
+    jwt.unauthorized_loader(lambda reason: _unauthorized("Missing or malformed Authorization header.", "missing_token"))
+    jwt.invalid_token_loader(lambda reason: _unauthorized("Invalid token."))
+    jwt.expired_token_loader(lambda h, p: _unauthorized("Token has expired.", "token_expired"))
+    jwt.revoked_token_loader(lambda h, p: _unauthorized("Token has been revoked.", "token_revoked"))
+    jwt.user_lookup_error_loader(lambda h, p: _unauthorized("User is inactive or unknown.", "user_inactive"))
+    jwt.needs_fresh_token_loader(lambda h, p: _unauthorized("Fresh token required."))
+    jwt.token_verification_failed_loader(lambda h, p: _unauthorized("Invalid token."))

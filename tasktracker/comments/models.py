@@ -1,0 +1,27 @@
+"""Comments on tasks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from tasktracker.core.types import UTCDateTime, utcnow
+from tasktracker.extensions import db
+
+
+class Comment(db.Model):
+    """A comment (1..10000 chars) by ``author`` on a task; removed with the task."""
+
+    __tablename__ = "comments"
+    __table_args__ = (sa.Index("ix_comments_task_created", "task_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"))
+    author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    author = relationship("User", lazy="joined")

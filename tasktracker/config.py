@@ -1,0 +1,138 @@
+"""Configuration read from the environment (and a `.env` file, see `.env.example`).
+
+Every setting has an embedded-mode default so `make run` works on a fresh machine.
+Production mode (``TASKTRACKER_ENV=production``) is validated by
+:func:`validate_production` at start-up and refuses unsafe values.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(BASE_DIR / ".env")
+
+DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+class Config:
+    """Base settings: the embedded default (SQLite, in-process jobs, one process)."""
+
+    ENV = os.environ.get("TASKTRACKER_ENV", "development")
+    SECRET_KEY = os.environ.get("SECRET_KEY", DEV_JWT_SECRET)
+    SQLALCHEMY_DATABASE_URI = os.environ.get(
+        "DATABASE_URL", f"sqlite:///{BASE_DIR / 'instance' / 'tasktracker.db'}"
+    )
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY", DEV_JWT_SECRET)
+    JWT_ACCESS_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_ACCESS_TOKEN_EXPIRES", 900))
+    JWT_REFRESH_TOKEN_EXPIRES = timedelta(seconds=_int("JWT_REFRESH_TOKEN_EXPIRES", 30 * 86400))
+    JWT_TOKEN_LOCATION = ["headers"]
+    JWT_ALGORITHM = "HS256"
+    JWT_DECODE_ALGORITHMS = ["HS256"]
+
+    # Flask-Limiter: memory:// in one process; redis:// in production (shared).
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_HEADERS_ENABLED = True
+    LOGIN_RATE_LIMIT_IP = os.environ.get("LOGIN_RATE_LIMIT_IP", "20 per minute")
+    LOGIN_RATE_LIMIT_ACCOUNT = os.environ.get("LOGIN_RATE_LIMIT_ACCOUNT", "10 per minute")
+
+    CORS_ORIGINS = [o for o in os.environ.get("CORS_ORIGINS", "").split(",") if o]
+
+    MAX_UPLOAD_BYTES = _int("MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+    UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(BASE_DIR / "instance" / "uploads"))
+    MAX_JSON_BYTES = _int("MAX_JSON_BYTES", 1024 * 1024)
+
+    # Background work. Empty CELERY_BROKER_URL -> embedded mode: jobs run in place
+    # and an in-process scheduler thread does the beat's work.
+    CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+    SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE", "")
+    SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
+    REDIS_URL = os.environ.get("REDIS_URL", "")
+    SCAN_INTERVAL_SECONDS = _float("SCAN_INTERVAL_SECONDS", 60.0)
+    OUTBOX_REDISPATCH_AFTER_SECONDS = _float("OUTBOX_REDISPATCH_AFTER_SECONDS", 30.0)
+    SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)
+
+    IDEMPOTENCY_TTL = timedelta(hours=24)
+    INVITATION_TTL = timedelta(days=7)
+    LOG_JSON = _bool("LOG_JSON", False)
+
+
+def celery_settings(broker_url: str) -> dict:
+    """Celery settings (Flask's Celery pattern reads them from ``app.config["CELERY"]``)."""
+    return {
+        "broker_url": broker_url or "memory://",
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "task_always_eager": not broker_url,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+class ProductionConfig(Config):
+    """Production: PostgreSQL, RabbitMQ, Redis; validated by :func:`validate_production`."""
+
+    ENV = "production"
+    SCHEDULER_ENABLED = False  # the Celery beat process does the scans
+    LOG_JSON = _bool("LOG_JSON", True)
+
+
+class TestConfig(Config):
+    """pytest: a throwaway database given by the test fixtures, fast scans, no scheduler."""
+
+    TESTING = True
+    ENV = "testing"
+    SQLALCHEMY_DATABASE_URI = "sqlite://"
+    RATELIMIT_ENABLED = False
+    SCHEDULER_ENABLED = False
+    CELERY_BROKER_URL = ""
+    SOCKETIO_MESSAGE_QUEUE = ""
+    REDIS_URL = ""
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when production settings are unsafe or incomplete."""
+
+
+def validate_production(config: dict) -> None:
+    """Refuse to start production with unsafe settings.
+
+    Raises :class:`ConfigError` naming every problem: a default or short
+    (< 32 chars) ``JWT_SECRET_KEY``, a SQLite ``DATABASE_URL``, a missing
+    ``CELERY_BROKER_URL``.
+    """
+    problems = []
+    secret = config.get("JWT_SECRET_KEY") or ""
+    if secret == DEV_JWT_SECRET or len(secret) < 32:
+        problems.append("JWT_SECRET_KEY must be set to a random value of at least 32 characters")
+    if str(config.get("SQLALCHEMY_DATABASE_URI", "")).startswith("sqlite"):
+        problems.append("DATABASE_URL must point at PostgreSQL in production, not SQLite")
+    if not config.get("CELERY_BROKER_URL"):
+        problems.append("CELERY_BROKER_URL (RabbitMQ) is required in production")
+    if problems:
+        raise ConfigError("Refusing to start in production: " + "; ".join(problems))

@@ -1,0 +1,1 @@
+"""Pieces shared by every domain package: types, errors, pagination, HTTP helpers."""

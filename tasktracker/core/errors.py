@@ -1,0 +1,146 @@
+"""One JSON error shape for the whole API (api-contract.md, "Errors").
+
+``{"error": {"code": "<snake_case>", "message": "<human text>", "details": {...}}}``
+
+Services raise :class:`ApiError` subclasses; the handlers registered by
+:func:`register_error_handlers` turn them, Werkzeug HTTP errors, marshmallow
+validation errors, JWT errors and database outages into that shape. Nothing
+answers 500 with a stack trace: unexpected errors are logged and answer a
+generic ``internal_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from marshmallow import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a snake_case code, a message and details."""
+
+    status = 400
+    code = "bad_request"
+    message = "Bad request."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None,
+                 details: dict | None = None, status: int | None = None,
+                 headers: dict | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.code = code or self.code
+        self.details = details or {}
+        self.status = status or self.status
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status, code, message = 400, "bad_request", "Malformed request."
+
+
+class Unauthorized(ApiError):
+    status, code, message = 401, "unauthorized", "Authentication required."
+
+
+class Forbidden(ApiError):
+    status, code, message = 403, "forbidden", "You may not do this."
+
+
+class NotFound(ApiError):
+    status, code, message = 404, "not_found", "Resource not found."
+
+
+class Conflict(ApiError):
+    status, code, message = 409, "conflict", "Conflict."
+
+
+class PreconditionFailed(ApiError):
+    status, code, message = 412, "precondition_failed", "The resource has changed (If-Match)."
+
+
+class Unprocessable(ApiError):
+    status, code, message = 422, "validation_error", "Invalid input."
+
+
+class ServiceUnavailable(ApiError):
+    status, code, message = 503, "service_unavailable", "A dependency is unavailable."
+
+
+def error_response(status: int, code: str, message: str, details: dict | None = None,
+                   headers: dict | None = None):
+    """Build the contract's error response: ``(Response, status)``."""
+    response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
+    412: "precondition_failed", 413: "payload_too_large", 415: "unsupported_media_type",
+    422: "validation_error", 429: "rate_limited", 503: "service_unavailable",
+}
+_KEEP_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+
+def handle_http_exception(exc: HTTPException):
+    """Werkzeug HTTP errors (404 route, 405, 413, 415, 429...) in the contract's shape.
+
+    Headers such as ``Allow`` (405) and ``Retry-After`` (429) are kept.
+    """
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "http_error")
+    message = exc.description or exc.name
+    if status == 429:
+        message = f"Too many requests: {exc.description}."
+    original = exc.get_response()
+    headers = {k: original.headers[k] for k in _KEEP_HEADERS if k in original.headers}
+    if status == 429 and "Retry-After" not in headers:
+        headers["Retry-After"] = "60"
+    return error_response(status, code, message, headers=headers)
+
+
+def handle_api_error(exc: ApiError):
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def handle_validation_error(exc: ValidationError):
+    """marshmallow errors -> 422 with ``details`` mapping field -> list of messages."""
+    details = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+    return error_response(422, "validation_error", "Invalid input.", details)
+
+
+def handle_db_unavailable(exc: DBAPIError):
+    """A lost database connection answers 503; the session is reset for the next request."""
+    from tasktracker.extensions import db
+
+    db.session.rollback()
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        return error_response(503, "database_unavailable", "The database is unavailable.",
+                              {"dependency": "database"}, {"Retry-After": "5"})
+    log.exception("database error")
+    return error_response(500, "internal_error", "Internal server error.")
+
+
+def handle_unexpected(exc: Exception):
+    if isinstance(exc, HTTPException):
+        return handle_http_exception(exc)
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "Internal server error.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Attach the handlers above to ``app``."""
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(ValidationError, handle_validation_error)
+    app.register_error_handler(DBAPIError, handle_db_unavailable)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,27 @@
+"""marshmallow fields shared by the schemas."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from marshmallow import fields
+
+
+class UTCDateTime(fields.AwareDateTime):
+    """ISO 8601 time (api-contract.md, "Times").
+
+    Load: an offset is required (a naive time is a 422), the value is converted
+    to UTC. Dump: UTC with a ``Z`` suffix, e.g. ``2026-12-01T08:00:00Z``.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("format", "iso")
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> datetime:
+        return super()._deserialize(value, attr, data, **kwargs).astimezone(timezone.utc)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,50 @@
+"""Logging: plain text in development, one JSON object per line in production,
+each carrying the request id (``X-Request-ID``, generated when absent)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+
+from flask import Flask, g, has_request_context, request
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as ``{"ts", "level", "logger", "message", "request_id"?, "exc"?}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if has_request_context():
+            entry["request_id"] = getattr(g, "request_id", None)
+            entry["method"] = request.method
+            entry["path"] = request.path
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(app: Flask) -> None:
+    """Install the formatter and the request-id hooks on ``app``."""
+    if app.config.get("LOG_JSON"):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+
+    @app.before_request
+    def _request_id():
+        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response):
+        if hasattr(g, "request_id"):
+            response.headers["X-Request-ID"] = g.request_id
+        return response

@@ -1,0 +1,53 @@
+"""Pagination of list endpoints (api-contract.md, "Lists are paginated")."""
+
+from __future__ import annotations
+
+import math
+
+import sqlalchemy as sa
+from marshmallow import Schema, fields, validate
+
+from tasktracker.extensions import db
+
+MAX_PER_PAGE = 100
+
+
+class PageArgsSchema(Schema):
+    """``?page=1&per_page=20``; ``per_page`` is 1..100. Unknown params are ignored here."""
+
+    class Meta:
+        unknown = "exclude"
+
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PER_PAGE))
+
+
+def paginate(query: sa.Select, page: int, per_page: int, dump) -> dict:
+    """Run ``query`` for one page and count the total.
+
+    ``dump`` turns the list of rows into JSON-ready items (a schema's ``dump``
+    with ``many=True``). Returns ``{"items", "page", "per_page", "total", "pages"}``.
+    """
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery()))
+    rows = db.session.scalars(query.limit(per_page).offset((page - 1) * per_page)).all()
+    return {
+        "items": dump(rows),
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        "pages": math.ceil(total / per_page) if total else 0,
+    }
+
+
+def page_envelope_schema(item_schema: type[Schema], name: str) -> type[Schema]:
+    """A schema class for the paginated envelope of ``item_schema`` (used by OpenAPI)."""
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item_schema)),
+            "page": fields.Integer(),
+            "per_page": fields.Integer(),
+            "total": fields.Integer(),
+            "pages": fields.Integer(),
+        },
+        name=name,
+    )

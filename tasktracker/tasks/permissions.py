@@ -1,0 +1,60 @@
+"""Who may see and change a task (api-contract.md, "Tasks").
+
+- see: owner, assignee, members of its team, site admins;
+- edit: owner, assignee, team owner/admins (and site admins);
+- manage (delete, restore, assign): owner, team owner/admins (and site admins).
+
+A task the caller may not see is reported as missing (404), never 403.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tasktracker.auth.models import User
+from tasktracker.extensions import db
+from tasktracker.tasks.models import Task
+from tasktracker.teams.models import TeamMember
+
+TEAM_MANAGER_ROLES = ("owner", "admin")
+
+
+def team_role(user_id: int, team_id: int | None) -> str | None:
+    """The user's role in the team (``owner|admin|member``), or None."""
+    if team_id is None:
+        return None
+    return db.session.scalar(
+        sa.select(TeamMember.role).where(TeamMember.team_id == team_id, TeamMember.user_id == user_id)
+    )
+
+
+def visible_condition(user: User):
+    """SQL condition selecting the tasks ``user`` may see."""
+    if user.is_admin:
+        return sa.true()
+    my_teams = sa.select(TeamMember.team_id).where(TeamMember.user_id == user.id)
+    return sa.or_(Task.owner_id == user.id, Task.assignee_id == user.id, Task.team_id.in_(my_teams))
+
+
+def can_see(user: User, task: Task) -> bool:
+    if user.is_admin or user.id in (task.owner_id, task.assignee_id):
+        return True
+    return team_role(user.id, task.team_id) is not None
+
+
+def can_edit(user: User, task: Task) -> bool:
+    if user.is_admin or user.id in (task.owner_id, task.assignee_id):
+        return True
+    return team_role(user.id, task.team_id) in TEAM_MANAGER_ROLES
+
+
+def can_manage(user: User, task: Task) -> bool:
+    if user.is_admin or user.id == task.owner_id:
+        return True
+    return team_role(user.id, task.team_id) in TEAM_MANAGER_ROLES
+
+
+def can_contribute(user: User, task: Task) -> bool:
+    """May add comments and attachments: owner, assignee, members of the task's team
+    (site admins too)."""
+    return can_see(user, task)

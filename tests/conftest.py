@@ -1,0 +1,170 @@
+"""pytest fixtures (Flask tutorial style: ``app``, ``client``, ``runner``, ``auth``).
+
+Every test runs against SQLite and against PostgreSQL (the ``database`` fixture
+is parametrized). Outside CI a missing PostgreSQL skips its half with a reason;
+with ``CI=true`` it fails the run. Each pytest run gets its own PostgreSQL
+database (``tt_test_<random>``), so parallel runs do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+
+from tasktracker import create_app
+from tasktracker.auth import services as auth_services
+from tasktracker.config import TestConfig
+from tasktracker.extensions import db
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# Fast hashing in tests: same algorithm (argon2id), cheaper parameters.
+auth_services._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+def require_service(name: str, reason: str) -> None:
+    """Fail under CI=true, skip otherwise: services needed by a test must exist in CI."""
+    if IN_CI:
+        pytest.fail(f"{name} is required under CI=true: {reason}")
+    pytest.skip(f"{name} unavailable: {reason}")
+
+
+def _create_postgres_database() -> tuple[str, callable]:
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"tt_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        require_service("PostgreSQL", str(exc).splitlines()[0])
+    url = sa.engine.make_url(POSTGRES_ADMIN_URL).set(database=name)
+
+    def drop():
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url.render_as_string(hide_password=False), drop
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request, tmp_path_factory):
+    """A fresh empty database URL for this run, one per backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        return
+    url, drop = _create_postgres_database()
+    yield url
+    drop()
+
+
+@pytest.fixture(scope="session")
+def app(database_url, tmp_path_factory):
+    """The app bound to the test database; tables created from the models."""
+    app = create_app(TestConfig, {"SQLALCHEMY_DATABASE_URI": database_url,
+                                  "UPLOAD_DIR": str(tmp_path_factory.mktemp("uploads"))})
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _app_context_and_clean_db(request):
+    """Each test runs in an app context and starts with empty tables."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    app = request.getfixturevalue("app")
+    with app.app_context():
+        yield
+        db.session.remove()
+        _truncate_all()
+
+
+def _truncate_all() -> None:
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)
+                                 + " RESTART IDENTITY CASCADE"))
+        else:
+            for t in tables:
+                conn.execute(sa.text(f'DELETE FROM "{t}"'))
+            conn.execute(sa.text("DELETE FROM sqlite_sequence")) if conn.execute(
+                sa.text("SELECT name FROM sqlite_master WHERE name='sqlite_sequence'")).first() else None
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@dataclass
+class Session:
+    """A logged-in user as a test sees it."""
+
+    user: dict
+    access_token: str
+    refresh_token: str
+
+    @property
+    def id(self) -> int:
+        return self.user["id"]
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+class AuthActions:
+    """Register and log in users through the real API."""
+
+    def __init__(self, client):
+        self._client = client
+        self._n = 0
+
+    def register(self, username: str | None = None, password: str = "correct-horse-9", **extra) -> dict:
+        self._n += 1
+        username = username or f"user{self._n}_{uuid.uuid4().hex[:6]}"
+        body = {"username": username, "email": f"{username}@example.com", "password": password, **extra}
+        response = self._client.post("/api/auth/register", json=body)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    def login(self, username: str, password: str = "correct-horse-9") -> Session:
+        response = self._client.post("/api/auth/login", json={"username": username, "password": password})
+        assert response.status_code == 200, response.json
+        body = response.json
+        return Session(body["user"], body["access_token"], body["refresh_token"])
+
+    def user(self, username: str | None = None, *, admin: bool = False) -> Session:
+        """A registered, logged-in user (made site admin when ``admin``)."""
+        user = self.register(username)
+        if admin:
+            from tasktracker.auth.models import User
+
+            db.session.get(User, user["id"]).role = "admin"
+            db.session.commit()
+        return self.login(user["username"])
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
