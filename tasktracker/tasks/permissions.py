@@ -58,3 +58,16 @@ def can_contribute(user: User, task: Task) -> bool:
     """May add comments and attachments: owner, assignee, members of the task's team
     (site admins too)."""
     return can_see(user, task)
+
+
+def get_visible_task(user: User, task_id: int, *, include_deleted: bool = False) -> Task:
+    """The task if ``user`` may see it, else :class:`NotFound` (404, never 403).
+
+    Soft-deleted tasks count as missing unless ``include_deleted``.
+    """
+    from tasktracker.core.errors import NotFound
+
+    task = db.session.get(Task, task_id)
+    if task is None or not can_see(user, task) or (task.deleted_at is not None and not include_deleted):
+        raise NotFound("Task not found.", code="task_not_found")
+    return task
