@@ -1,8 +1,152 @@
-"""REST resources of attachments."""
+"""REST resources of attachments: ``/api/tasks/<id>/attachments`` and ``/api/attachments/<id>``."""
 
-from flask import Blueprint
+from __future__ import annotations
 
-from tasktracker.core.api import Api
+from flask import Blueprint, request, send_file
+from flask_jwt_extended import current_user
+from flask_restful import Resource
+
+from tasktracker.attachments import services
+from tasktracker.attachments.schemas import attachment_schema, attachments_schema
+from tasktracker.auth.access import auth_required
+from tasktracker.core.api import Api, load_args, no_content
+from tasktracker.core.errors import ApiError, Unprocessable
+from tasktracker.core.pagination import PageArgsSchema, paginate
 
 bp = Blueprint("attachments", __name__, url_prefix="/api")
 api = Api(bp)
+
+
+class TaskAttachmentList(Resource):
+    @auth_required
+    def get(self, task_id: int):
+        """Attachments of a task, oldest first, paginated (anyone who sees the task).
+        ---
+        tags: [attachments]
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+          - in: query
+            schema: PageArgsSchema
+        responses:
+          200: {description: A page of attachments, content: {application/json: {schema: AttachmentPageSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          404: {$ref: "#/components/responses/NotFound"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(PageArgsSchema())
+        query = services.attachments_query(current_user, task_id)
+        return paginate(query, args["page"], args["per_page"], attachments_schema.dump), 200
+
+    @auth_required
+    def post(self, task_id: int):
+        """Upload a file to a task (owner, assignee, members of the task's team, site admins).
+        ---
+        tags: [attachments]
+        description: >-
+          A `multipart/form-data` body with one file part named `file`. At most
+          MAX_UPLOAD_BYTES (default 10 MiB) of content, else 413 (checked against
+          Content-Length first, then while streaming). An empty file (0 bytes) is
+          accepted. The media type is the part's, else guessed from the file name,
+          else application/octet-stream. The file name is kept for display only;
+          the stored name is random.
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+        requestBody:
+          required: true
+          content:
+            multipart/form-data:
+              schema: AttachmentUploadSchema
+              encoding:
+                file: {contentType: "*/*"}
+        responses:
+          201:
+            description: The attachment's metadata
+            headers: {Location: {description: URL to download the file, schema: {type: string}}}
+            content: {application/json: {schema: AttachmentSchema}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          413: {$ref: "#/components/responses/PayloadTooLarge"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        task = services.upload_target(current_user, task_id)
+        if request.mimetype != "multipart/form-data":
+            raise ApiError("Send the file as multipart/form-data in a part named 'file'.", status=415,
+                           code="unsupported_media_type")
+        services.check_declared_length(request.content_length)
+        # Werkzeug stops reading (413) past this, also for chunked bodies without Content-Length.
+        request.max_content_length = services.max_request_bytes()
+        upload = request.files.get("file")
+        if upload is None:
+            raise Unprocessable(details={"file": ["Missing data for required field (a file part named 'file')."]})
+        if not upload.filename:
+            raise Unprocessable(details={"file": ["No file selected (the part has no file name)."]})
+        try:
+            attachment = services.add_attachment(current_user, task, upload.stream, upload.filename,
+                                                 upload.content_type)
+        finally:
+            upload.close()
+        return attachment_schema.dump(attachment), 201, {"Location": f"/api/attachments/{attachment.id}"}
+
+
+class AttachmentDetail(Resource):
+    @auth_required
+    def get(self, attachment_id: int):
+        """Download an attachment's bytes (anyone who sees the task).
+        ---
+        tags: [attachments]
+        description: >-
+          Served with the recorded media type, `Content-Disposition: attachment`
+          (an ASCII `filename` plus the UTF-8 `filename*`), `X-Content-Type-Options:
+          nosniff` and an ETag (the SHA-256); Range and conditional requests work.
+        parameters:
+          - {in: path, name: attachment_id, required: true, schema: {type: integer}}
+        responses:
+          200:
+            description: The file
+            headers:
+              Content-Disposition: {description: "attachment; filename=...; filename*=UTF-8''...", schema: {type: string}}
+              X-Content-Type-Options: {description: nosniff, schema: {type: string}}
+              ETag: {description: the SHA-256 of the content, schema: {type: string}}
+            content:
+              application/octet-stream:
+                schema: {type: string, format: binary}
+              "*/*":
+                schema: {type: string, format: binary}
+          206: {description: "A byte range (Range header)", content: {"*/*": {schema: {type: string, format: binary}}}}
+          304: {description: Not modified (If-None-Match)}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          404: {$ref: "#/components/responses/NotFound"}
+        """
+        attachment, path = services.download(current_user, attachment_id)
+        response = send_file(path, mimetype=attachment.content_type, conditional=True,
+                             etag=attachment.sha256, max_age=0)
+        response.headers["Content-Type"] = attachment.content_type
+        response.headers["Content-Disposition"] = services.content_disposition(attachment.filename)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response.headers["Cache-Control"] = "private, no-cache"
+        return response
+
+    @auth_required
+    def delete(self, attachment_id: int):
+        """Delete an attachment (uploader, task owner, site admin; others who see it get 403).
+        ---
+        tags: [attachments]
+        description: The stored file is removed after the deletion is committed.
+        parameters:
+          - {in: path, name: attachment_id, required: true, schema: {type: integer}}
+        responses:
+          204: {description: Deleted}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+        """
+        services.delete_attachment(current_user, attachment_id)
+        return no_content()
+
+
+api.add_resource(TaskAttachmentList, "/tasks/<int:task_id>/attachments")
+api.add_resource(AttachmentDetail, "/attachments/<int:attachment_id>")

@@ -1,8 +1,330 @@
-"""REST resources of teams."""
+"""REST resources of teams: ``/api/teams``, members, invitations (api-contract.md, "Teams")."""
+
+from __future__ import annotations
 
 from flask import Blueprint
+from flask_jwt_extended import current_user
+from flask_restful import Resource
 
-from tasktracker.core.api import Api
+from tasktracker.auth.access import auth_required
+from tasktracker.core.api import Api, load_args, load_body, no_content
+from tasktracker.core.pagination import PageArgsSchema, paginate
+from tasktracker.teams import services
+from tasktracker.teams.schemas import (
+    InvitationCreateSchema, MemberRoleSchema, TeamCreateSchema, TeamUpdateSchema, invitation_schema,
+    invitations_schema, team_detail_schema, team_member_schema, team_members_schema, team_schema,
+    teams_schema,
+)
 
 bp = Blueprint("teams", __name__, url_prefix="/api")
 api = Api(bp)
+
+
+class TeamList(Resource):
+    @auth_required
+    def get(self):
+        """Teams the caller belongs to (any role), oldest first, paginated.
+        ---
+        tags: [teams]
+        parameters:
+          - in: query
+            schema: PageArgsSchema
+        responses:
+          200: {description: A page of teams, content: {application/json: {schema: TeamPageSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(PageArgsSchema())
+        return paginate(services.my_teams_query(current_user), args["page"], args["per_page"],
+                        lambda rows: teams_schema.dump(services.with_member_counts(rows))), 200
+
+    @auth_required
+    def post(self):
+        """Create a team; the caller becomes its owner.
+        ---
+        tags: [teams]
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: TeamCreateSchema
+        responses:
+          201:
+            description: The new team
+            headers: {Location: {description: URL of the team, schema: {type: string}}}
+            content: {application/json: {schema: TeamSchema}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          413: {$ref: "#/components/responses/PayloadTooLarge"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(TeamCreateSchema())
+        team = services.create_team(current_user, data["name"], data["description"])
+        return team_schema.dump(team), 201, {"Location": f"/api/teams/{team.id}"}
+
+
+class TeamDetail(Resource):
+    @auth_required
+    def get(self, team_id: int):
+        """A team with its members (members and site admins; others 404).
+        ---
+        tags: [teams]
+        parameters:
+          - {in: path, name: team_id, required: true, schema: {type: integer}}
+        responses:
+          200: {description: The team and its members, content: {application/json: {schema: TeamDetailSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          404: {$ref: "#/components/responses/NotFound"}
+        """
+        return team_detail_schema.dump(services.team_detail(current_user, team_id)), 200
+
+    @auth_required
+    def patch(self, team_id: int):
+        """Edit a team's name or description (owner, admin, site admin; a member gets 403).
+        ---
+        tags: [teams]
+        parameters:
+          - {in: path, name: team_id, required: true, schema: {type: integer}}
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: TeamUpdateSchema
+        responses:
+          200: {description: The team, content: {application/json: {schema: TeamSchema}}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          413: {$ref: "#/components/responses/PayloadTooLarge"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(TeamUpdateSchema())
+        return team_schema.dump(services.update_team(current_user, team_id, data)), 200
+
+    @auth_required
+    def delete(self, team_id: int):
+        """Delete a team (owner or site admin; team admins and members get 403).
+        ---
+        tags: [teams]
+        description: >-
+          The team's tasks (trashed ones too) become their owners' personal tasks
+          (team_id null); their assignees stay. Memberships and invitations are removed.
+          409 `concurrent_update` if one of its tasks changed at the same moment.
+        parameters:
+          - {in: path, name: team_id, required: true, schema: {type: integer}}
+        responses:
+          204: {description: Deleted}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+        """
+        services.delete_team(current_user, team_id)
+        return no_content()
+
+
+class TeamMemberList(Resource):
+    @auth_required
+    def get(self, team_id: int):
+        """Members of a team (owner, admins, members; each by join time), paginated.
+        ---
+        tags: [teams]
+        parameters:
+          - {in: path, name: team_id, required: true, schema: {type: integer}}
+          - in: query
+            schema: PageArgsSchema
+        responses:
+          200: {description: A page of members, content: {application/json: {schema: TeamMemberPageSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          404: {$ref: "#/components/responses/NotFound"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(PageArgsSchema())
+        query = services.list_members(current_user, team_id)
+        return paginate(query, args["page"], args["per_page"], team_members_schema.dump), 200
+
+
+class TeamMemberDetail(Resource):
+    @auth_required
+    def patch(self, team_id: int, user_id: int):
+        """Change a member's role to admin or member.
+        ---
+        tags: [teams]
+        description: >-
+          Owner and site admins only, except that a team admin may step down
+          (their own admin -> member); other attempts by team admins and members
+          are 403. The owner's role never changes (409 `owner_role_locked`);
+          `owner` cannot be given (422). The same role again is a no-op.
+        parameters:
+          - {in: path, name: team_id, required: true, schema: {type: integer}}
+          - {in: path, name: user_id, required: true, schema: {type: integer}}
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: MemberRoleSchema
+        responses:
+          200: {description: The membership, content: {application/json: {schema: TeamMemberSchema}}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+          413: {$ref: "#/components/responses/PayloadTooLarge"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(MemberRoleSchema())
+        member = services.change_role(current_user, team_id, user_id, data["role"])
+        return team_member_schema.dump(member), 200
+
+    @auth_required
+    def delete(self, team_id: int, user_id: int):
+        """Remove a member (owner, site admin; a team admin removes plain members) or leave (self).
+        ---
+        tags: [teams]
+        description: >-
+          The owner can neither leave nor be removed (409 `owner_cannot_leave`).
+          The member's tasks in the team are unassigned and their access ends at once.
+        parameters:
+          - {in: path, name: team_id, required: true, schema: {type: integer}}
+          - {in: path, name: user_id, required: true, schema: {type: integer}}
+        responses:
+          204: {description: Removed}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+        """
+        services.remove_member(current_user, team_id, user_id)
+        return no_content()
+
+
+class TeamInvitationList(Resource):
+    @auth_required
+    def get(self, team_id: int):
+        """Pending (unexpired) invitations of a team, oldest first (owner, admin, site admin).
+        ---
+        tags: [invitations]
+        parameters:
+          - {in: path, name: team_id, required: true, schema: {type: integer}}
+          - in: query
+            schema: PageArgsSchema
+        responses:
+          200: {description: A page of invitations, content: {application/json: {schema: InvitationPageSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(PageArgsSchema())
+        query = services.team_invitations_query(current_user, team_id)
+        return paginate(query, args["page"], args["per_page"], invitations_schema.dump), 200
+
+    @auth_required
+    def post(self, team_id: int):
+        """Invite an email address into the team (owner, admin, site admin).
+        ---
+        tags: [invitations]
+        description: >-
+          Inviting with role `admin` needs the owner or a site admin (403 otherwise).
+          409 `already_member` if the address belongs to a member, 409 `already_invited`
+          if a pending invitation for it exists. Expires after INVITATION_TTL (7 days).
+          A registered invitee gets a `team_invitation` notification.
+        parameters:
+          - {in: path, name: team_id, required: true, schema: {type: integer}}
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: InvitationCreateSchema
+        responses:
+          201: {description: The invitation, content: {application/json: {schema: InvitationSchema}}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+          413: {$ref: "#/components/responses/PayloadTooLarge"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(InvitationCreateSchema())
+        invitation = services.create_invitation(current_user, team_id, data["email"], data["role"])
+        return invitation_schema.dump(invitation), 201
+
+
+class MyInvitationList(Resource):
+    @auth_required
+    def get(self):
+        """Pending (unexpired) invitations addressed to the caller's email, newest first.
+        ---
+        tags: [invitations]
+        parameters:
+          - in: query
+            schema: PageArgsSchema
+        responses:
+          200: {description: A page of invitations, content: {application/json: {schema: InvitationPageSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(PageArgsSchema())
+        return paginate(services.my_invitations_query(current_user), args["page"], args["per_page"],
+                        invitations_schema.dump), 200
+
+
+class InvitationAccept(Resource):
+    @auth_required
+    def post(self, invitation_id: int):
+        """Accept an invitation: the caller becomes a member with the invited role.
+        ---
+        tags: [invitations]
+        description: >-
+          Only the user the invitation is addressed to (by email, case-insensitive);
+          anyone else gets 404. Answers the invitation (status `accepted`); the new
+          membership shows in `GET /api/teams/{id}/members`. 409 `invitation_not_pending`
+          if already accepted or declined, `invitation_expired` after expires_at,
+          `already_member` if the caller is already a member.
+        parameters:
+          - {in: path, name: invitation_id, required: true, schema: {type: integer}}
+        responses:
+          200: {description: The accepted invitation, content: {application/json: {schema: InvitationSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+        """
+        return invitation_schema.dump(services.accept_invitation(current_user, invitation_id)), 200
+
+
+class InvitationDecline(Resource):
+    @auth_required
+    def post(self, invitation_id: int):
+        """Decline an invitation.
+        ---
+        tags: [invitations]
+        description: >-
+          Only the user the invitation is addressed to (by email, case-insensitive);
+          anyone else gets 404. 409 `invitation_not_pending` if already accepted or
+          declined, `invitation_expired` after expires_at.
+        parameters:
+          - {in: path, name: invitation_id, required: true, schema: {type: integer}}
+        responses:
+          200: {description: The declined invitation, content: {application/json: {schema: InvitationSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+        """
+        return invitation_schema.dump(services.decline_invitation(current_user, invitation_id)), 200
+
+
+api.add_resource(TeamList, "/teams")
+api.add_resource(TeamDetail, "/teams/<int:team_id>")
+api.add_resource(TeamMemberList, "/teams/<int:team_id>/members")
+api.add_resource(TeamMemberDetail, "/teams/<int:team_id>/members/<int:user_id>")
+api.add_resource(TeamInvitationList, "/teams/<int:team_id>/invitations")
+api.add_resource(MyInvitationList, "/invitations")
+api.add_resource(InvitationAccept, "/invitations/<int:invitation_id>/accept")
+api.add_resource(InvitationDecline, "/invitations/<int:invitation_id>/decline")
