@@ -83,6 +83,9 @@ def register_blueprints(app: Flask) -> None:
     for bp in (ops_bp, auth_bp, tasks_bp, teams_bp, comments_bp, attachments_bp,
                notifications_bp, openapi_bp):
         app.register_blueprint(bp)
+    from tasktracker.realtime.resources import bp as realtime_bp
+
+    app.register_blueprint(realtime_bp)
 
 
 def register_cli(app: Flask) -> None:

@@ -70,6 +70,15 @@ class Config:
     SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE", "")
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
     REDIS_URL = os.environ.get("REDIS_URL", "")
+    # Socket.IO (tasktracker/realtime): the pub/sub channel (kombu exchange / Redis channel)
+    # shared by every server and emitter of one deployment; presence keys in Redis and
+    # their liveness (each server refreshes its heartbeat key every HEARTBEAT seconds;
+    # entries of a server whose key expired after SERVER_TTL seconds are pruned).
+    SOCKETIO_CHANNEL = os.environ.get("SOCKETIO_CHANNEL", "flask-socketio")
+    PRESENCE_KEY_PREFIX = os.environ.get("PRESENCE_KEY_PREFIX", "tasktracker:presence")
+    PRESENCE_HEARTBEAT_SECONDS = _float("PRESENCE_HEARTBEAT_SECONDS", 10.0)
+    PRESENCE_SERVER_TTL_SECONDS = _int("PRESENCE_SERVER_TTL_SECONDS", 30)
+    REALTIME_REPLAY_LIMIT = _int("REALTIME_REPLAY_LIMIT", 500)
     SCAN_INTERVAL_SECONDS = _float("SCAN_INTERVAL_SECONDS", 60.0)
     OUTBOX_REDISPATCH_AFTER_SECONDS = _float("OUTBOX_REDISPATCH_AFTER_SECONDS", 30.0)
     SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)

@@ -1,12 +1,69 @@
-"""Socket.IO: connect/auth, rooms, presence and :func:`emit` (DESIGN.md)."""
+"""Socket.IO: connect/auth, rooms, presence and :func:`emit` (DESIGN.md, api-contract.md
+"Real time").
 
+Public interface for the rest of the app (the notification fan-out, team services):
+
+- :func:`emit` ``(event, data, rooms)``: send to the union of rooms, each connection once.
+- :func:`sync_membership` ``(user_id, team_id, joined)``: move a user's live
+  connections in every server process in or out of ``team:<id>``.
+
+Rooms: ``user:<id>`` and ``team:<id>`` (joined at connect), ``task:<id>``
+(``task:subscribe``). Handlers live in :mod:`tasktracker.realtime.handlers`,
+presence in :mod:`tasktracker.realtime.presence`, queue plumbing in
+:mod:`tasktracker.realtime.queue`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import socketio as _socketio
 from flask import Flask
 
 from tasktracker.extensions import socketio
+from tasktracker.realtime.emitter import emit, get_state, sync_membership  # noqa: F401 - public API
+
+log = logging.getLogger(__name__)
+
+ASYNC_MODES = ("threading", "gevent")
 
 
 def init_socketio(app: Flask) -> None:
-    """Bind Flask-SocketIO with an explicit ``async_mode`` (never eventlet)."""
-    socketio.init_app(app, async_mode=app.config["SOCKETIO_ASYNC_MODE"],
-                      message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"] or None,
-                      cors_allowed_origins=app.config["CORS_ORIGINS"] or [])
+    """Bind Flask-SocketIO to ``app``.
+
+    - ``async_mode`` from ``SOCKETIO_ASYNC_MODE`` (``threading`` or ``gevent``;
+      anything else, eventlet included, raises ``ValueError``).
+    - ``SOCKETIO_MESSAGE_QUEUE`` (``amqp://`` via kombu, or ``redis://``) on channel
+      ``SOCKETIO_CHANNEL`` when set; none in embedded mode. The client manager is
+      always passed explicitly, so re-initialising the shared ``socketio`` object
+      for another app never inherits a previous queue.
+    - CORS: ``CORS_ORIGINS`` when set, else same origin only.
+    - presence in Redis (``REDIS_URL``) or in memory.
+    """
+    from tasktracker.realtime import handlers  # noqa: F401 - registers handlers before init_app
+    from tasktracker.realtime import emitter, queue
+    from tasktracker.realtime.presence import MemoryPresence, RedisPresence
+
+    async_mode = app.config["SOCKETIO_ASYNC_MODE"]
+    if async_mode not in ASYNC_MODES:
+        raise ValueError(f"SOCKETIO_ASYNC_MODE must be one of {ASYNC_MODES}, not {async_mode!r}")
+    url = app.config["SOCKETIO_MESSAGE_QUEUE"] or None
+    channel = app.config["SOCKETIO_CHANNEL"]
+    if url:
+        manager = queue.make_manager(url, channel)
+        manager.control_handler = emitter.control_handler(app)
+    else:
+        manager = _socketio.Manager()
+    socketio.init_app(app, async_mode=async_mode, client_manager=manager,
+                      cors_allowed_origins=app.config["CORS_ORIGINS"] or None)
+
+    if app.config["REDIS_URL"]:
+        presence = RedisPresence.from_url(app.config["REDIS_URL"], app.config["PRESENCE_KEY_PREFIX"],
+                                          app.config["PRESENCE_SERVER_TTL_SECONDS"])
+    else:
+        if url:
+            log.warning("realtime: SOCKETIO_MESSAGE_QUEUE is set but REDIS_URL is not: presence "
+                        "is tracked per process only")
+        presence = MemoryPresence()
+    app.extensions["tt_realtime"] = emitter.RealtimeState(app, presence, url, channel)
+    emitter.set_last_app(app)

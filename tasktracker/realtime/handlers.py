@@ -1,0 +1,163 @@
+"""Socket.IO event handlers on namespace ``/`` (api-contract.md, "Real time").
+
+- ``connect`` with ``auth={"token": "<access_token>", "last_seq"?: int}``: refused
+  (``connect_error`` with ``{"message", "data": {"code"}}``) for a missing,
+  malformed, expired, revoked or refresh token and for an inactive user
+  (``invalid_token``), for a bad ``last_seq`` (``invalid_last_seq``) and when a
+  dependency is down (``unavailable``). Accepted: joins ``user:<id>`` and
+  ``team:<id>`` of each team, records presence (``presence:update`` to the teams
+  on the first connection), updates ``last_seen_at``, and replays the caller's
+  notifications with ``event_seq > last_seq`` as ``notification:new``, in order
+  (at most ``REALTIME_REPLAY_LIMIT``), to this connection only.
+- ``task:subscribe {task_id}`` -> ack ``{ok: true}`` and joins ``task:<id>`` if the
+  user may see the task, else ``{ok: false, error: "not_found"}``; a bad payload
+  acks ``{ok: false, error: "invalid"}``.
+- ``task:unsubscribe {task_id}`` -> leaves ``task:<id>``, ack ``{ok: true}``.
+- ``disconnect``: presence (``presence:update`` offline after the last
+  connection) and ``last_seen_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app, request
+from flask_socketio import ConnectionRefusedError, join_room, leave_room
+
+from tasktracker.auth.models import User
+from tasktracker.auth.tokens import user_from_access_token
+from tasktracker.core.errors import NotFound
+from tasktracker.extensions import db, socketio
+from tasktracker.realtime import services
+from tasktracker.realtime.emitter import NAMESPACE, broadcast_presence, get_state
+
+log = logging.getLogger(__name__)
+
+MAX_ID = 2**31 - 1
+
+
+def _refuse(code: str, message: str):
+    raise ConnectionRefusedError(message, {"code": code})
+
+
+@socketio.on("connect")
+def on_connect(auth=None):
+    try:
+        return _connect(auth)
+    except ConnectionRefusedError:
+        raise
+    except Exception:  # noqa: BLE001 - never leave a client hanging on an error
+        log.exception("realtime: connect failed")
+        db.session.rollback()
+        _refuse("unavailable", "Service unavailable, retry later.")
+
+
+def _parse_last_seq(auth: dict) -> int | None:
+    last_seq = auth.get("last_seq")
+    if last_seq is None:
+        return None
+    if isinstance(last_seq, str) and last_seq.isdigit():
+        last_seq = int(last_seq)
+    if isinstance(last_seq, bool) or not isinstance(last_seq, int) or not 0 <= last_seq < 2**63:
+        _refuse("invalid_last_seq", "last_seq must be a non-negative integer.")
+    return last_seq
+
+
+def _connect(auth) -> None:
+    if not isinstance(auth, dict) or not isinstance(auth.get("token"), str) or not auth["token"]:
+        _refuse("missing_token", 'Authentication required: auth={"token": "<access_token>"}.')
+    last_seq = _parse_last_seq(auth)
+    user = user_from_access_token(auth["token"])
+    if user is None:
+        db.session.rollback()
+        _refuse("invalid_token", "Invalid, expired or revoked token, or inactive user.")
+    user_id, sid = user.id, request.sid
+    team_ids = services.team_ids_of(user_id)
+    join_room(services.user_room(user_id))
+    for team_id in team_ids:
+        join_room(services.team_room(team_id))
+    services.touch_last_seen(user_id)
+
+    state = get_state()
+    try:
+        state.ensure_heartbeat()
+        if state.presence.add(user_id, sid):
+            broadcast_presence(user_id, True, team_ids)
+    except Exception:  # noqa: BLE001 - presence is best effort; the connection stays
+        log.exception("realtime: presence add failed for user %s", user_id)
+
+    if last_seq is not None:
+        limit = current_app.config["REALTIME_REPLAY_LIMIT"]
+        for notification in services.missed_notifications(user_id, last_seq, limit):
+            socketio.emit("notification:new", services.notification_payload(notification),
+                          to=sid, namespace=NAMESPACE, ignore_queue=True)
+    db.session.commit()
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason=None):
+    try:
+        user_id, went_offline = get_state().presence.remove(request.sid)
+    except Exception:  # noqa: BLE001
+        log.exception("realtime: presence remove failed")
+        return
+    if user_id is None:
+        return
+    try:
+        services.touch_last_seen(user_id)
+        if went_offline:
+            broadcast_presence(user_id, False)
+    except Exception:  # noqa: BLE001
+        db.session.rollback()
+        log.exception("realtime: disconnect bookkeeping failed for user %s", user_id)
+
+
+def _task_id(data) -> int | None:
+    if not isinstance(data, dict):
+        return None
+    task_id = data.get("task_id")
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or not 0 < task_id <= MAX_ID:
+        return None
+    return task_id
+
+
+@socketio.on("task:subscribe")
+def on_task_subscribe(data=None, *_extra):
+    task_id = _task_id(data)
+    if task_id is None:
+        return {"ok": False, "error": "invalid"}
+    try:
+        user_id = get_state().presence.user_of(request.sid)
+        user = db.session.get(User, user_id) if user_id is not None else None
+        if user is None or not user.active:
+            return {"ok": False, "error": "unauthorized"}
+        from tasktracker.tasks.permissions import get_visible_task
+
+        get_visible_task(user, task_id)
+    except NotFound:
+        return {"ok": False, "error": "not_found"}
+    except Exception:  # noqa: BLE001
+        db.session.rollback()
+        log.exception("realtime: task:subscribe failed")
+        return {"ok": False, "error": "unavailable"}
+    finally:
+        db.session.rollback()  # read-only: end the transaction
+    join_room(services.task_room(task_id))
+    return {"ok": True}
+
+
+@socketio.on("task:unsubscribe")
+def on_task_unsubscribe(data=None, *_extra):
+    task_id = _task_id(data)
+    if task_id is None:
+        return {"ok": False, "error": "invalid"}
+    leave_room(services.task_room(task_id))
+    return {"ok": True}
+
+
+@socketio.on_error_default
+def on_error(exc):
+    """Any other handler error: logged, the client gets ``{ok: false, error: "internal"}``."""
+    db.session.rollback()
+    log.error("realtime: handler error: %r", exc, exc_info=exc)
+    return {"ok": False, "error": "internal"}
