@@ -82,6 +82,13 @@ class Config:
     SCAN_INTERVAL_SECONDS = _float("SCAN_INTERVAL_SECONDS", 60.0)
     OUTBOX_REDISPATCH_AFTER_SECONDS = _float("OUTBOX_REDISPATCH_AFTER_SECONDS", 30.0)
     SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)
+    # Celery queue of this deployment (tests use a unique one per run), publish
+    # timeout of the API's fan-out hand-off, rows claimed per scan transaction,
+    # and JOBS_INLINE: run fan-out synchronously after commit (tests, no threads).
+    CELERY_TASK_QUEUE = os.environ.get("CELERY_TASK_QUEUE", "tasktracker")
+    BROKER_PUBLISH_TIMEOUT_SECONDS = _float("BROKER_PUBLISH_TIMEOUT_SECONDS", 2.0)
+    SCAN_BATCH_SIZE = _int("SCAN_BATCH_SIZE", 500)
+    JOBS_INLINE = _bool("JOBS_INLINE", False)
 
     IDEMPOTENCY_TTL = timedelta(hours=24)
     INVITATION_TTL = timedelta(days=7)
@@ -119,6 +126,7 @@ class TestConfig(Config):
     SQLALCHEMY_DATABASE_URI = "sqlite://"
     RATELIMIT_ENABLED = False
     SCHEDULER_ENABLED = False
+    JOBS_INLINE = True
     CELERY_BROKER_URL = ""
     SOCKETIO_MESSAGE_QUEUE = ""
     REDIS_URL = ""

@@ -1,15 +1,135 @@
 """Background work. Only this package decides whether work goes to Celery
-(production) or runs in place (embedded mode). See DESIGN.md "Modes"."""
+(production) or runs in place (embedded mode). See DESIGN.md "Modes".
+
+Three modes, chosen per app by :func:`jobs_mode`:
+
+- ``celery``: ``CELERY_BROKER_URL`` is set. :func:`enqueue_fanout` publishes a
+  ``fanout_events`` task (short timeout, no retry; a dead broker is logged and
+  the outbox scan delivers later). Workers and one beat run from
+  ``celery_worker.py``; the beat runs the scans every ``SCAN_INTERVAL_SECONDS``.
+- ``thread`` (embedded default): jobs run on one in-process daemon worker
+  thread (each in its own app context) and, when ``SCHEDULER_ENABLED``, a
+  scheduler thread does the beat's scans (:mod:`tasktracker.jobs.embedded`).
+- ``inline`` (``JOBS_INLINE``, the tests' default): the fan-out runs
+  synchronously right after the commit, in a fresh app context. No threads.
+
+Public API: :func:`enqueue_fanout`, :func:`check_broker`, :func:`wait_idle`,
+and :func:`tasktracker.jobs.scans.run_all_scans` (``flask reminders dispatch``).
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+
+from flask import Flask, current_app
+
+log = logging.getLogger(__name__)
+
+FANOUT_TASK = "tasktracker.fanout_events"
+SCAN_REMINDERS_TASK = "tasktracker.scan_reminders"
+SCAN_OVERDUE_TASK = "tasktracker.scan_overdue"
+REDISPATCH_OUTBOX_TASK = "tasktracker.redispatch_outbox"
+
+#: After a failed publish, skip publishing for this long (seconds): while the broker
+#: is down each API write would otherwise wait ``BROKER_PUBLISH_TIMEOUT_SECONDS``.
+BROKER_BACKOFF_SECONDS = 5.0
+_BROKER_DOWN_UNTIL = "tasktracker.broker_down_until"
+
+
+def jobs_mode(app: Flask | None = None) -> str:
+    """``"celery"`` if a broker is configured, else ``"inline"`` with ``JOBS_INLINE``,
+    else ``"thread"``."""
+    config = (app or current_app).config
+    if config.get("CELERY_BROKER_URL"):
+        return "celery"
+    if config.get("JOBS_INLINE"):
+        return "inline"
+    return "thread"
+
 
 def enqueue_fanout(seqs: list[int]) -> None:
-    """Hand committed events to the fan-out. Placeholder until the real-time
-    issue lands: events stay undispatched and the outbox scan will pick them up."""
-    return None
+    """Hand committed events (their ``seq``s) to the fan-out. Never raises.
+
+    Called by :mod:`tasktracker.events.services` after each commit that wrote
+    events. Whatever fails here (broker down, a bug) is logged and the events
+    stay undispatched: the outbox scan fans them out after
+    ``OUTBOX_REDISPATCH_AFTER_SECONDS``.
+    """
+    seqs = [int(s) for s in seqs]
+    if not seqs:
+        return
+    try:
+        app = current_app._get_current_object()
+        mode = jobs_mode(app)
+        if mode == "celery":
+            _publish_fanout(app, seqs)
+        elif mode == "inline":
+            run_fanout(app, seqs)
+        else:
+            from tasktracker.jobs.embedded import get_runner
+
+            get_runner(app).submit(run_fanout, app, seqs)
+    except Exception:  # noqa: BLE001 - the API must never fail because of the fan-out
+        log.exception("jobs: could not hand events %s to the fan-out; the outbox scan will", seqs)
+
+
+def _publish_fanout(app: Flask, seqs: list[int]) -> None:
+    """Publish ``fanout_events(seqs)``: no retry, connecting for at most
+    ``BROKER_PUBLISH_TIMEOUT_SECONDS``; after a failure, skip publishing for
+    :data:`BROKER_BACKOFF_SECONDS` (the outbox scan delivers those events)."""
+    if time.monotonic() < app.extensions.get(_BROKER_DOWN_UNTIL, 0.0):
+        log.info("jobs: broker marked down; events %s left to the outbox scan", seqs)
+        return
+    celery = app.extensions["celery"]
+    timeout = app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"]
+    try:
+        celery.tasks[FANOUT_TASK].apply_async(args=[seqs], retry=False, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - kombu/amqp/socket errors of every kind
+        app.extensions[_BROKER_DOWN_UNTIL] = time.monotonic() + BROKER_BACKOFF_SECONDS
+        log.warning("jobs: broker unavailable (%s: %s); events %s left to the outbox scan",
+                    exc.__class__.__name__, exc, seqs)
+
+
+def run_fanout(app: Flask, seqs: list[int]) -> int:
+    """Fan out ``seqs`` in place, each in its own transaction, in a fresh app
+    context (so a caller's session is untouched). Returns how many were claimed;
+    a failing event is logged and left to the outbox scan."""
+    from tasktracker.notifications.services import fan_out
+
+    claimed = 0
+    with app.app_context():
+        for seq in seqs:
+            try:
+                claimed += fan_out(seq).claimed
+            except Exception:  # noqa: BLE001
+                log.exception("jobs: fan-out of event %s failed; left to the outbox scan", seq)
+    return claimed
+
+
+def wait_idle(timeout: float = 30.0) -> bool:
+    """Embedded (thread) mode: wait until the in-process job queue is empty.
+    True when idle (always True in the other modes)."""
+    app = current_app._get_current_object()
+    if jobs_mode(app) != "thread":
+        return True
+    from tasktracker.jobs.embedded import get_runner
+
+    return get_runner(app).wait_idle(timeout)
 
 
 def check_broker() -> str | None:
-    """None if the broker answers (or none is configured: embedded mode), else the error."""
-    return None
+    """For ``/ready``: None if the broker answers (or none is configured: embedded
+    mode), else a short description of the error."""
+    url = current_app.config.get("CELERY_BROKER_URL")
+    if not url:
+        return None
+    from kombu import Connection
+
+    timeout = current_app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"]
+    try:
+        with Connection(url, connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        return exc.__class__.__name__

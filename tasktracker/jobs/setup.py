@@ -1,8 +1,67 @@
 """Binding background work to the app (Celery in production, in place when embedded)."""
 
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, Task
 from flask import Flask
+
+from tasktracker.jobs import (
+    FANOUT_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK, jobs_mode,
+)
+
+log = logging.getLogger(__name__)
+
+
+def celery_settings_for(app: Flask) -> dict:
+    """``app.config["CELERY"]`` (from :func:`tasktracker.config.celery_settings`)
+    completed with what depends on other settings, unless set there already:
+    the queue (``CELERY_TASK_QUEUE``), the connect timeout
+    (``BROKER_PUBLISH_TIMEOUT_SECONDS``) and the beat schedule (the three scans
+    every ``SCAN_INTERVAL_SECONDS``; a scan message older than the next two runs
+    expires, so a backlog built while workers were down does not replay them all).
+    """
+    interval = float(app.config["SCAN_INTERVAL_SECONDS"])
+    options = {"expires": max(2 * interval, 10.0)}
+    settings = dict(app.config["CELERY"])
+    settings.setdefault("task_default_queue", app.config["CELERY_TASK_QUEUE"])
+    settings.setdefault("broker_connection_timeout", app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"])
+    settings.setdefault("beat_schedule", {
+        "scan-reminders": {"task": SCAN_REMINDERS_TASK, "schedule": interval, "options": options},
+        "scan-overdue": {"task": SCAN_OVERDUE_TASK, "schedule": interval, "options": options},
+        "redispatch-outbox": {"task": REDISPATCH_OUTBOX_TASK, "schedule": interval, "options": options},
+    })
+    return settings
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Flask's Celery pattern: a Celery app whose tasks run inside ``app.app_context()``,
+    configured from ``app.config["CELERY"]``; stored as ``app.extensions["celery"]``."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(celery_settings_for(app))
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
 
 
 def init_jobs(app: Flask) -> None:
-    """Placeholder until the real-time issue: nothing to bind yet."""
-    return None
+    """Called by ``create_app``: bind Celery (always: workers and beat import the app)
+    and, in embedded mode with ``SCHEDULER_ENABLED``, start the in-process scheduler
+    thread. Celery mode starts no thread (the beat process does the scans)."""
+    from tasktracker.jobs import tasks  # noqa: F401 - registers the shared tasks
+
+    celery_init_app(app)
+    mode = jobs_mode(app)
+    app.extensions["tasktracker.jobs_mode"] = mode
+    if mode != "celery" and app.config["SCHEDULER_ENABLED"]:
+        from tasktracker.jobs.embedded import get_runner
+
+        get_runner(app).start_scheduler(float(app.config["SCAN_INTERVAL_SECONDS"]))
+        log.info("jobs: embedded mode, scans every %ss in-process", app.config["SCAN_INTERVAL_SECONDS"])

@@ -1,0 +1,60 @@
+"""Celery tasks (production). They take ids only and are idempotent: with
+``acks_late`` a task killed mid-way runs again, and every step claims its work
+with a conditional UPDATE (see :mod:`tasktracker.jobs.scans` and
+:func:`tasktracker.notifications.services.fan_out`).
+
+Defined with ``shared_task`` (Flask's Celery example), so each app's Celery
+instance (``app.extensions["celery"]``) has them; each run is wrapped in an app
+context by the ``FlaskTask`` of :func:`tasktracker.jobs.setup.celery_init_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from tasktracker.jobs import (
+    FANOUT_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK,
+)
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name=FANOUT_TASK, ignore_result=True)
+def fanout_events(seqs: list[int]) -> int:
+    """Fan out the events ``seqs`` (each in its own transaction); returns how many
+    this run claimed. A failing event is logged and left to the outbox scan."""
+    from tasktracker.notifications.services import fan_out
+
+    claimed = 0
+    for seq in seqs:
+        try:
+            claimed += fan_out(int(seq)).claimed
+        except Exception:  # noqa: BLE001 - the outbox scan retries it
+            log.exception("fanout_events: event %s failed; left to the outbox scan", seq)
+    return claimed
+
+
+@shared_task(name=SCAN_REMINDERS_TASK, ignore_result=True)
+def scan_reminders() -> dict:
+    """Claim due reminders and write their ``reminder.due`` events."""
+    from tasktracker.jobs.scans import dispatch_due_reminders
+
+    return dispatch_due_reminders()
+
+
+@shared_task(name=SCAN_OVERDUE_TASK, ignore_result=True)
+def scan_overdue() -> int:
+    """Flag newly overdue tasks and write their ``task.overdue`` events."""
+    from tasktracker.jobs.scans import dispatch_overdue
+
+    return dispatch_overdue()
+
+
+@shared_task(name=REDISPATCH_OUTBOX_TASK, ignore_result=True)
+def redispatch_outbox() -> int:
+    """Fan out events left undispatched longer than ``OUTBOX_REDISPATCH_AFTER_SECONDS``."""
+    from tasktracker.jobs.scans import redispatch_outbox as _redispatch
+
+    return _redispatch()
