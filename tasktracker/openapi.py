@@ -70,9 +70,11 @@ def build_spec(app: Flask) -> dict:
     for name, (status, description) in ERROR_RESPONSES.items():
         spec.components.response(name, {"description": description,
                                         "content": {"application/json": {"schema": "Error"}}})
-    from tasktracker.auth.schemas import UserSchema
+    from tasktracker.auth.schemas import PublicUserSchema, UserSchema
 
     spec.components.schema("UserPage", schema=page_envelope_schema(UserSchema, "UserPage"))
+    # Referenced by "$ref" (oneOf) in GET /api/users/<id>, so never auto-registered.
+    spec.components.schema("PublicUser", schema=PublicUserSchema)
     for extra in app.extensions.get("openapi_schemas", []):
         spec.components.schema(extra[0], schema=extra[1])
 

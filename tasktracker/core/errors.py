@@ -15,7 +15,7 @@ import logging
 
 from flask import Flask, jsonify
 from marshmallow import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,12 @@ def handle_http_exception(exc: HTTPException):
 
 
 def handle_api_error(exc: ApiError):
-    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    """:class:`ApiError` in the contract's shape; a 401 always carries a
+    ``WWW-Authenticate: Bearer`` challenge (RFC 7235 / RFC 6750)."""
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return error_response(exc.status, exc.code, exc.message, exc.details, headers)
 
 
 def handle_validation_error(exc: ValidationError):
@@ -118,7 +123,11 @@ def handle_validation_error(exc: ValidationError):
 
 
 def handle_db_unavailable(exc: DBAPIError):
-    """A lost database connection answers 503; the session is reset for the next request."""
+    """A lost database connection answers 503; the session is reset for the next request.
+
+    A ``DataError`` (a value the database cannot store: out of range, too long,
+    bad encoding) comes from input the schemas let through: 422, not 500.
+    """
     from tasktracker.extensions import db
 
     db.session.rollback()
@@ -126,6 +135,9 @@ def handle_db_unavailable(exc: DBAPIError):
         log.warning("database unavailable: %s", exc.__class__.__name__)
         return error_response(503, "database_unavailable", "The database is unavailable.",
                               {"dependency": "database"}, {"Retry-After": "5"})
+    if isinstance(exc, DataError):
+        log.warning("database refused a value: %s", exc.orig)
+        return error_response(422, "invalid_value", "A value is invalid or out of range.")
     log.exception("database error")
     return error_response(500, "internal_error", "Internal server error.")
 
@@ -138,7 +150,11 @@ def handle_unexpected(exc: Exception):
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Attach the handlers above to ``app``."""
+    """Attach the handlers above to ``app`` (and the bounded ``int`` URL converter, so
+    an out-of-range id in a URL is a 404, never a database overflow 500)."""
+    from tasktracker.core.converters import register_converters
+
+    register_converters(app)
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(ValidationError, handle_validation_error)
