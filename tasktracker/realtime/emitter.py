@@ -64,15 +64,17 @@ class RealtimeState:
             except Exception:  # noqa: BLE001 - keep beating; Redis may come back
                 log.exception("realtime: presence heartbeat failed")
 
-    def heartbeat_once(self) -> list[int]:
-        """One heartbeat; announces users who went offline with a dead server."""
-        offline = self.presence.heartbeat()
-        if offline:
+    def heartbeat_once(self) -> tuple[list[int], list[int]]:
+        """One heartbeat; announces presence changes it discovered (dead servers)."""
+        back, offline = self.presence.heartbeat()
+        if back or offline:
             with self.app.app_context():
                 for user_id in offline:
                     touch_last_seen(user_id)
                     broadcast_presence(user_id, False)
-        return offline
+                for user_id in back:
+                    broadcast_presence(user_id, True)
+        return back, offline
 
 
 def get_state(app: Flask | None = None) -> RealtimeState:

@@ -14,15 +14,19 @@ Redis layout (``P`` = ``PRESENCE_KEY_PREFIX``)::
     P:servers           SET of server ids seen
 
 Each server process refreshes its heartbeat key every
-``PRESENCE_HEARTBEAT_SECONDS`` (and re-asserts its own connections, in case they
-were pruned while it was paused). A connection whose server's heartbeat key is
-gone counts as closed: every read prunes such entries, and the heartbeat of any
-live server claims a dead server (``SREM P:servers``, so only one live server
-does it) and removes all of its entries, reporting the users that went offline
-so their teams get ``presence:update {online: false}``. A crashed server
-therefore never leaves users online for longer than the TTL. All changes run as
-Lua scripts, so "first connection opened" / "last connection closed" are decided
-atomically even with tabs on several servers.
+``PRESENCE_HEARTBEAT_SECONDS``. Transitions are decided on the *entries*
+(a user's set going empty <-> non-empty, atomically in Lua scripts, so tabs on
+several servers are counted right), and each transition is reported exactly once:
+
+- a connection opens/closes: ``add``/``remove`` report "first"/"last" entry;
+- a server dies (its heartbeat key expired): reads (:meth:`RedisPresence.online`)
+  ignore its entries at once; the next heartbeat of any live server claims the
+  dead server (``SREM P:servers``: one claimant), removes its entries and reports
+  the users left with none, so their teams get ``presence:update`` offline.
+  A crashed server never leaves users online: reads after the TTL, events
+  within TTL + one heartbeat interval;
+- a live server paused past the TTL gets reaped too; its next heartbeat
+  re-asserts its connections and reports those users online again.
 """
 
 from __future__ import annotations
@@ -73,9 +77,9 @@ class MemoryPresence(_LocalConnections):
             live = set(self._local.values())
         return {int(uid) for uid in user_ids if int(uid) in live}
 
-    def heartbeat(self) -> list[int]:
-        """Nothing to refresh in one process; nobody goes offline here."""
-        return []
+    def heartbeat(self) -> tuple[list[int], list[int]]:
+        """Nothing to refresh in one process: ``([], [])``."""
+        return [], []
 
     def clear(self) -> None:
         """Forget everything (tests)."""
@@ -83,36 +87,23 @@ class MemoryPresence(_LocalConnections):
             self._local.clear()
 
 
-_PRUNE = """
-local function prune(P, ukey)
-  for _, m in ipairs(redis.call('SMEMBERS', ukey)) do
-    local srv = string.match(m, '^(%S+) ')
-    if srv == nil or redis.call('EXISTS', P .. ':s:' .. srv) == 0 then
-      redis.call('SREM', ukey, m)
-    end
-  end
-end
-"""
-
-# ARGV: prefix, server_id, ttl, user_id, sid -> count of live connections before this one
-_ADD = _PRUNE + """
+# ARGV: prefix, server_id, ttl, user_id, sid -> entries of the user before this one
+_ADD = """
 local P, server, ttl, uid, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 redis.call('SET', P .. ':s:' .. server, '1', 'EX', ttl)
 redis.call('SADD', P .. ':servers', server)
 local ukey = P .. ':u:' .. uid
-prune(P, ukey)
 local before = redis.call('SCARD', ukey)
 redis.call('SADD', ukey, server .. ' ' .. sid)
 redis.call('SADD', P .. ':s:' .. server .. ':users', uid)
 return before
 """
 
-# ARGV: prefix, server_id, user_id, sid -> {removed (0/1), live connections left}
-_REMOVE = _PRUNE + """
+# ARGV: prefix, server_id, user_id, sid -> {removed (0/1), entries left}
+_REMOVE = """
 local P, server, uid, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ukey = P .. ':u:' .. uid
 local removed = redis.call('SREM', ukey, server .. ' ' .. sid)
-prune(P, ukey)
 local still_here = 0
 for _, m in ipairs(redis.call('SMEMBERS', ukey)) do
   if string.sub(m, 1, string.len(server) + 1) == server .. ' ' then still_here = 1 end
@@ -121,31 +112,40 @@ if still_here == 0 then redis.call('SREM', P .. ':s:' .. server .. ':users', uid
 return {removed, redis.call('SCARD', ukey)}
 """
 
-# ARGV: prefix, user ids... -> list of 0/1
-_ONLINE = _PRUNE + """
+# ARGV: prefix, user ids... -> list of 0/1 (1: an entry whose server is alive)
+_ONLINE = """
 local P = ARGV[1]
 local out = {}
 for i = 2, #ARGV do
-  local ukey = P .. ':u:' .. ARGV[i]
-  prune(P, ukey)
-  out[#out + 1] = (redis.call('SCARD', ukey) > 0) and 1 or 0
+  local live = 0
+  for _, m in ipairs(redis.call('SMEMBERS', P .. ':u:' .. ARGV[i])) do
+    local srv = string.match(m, '^(%S+) ')
+    if srv and redis.call('EXISTS', P .. ':s:' .. srv) == 1 then live = 1; break end
+  end
+  out[#out + 1] = live
 end
 return out
 """
 
 # ARGV: prefix, server_id, ttl, then pairs user_id, sid (this server's open connections)
+# -> user ids whose set was empty (they had been reaped: online again)
 _HEARTBEAT = """
 local P, server, ttl = ARGV[1], ARGV[2], ARGV[3]
 redis.call('SET', P .. ':s:' .. server, '1', 'EX', ttl)
 redis.call('SADD', P .. ':servers', server)
+local back = {}
 for i = 4, #ARGV, 2 do
-  redis.call('SADD', P .. ':u:' .. ARGV[i], server .. ' ' .. ARGV[i + 1])
+  local ukey = P .. ':u:' .. ARGV[i]
+  local before = redis.call('SCARD', ukey)
+  if redis.call('SADD', ukey, server .. ' ' .. ARGV[i + 1]) == 1 and before == 0 then
+    back[#back + 1] = ARGV[i]
+  end
   redis.call('SADD', P .. ':s:' .. server .. ':users', ARGV[i])
 end
-return 1
+return back
 """
 
-# ARGV: prefix, dead server_id -> user ids left with no connection at all
+# ARGV: prefix, dead server_id -> user ids left with no entry at all
 _REAP = """
 local P, dead = ARGV[1], ARGV[2]
 if redis.call('EXISTS', P .. ':s:' .. dead) == 1 then return {} end
@@ -210,7 +210,7 @@ class RedisPresence(_LocalConnections):
         return self._server_id[1]
 
     def add(self, user_id: int, sid: str) -> bool:
-        """Record an open connection; True if the user had no live connection before."""
+        """Record an open connection; True if the user had no connection before."""
         with self._lock:
             server = self.server_id
             self._local[sid] = int(user_id)  # first: a failed Redis call is repaired by the heartbeat
@@ -219,7 +219,7 @@ class RedisPresence(_LocalConnections):
 
     def remove(self, sid: str) -> tuple[int | None, bool]:
         """Forget a connection: ``(user_id or None if unknown, True if it was the user's
-        last live connection in any process)``."""
+        last connection in any process)``."""
         with self._lock:
             server = self.server_id
             user_id = self._local.pop(sid, None)
@@ -240,18 +240,21 @@ class RedisPresence(_LocalConnections):
         flags = self._online(args=[self.prefix, *ids])
         return {uid for uid, flag in zip(ids, flags) if int(flag)}
 
-    def heartbeat(self) -> list[int]:
+    def heartbeat(self) -> tuple[list[int], list[int]]:
         """Refresh this server's key, re-assert its connections, reap dead servers.
 
-        Returns the user ids that went offline: their server died, or a close that
-        failed to reach Redis earlier was their last connection."""
+        Returns ``(online, offline)`` user ids whose state changed: ``online``
+        had been reaped while this server was paused past the TTL; ``offline``
+        lost their last connection with a dead server (or with a close that
+        failed to reach Redis earlier and is retried here)."""
+        back: list[int] = []
         offline: list[int] = []
         with self._lock:
             server = self.server_id
             args = [self.prefix, server, self.ttl]
             for sid, uid in self._local.items():
                 args += [uid, sid]
-            self._heartbeat(args=args)
+            back = [int(u) for u in self._heartbeat(args=args)]
             while self._failed_removals:
                 uid, sid = self._failed_removals[0]
                 removed, left = self._remove(args=[self.prefix, server, uid, sid])
@@ -260,10 +263,10 @@ class RedisPresence(_LocalConnections):
                     offline.append(uid)
         for raw in self.redis.smembers(f"{self.prefix}:servers"):
             other = raw.decode() if isinstance(raw, bytes) else raw
-            if other == self.server_id or self.redis.exists(f"{self.prefix}:s:{other}"):
+            if other == server or self.redis.exists(f"{self.prefix}:s:{other}"):
                 continue
             offline += [int(u) for u in self._reap(args=[self.prefix, other])]
-        return offline
+        return back, offline
 
     def clear(self) -> None:
         """Delete every key under the prefix and forget local connections (tests)."""
