@@ -19,7 +19,10 @@ class UTCDateTime(fields.AwareDateTime):
         super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs) -> datetime:
-        return super()._deserialize(value, attr, data, **kwargs).astimezone(timezone.utc)
+        try:
+            return super()._deserialize(value, attr, data, **kwargs).astimezone(timezone.utc)
+        except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 has no UTC equivalent
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from exc
 
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:

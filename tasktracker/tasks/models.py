@@ -26,6 +26,8 @@ class Task(db.Model):
         sa.Index("ix_tasks_assignee_created", "assignee_id", "created_at"),
         sa.Index("ix_tasks_team_created", "team_id", "created_at"),
         sa.Index("ix_tasks_due_open", "due_at", "status"),
+        # never reuse the id of a purged task on SQLite (events keep task_id as history)
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

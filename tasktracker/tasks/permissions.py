@@ -17,6 +17,7 @@ from tasktracker.tasks.models import Task
 from tasktracker.teams.models import TeamMember
 
 TEAM_MANAGER_ROLES = ("owner", "admin")
+MAX_DB_INT = 2**31 - 1  # largest INTEGER id on PostgreSQL
 
 
 def team_role(user_id: int, team_id: int | None) -> str | None:
@@ -67,6 +68,8 @@ def get_visible_task(user: User, task_id: int, *, include_deleted: bool = False)
     """
     from tasktracker.core.errors import NotFound
 
+    if not 0 < task_id <= MAX_DB_INT:  # out of the column's range (PostgreSQL would error)
+        raise NotFound("Task not found.", code="task_not_found")
     task = db.session.get(Task, task_id)
     if task is None or not can_see(user, task) or (task.deleted_at is not None and not include_deleted):
         raise NotFound("Task not found.", code="task_not_found")

@@ -1,8 +1,438 @@
-"""REST resources of tasks."""
+"""REST resources of tasks (api-contract.md, "Tasks").
 
-from flask import Blueprint
+Every response that carries a task also carries ``ETag: "<version>"``.
+``If-Match`` (optional) is honoured by PUT, PATCH, ``/status``, ``/assign`` and
+DELETE: a list of strong entity tags (``"3"``, ``"3", "4"``) or ``*``. A
+malformed value can never match the current version and therefore answers 412
+like a stale one.
+"""
 
-from tasktracker.core.api import Api
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, request
+from flask_jwt_extended import current_user
+from flask_restful import Resource
+
+from tasktracker.auth.access import auth_required
+from tasktracker.core.api import Api, json_body, load_args, load_body, no_content
+from tasktracker.core.errors import Unprocessable
+from tasktracker.core.pagination import PageArgsSchema, paginate
+from tasktracker.tasks import services
+from tasktracker.tasks.models import Task
+from tasktracker.tasks.schemas import (
+    TaskAssignSchema, TaskCreateSchema, TaskDeleteArgsSchema, TaskListArgsSchema, TaskPatchSchema,
+    TaskReplaceSchema, TaskSearchArgsSchema, TaskStatusSchema, activity_schema, task_schema,
+    tasks_schema,
+)
 
 bp = Blueprint("tasks", __name__, url_prefix="/api")
 api = Api(bp)
+
+_ETAG = re.compile(r'"(\d{1,18})"')
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def if_match_versions() -> list[int] | None:
+    """The versions named by ``If-Match``: None when absent or ``*`` (no condition);
+    a list otherwise, empty when nothing in it is a valid strong tag (never matches)."""
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() == "*":
+        return None
+    versions = []
+    for part in raw.split(","):
+        match = _ETAG.fullmatch(part.strip())
+        if match:
+            versions.append(int(match.group(1)))
+    return versions
+
+
+def idempotency_key() -> str | None:
+    """The ``Idempotency-Key`` header: 1..255 visible ASCII characters (else 422)."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(raw.strip()):
+        raise Unprocessable(details={"Idempotency-Key": [
+            "Must be 1..255 visible ASCII characters."]})
+    return raw.strip()
+
+
+def task_response(task: Task, status: int = 200, headers: dict | None = None):
+    """``(body, status, headers)`` of a task response, with its ETag."""
+    return task_schema.dump(task), status, {"ETag": f'"{task.version}"', **(headers or {})}
+
+
+class TaskList(Resource):
+    @auth_required
+    def get(self):
+        """Tasks the caller may see (not deleted), filtered, sorted and paginated.
+        ---
+        tags: [tasks]
+        description: >
+          Filters combine with AND. `deleted=only` lists the caller's trash instead
+          (soft-deleted tasks the caller may restore: own tasks and tasks of teams the
+          caller owns or administers; every deleted task for site admins). Unknown
+          parameters, unknown values and unknown sort keys answer 422.
+        parameters:
+          - in: query
+            schema: TaskListArgsSchema
+        responses:
+          200: {description: A page of tasks, content: {application/json: {schema: TaskPageSchema}}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(TaskListArgsSchema())
+        query = services.list_query(current_user, args)
+        return paginate(query, args["page"], args["per_page"], tasks_schema.dump), 200
+
+    @auth_required
+    def post(self):
+        """Create a task (the caller is its owner).
+        ---
+        tags: [tasks]
+        description: >
+          `team_id` must name a team the caller belongs to (else 422 on `team_id`, the
+          team is not revealed). `assignee_id` must be an active user (422) and, for a
+          team task, a member of the team (422); a personal task may be assigned to any
+          active user, who then sees it. With `Idempotency-Key`, the same key and body
+          from the same user within 24 h returns the first result (201, same task,
+          same Location) and creates nothing; the same key with another body is a 422
+          `idempotency_key_reused`.
+        parameters:
+          - in: header
+            name: Idempotency-Key
+            required: false
+            description: 1..255 visible ASCII characters, unique per request you mean
+            schema: {type: string, minLength: 1, maxLength: 255}
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: TaskCreateSchema
+        responses:
+          201:
+            description: The new task (or, replaying an Idempotency-Key, the task it created)
+            headers:
+              Location: {description: "URL of the task, /api/tasks/{id}", schema: {type: string}}
+              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
+              Idempotent-Replayed: {description: '"true" when this is a replayed result', schema: {type: string}}
+            content: {application/json: {schema: TaskSchema}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          409: {$ref: "#/components/responses/Conflict"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        key = idempotency_key()
+        raw = json_body()
+        data = TaskCreateSchema().load(raw)
+        task, replayed = services.create_task(current_user, data, idempotency_key=key, raw_body=raw)
+        headers = {"Location": api.url_for(TaskDetail, task_id=task.id)}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return task_response(task, 201, headers)
+
+
+class TaskSearch(Resource):
+    @auth_required
+    def get(self):
+        """Search tasks, ranked by relevance.
+        ---
+        tags: [tasks]
+        description: >
+          The tasks of `GET /api/tasks?q=` (same visibility and filters), ordered by
+          rank: title equal to `q`, title starting with `q`, title containing `q`,
+          then description-only matches (case-insensitive); ties newest first.
+        parameters:
+          - in: query
+            schema: TaskSearchArgsSchema
+        responses:
+          200: {description: A page of tasks, content: {application/json: {schema: TaskPageSchema}}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(TaskSearchArgsSchema())
+        query = services.search_query(current_user, args)
+        return paginate(query, args["page"], args["per_page"], tasks_schema.dump), 200
+
+
+class TaskDetail(Resource):
+    @auth_required
+    def get(self, task_id: int):
+        """One task.
+        ---
+        tags: [tasks]
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+        responses:
+          200:
+            description: The task
+            headers:
+              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
+            content: {application/json: {schema: TaskSchema}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          404: {$ref: "#/components/responses/NotFound"}
+        """
+        return task_response(services.get_task(current_user, task_id))
+
+    @auth_required
+    def put(self, task_id: int):
+        """Replace the editable fields of a task.
+        ---
+        tags: [tasks]
+        description: >
+          Owner, assignee, team owner/admins. `title` is required; omitted fields are
+          reset to their defaults (an omitted `assignee_id` unassigns, an omitted
+          `status` means `todo`). Changing `team_id` or `assignee_id` needs the rights
+          to manage the task (owner, team owner/admins; else 403) and follows the
+          membership rules of creation (422). A status change follows the rules of
+          `/status` (409). `reminders` replace the task's unsent reminders.
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+          - in: header
+            name: If-Match
+            required: false
+            description: 'Optional "<version>" (or a list, or *); a stale or malformed value answers 412'
+            schema: {type: string}
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: TaskReplaceSchema
+        responses:
+          200:
+            description: The updated task
+            headers:
+              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
+            content: {application/json: {schema: TaskSchema}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+          412: {$ref: "#/components/responses/PreconditionFailed"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(TaskReplaceSchema())
+        return task_response(services.update_task(current_user, task_id, data,
+                                                  if_match=if_match_versions()))
+
+    @auth_required
+    def patch(self, task_id: int):
+        """Change some fields of a task.
+        ---
+        tags: [tasks]
+        description: >
+          Same rules as PUT, for the given fields only. A request that changes
+          nothing answers the task unchanged (same version).
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+          - in: header
+            name: If-Match
+            required: false
+            description: 'Optional "<version>" (or a list, or *); a stale or malformed value answers 412'
+            schema: {type: string}
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: TaskPatchSchema
+        responses:
+          200:
+            description: The updated task
+            headers:
+              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
+            content: {application/json: {schema: TaskSchema}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+          412: {$ref: "#/components/responses/PreconditionFailed"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(TaskPatchSchema())
+        return task_response(services.update_task(current_user, task_id, data,
+                                                  if_match=if_match_versions()))
+
+    @auth_required
+    def delete(self, task_id: int):
+        """Move a task to the trash, or (`permanent=true`) delete a trashed task for good.
+        ---
+        tags: [tasks]
+        description: >
+          Owner, team owner/admins (else 403). A soft-deleted task answers 404 to reads
+          and leaves lists except `deleted=only`. `permanent=true` only works for a task
+          already in the caller's trash (409 `not_in_trash` for a live one) and removes
+          its comments, attachments (files too), reminders and notifications.
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+          - in: query
+            schema: TaskDeleteArgsSchema
+          - in: header
+            name: If-Match
+            required: false
+            description: 'Optional "<version>" (soft delete only); a stale or malformed value answers 412'
+            schema: {type: string}
+        responses:
+          204: {description: Deleted}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+          412: {$ref: "#/components/responses/PreconditionFailed"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(TaskDeleteArgsSchema())
+        if args["permanent"]:
+            services.purge_task(current_user, task_id)
+        else:
+            services.soft_delete_task(current_user, task_id, if_match=if_match_versions())
+        return no_content()
+
+
+class TaskStatus(Resource):
+    @auth_required
+    def patch(self, task_id: int):
+        """Change the status of a task.
+        ---
+        tags: [tasks]
+        description: >
+          Allowed: todo->in_progress, in_progress->done, in_progress->todo,
+          done->in_progress, todo->done; anything else (same->same included) is a 409
+          `invalid_transition`. `done` sets `completed_at`; leaving `done` clears it.
+          Owner, assignee, team owner/admins (else 403).
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+          - in: header
+            name: If-Match
+            required: false
+            description: 'Optional "<version>"; a stale or malformed value answers 412'
+            schema: {type: string}
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: TaskStatusSchema
+        responses:
+          200:
+            description: The updated task
+            headers:
+              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
+            content: {application/json: {schema: TaskSchema}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+          412: {$ref: "#/components/responses/PreconditionFailed"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(TaskStatusSchema())
+        return task_response(services.change_status(current_user, task_id, data["status"],
+                                                    if_match=if_match_versions()))
+
+
+class TaskAssign(Resource):
+    @auth_required
+    def patch(self, task_id: int):
+        """Assign a task to a user, or unassign it (`assignee_id: null`).
+        ---
+        tags: [tasks]
+        description: >
+          Owner, team owner/admins (else 403). The assignee must be an active user
+          and, for a team task, a member of the team (else 422).
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+          - in: header
+            name: If-Match
+            required: false
+            description: 'Optional "<version>"; a stale or malformed value answers 412'
+            schema: {type: string}
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: TaskAssignSchema
+        responses:
+          200:
+            description: The updated task
+            headers:
+              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
+            content: {application/json: {schema: TaskSchema}}
+          400: {$ref: "#/components/responses/BadRequest"}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          412: {$ref: "#/components/responses/PreconditionFailed"}
+          415: {$ref: "#/components/responses/UnsupportedMediaType"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        data = load_body(TaskAssignSchema())
+        return task_response(services.assign_task(current_user, task_id, data["assignee_id"],
+                                                  if_match=if_match_versions()))
+
+
+class TaskRestore(Resource):
+    @auth_required
+    def patch(self, task_id: int):
+        """Take a task out of the trash.
+        ---
+        tags: [tasks]
+        description: >
+          For a task in the caller's trash (owner, team owner/admins, site admins;
+          404 otherwise). A live task answers 409 `not_deleted`. No request body.
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+        responses:
+          200:
+            description: The restored task
+            headers:
+              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
+            content: {application/json: {schema: TaskSchema}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+        """
+        return task_response(services.restore_task(current_user, task_id))
+
+
+class TaskActivity(Resource):
+    @auth_required
+    def get(self, task_id: int):
+        """The history of a task, newest first, paginated.
+        ---
+        tags: [tasks]
+        description: >
+          One entry per event of the task: `id` is the event's seq, `changes` maps
+          field -> [old, new] (empty for created/deleted/restored).
+        parameters:
+          - {in: path, name: task_id, required: true, schema: {type: integer}}
+          - in: query
+            schema: PageArgsSchema
+        responses:
+          200: {description: A page of events, content: {application/json: {schema: TaskActivityPageSchema}}}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          404: {$ref: "#/components/responses/NotFound"}
+          422: {$ref: "#/components/responses/ValidationError"}
+        """
+        args = load_args(PageArgsSchema())
+        query = services.activity_query(current_user, task_id)
+        return paginate(query, args["page"], args["per_page"], activity_schema.dump), 200
+
+
+api.add_resource(TaskList, "/tasks")
+api.add_resource(TaskSearch, "/tasks/search")
+api.add_resource(TaskDetail, "/tasks/<int:task_id>")
+api.add_resource(TaskStatus, "/tasks/<int:task_id>/status")
+api.add_resource(TaskAssign, "/tasks/<int:task_id>/assign")
+api.add_resource(TaskRestore, "/tasks/<int:task_id>/restore")
+api.add_resource(TaskActivity, "/tasks/<int:task_id>/activity")

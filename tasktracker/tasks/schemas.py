@@ -1,0 +1,270 @@
+"""marshmallow schemas of tasks (api-contract.md, "Tasks").
+
+Output: :class:`TaskSchema` (``task_schema``/``tasks_schema``), the page
+envelopes and the activity entries. Input: create / replace (PUT) / patch
+bodies, ``{status}``, ``{assignee_id}`` and the query strings of the list,
+search and delete endpoints. Every input schema refuses unknown fields (422)
+and naive times (422).
+"""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+
+from tasktracker.auth.schemas import UserRefSchema
+from tasktracker.core.fields import UTCDateTime
+from tasktracker.core.pagination import PageArgsSchema
+from tasktracker.tasks.models import PRIORITIES, STATUSES
+
+MAX_ID = 2**31 - 1  # ids are INTEGER columns; larger values can never exist
+MAX_REMINDERS = 20
+SORT_KEYS = ("created_at", "updated_at", "due_at", "priority", "status", "title")
+DEFAULT_SORT = "-created_at"
+
+_ID = validate.Range(min=1, max=MAX_ID)
+
+
+class Title(fields.String):
+    """A task title: surrounding whitespace stripped, then 1..200 characters."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
+class UserIdOrMe(fields.String):
+    """Query value: a user id (positive integer) or ``me`` (the caller).
+
+    Loads to an ``int`` or the string ``"me"``.
+    """
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs).strip()
+        if value.lower() == "me":
+            return "me"
+        if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= MAX_ID:
+            raise ValidationError('Must be a user id or "me".')
+        return int(value)
+
+
+class SortSpec(fields.String):
+    """``sort`` query value: comma list of keys, ``-`` prefix for descending.
+
+    Loads to a list of ``(key, descending)`` tuples. Unknown or repeated keys
+    are a validation error (422).
+    """
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        result, seen = [], set()
+        for part in value.split(","):
+            part = part.strip()
+            desc = part.startswith("-")
+            key = part[1:] if desc else part
+            if key not in SORT_KEYS:
+                raise ValidationError(f"Unknown sort key {part!r}; use {', '.join(SORT_KEYS)} "
+                                      "with an optional '-' prefix.")
+            if key in seen:
+                raise ValidationError(f"Sort key {key!r} given twice.")
+            seen.add(key)
+            result.append((key, desc))
+        return result
+
+
+# --------------------------------------------------------------------------- output
+
+
+class TaskReminderSchema(Schema):
+    """A reminder of a task: ``{id, remind_at, sent_at}`` (``sent_at`` null until sent)."""
+
+    id = fields.Integer(dump_only=True)
+    remind_at = UTCDateTime(dump_only=True)
+    sent_at = UTCDateTime(dump_only=True, allow_none=True)
+
+
+class TaskSchema(Schema):
+    """A task as the API returns it. Times are UTC with a ``Z`` suffix."""
+
+    id = fields.Integer(dump_only=True)
+    title = fields.String(dump_only=True)
+    description = fields.String(dump_only=True)
+    status = fields.String(dump_only=True, metadata={"enum": list(STATUSES)})
+    priority = fields.String(dump_only=True, metadata={"enum": list(PRIORITIES)})
+    due_at = UTCDateTime(dump_only=True, allow_none=True)
+    owner = fields.Nested(UserRefSchema, dump_only=True)
+    assignee = fields.Nested(UserRefSchema, dump_only=True, allow_none=True)
+    team_id = fields.Integer(dump_only=True, allow_none=True)
+    reminders = fields.List(fields.Nested(TaskReminderSchema), dump_only=True)
+    created_at = UTCDateTime(dump_only=True)
+    updated_at = UTCDateTime(dump_only=True)
+    completed_at = UTCDateTime(dump_only=True, allow_none=True)
+    deleted_at = UTCDateTime(dump_only=True, allow_none=True)
+    version = fields.Integer(dump_only=True, metadata={
+        "description": 'Grows on every change; sent as ETag: "<version>".'})
+
+
+class TaskPageSchema(Schema):
+    """A page of tasks (``GET /api/tasks``, ``GET /api/tasks/search``)."""
+
+    items = fields.List(fields.Nested(TaskSchema))
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
+    pages = fields.Integer()
+
+
+class _Changes(fields.Dict):
+    """The ``changes`` of an event payload (``{field: [old, new]}``; ``{}`` if none)."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        changes = (value or {}).get("changes") or {}
+        return super()._serialize(changes, attr, obj, **kwargs)
+
+
+class TaskActivitySchema(Schema):
+    """One entry of a task's history: an event of the task (newest first)."""
+
+    id = fields.Integer(attribute="seq", dump_only=True, metadata={"description": "event seq"})
+    type = fields.String(dump_only=True, metadata={"example": "task.updated"})
+    actor = fields.Nested(UserRefSchema, dump_only=True, allow_none=True)
+    changes = _Changes(attribute="payload", dump_only=True, keys=fields.String(),
+                       values=fields.List(fields.Raw()),
+                       metadata={"description": "{field: [old, new]}"})
+    created_at = UTCDateTime(dump_only=True)
+
+
+class TaskActivityPageSchema(Schema):
+    """A page of a task's history."""
+
+    items = fields.List(fields.Nested(TaskActivitySchema))
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
+    pages = fields.Integer()
+
+
+# --------------------------------------------------------------------------- input
+
+
+class _TaskFieldsSchema(Schema):
+    """The editable fields of a task, without defaults (base of the input schemas)."""
+
+    class Meta:
+        unknown = RAISE
+
+    title = Title(validate=validate.Length(min=1, max=200))
+    description = fields.String(validate=validate.Length(max=20000))
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    priority = fields.String(validate=validate.OneOf(PRIORITIES))
+    due_at = UTCDateTime(allow_none=True)
+    assignee_id = fields.Integer(strict=True, allow_none=True, validate=_ID)
+    team_id = fields.Integer(strict=True, allow_none=True, validate=_ID)
+    reminders = fields.List(UTCDateTime(), validate=validate.Length(max=MAX_REMINDERS),
+                            metadata={"description": "remind_at times; replace the unsent reminders"})
+
+
+class TaskCreateSchema(_TaskFieldsSchema):
+    """``POST /api/tasks``. Omitted fields take their defaults (priority ``medium``,
+    status ``todo``, no due date, unassigned, personal task, no reminders)."""
+
+    title = Title(required=True, validate=validate.Length(min=1, max=200))
+    description = fields.String(load_default="", validate=validate.Length(max=20000))
+    status = fields.String(load_default="todo", validate=validate.OneOf(STATUSES))
+    priority = fields.String(load_default="medium", validate=validate.OneOf(PRIORITIES))
+    due_at = UTCDateTime(load_default=None, allow_none=True)
+    assignee_id = fields.Integer(strict=True, load_default=None, allow_none=True, validate=_ID)
+    team_id = fields.Integer(strict=True, load_default=None, allow_none=True, validate=_ID)
+    reminders = fields.List(UTCDateTime(), load_default=list,
+                            validate=validate.Length(max=MAX_REMINDERS),
+                            metadata={"description": "remind_at times"})
+
+
+class TaskReplaceSchema(TaskCreateSchema):
+    """``PUT /api/tasks/<id>``: the full set of editable fields. ``title`` is
+    required; an omitted field is reset to its default (see TaskCreate), e.g.
+    an omitted ``assignee_id`` unassigns the task and an omitted ``status``
+    means ``todo`` (subject to the transition rules)."""
+
+
+class TaskPatchSchema(_TaskFieldsSchema):
+    """``PATCH /api/tasks/<id>``: only the given fields change."""
+
+
+class TaskStatusSchema(Schema):
+    """``PATCH /api/tasks/<id>/status``."""
+
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+
+
+class TaskAssignSchema(Schema):
+    """``PATCH /api/tasks/<id>/assign``: a user id, or null to unassign."""
+
+    class Meta:
+        unknown = RAISE
+
+    assignee_id = fields.Integer(strict=True, required=True, allow_none=True, validate=_ID)
+
+
+class TaskFilterArgsSchema(PageArgsSchema):
+    """Filters shared by ``GET /api/tasks`` and ``GET /api/tasks/search``.
+
+    Unknown query parameters and unknown values are a 422.
+    """
+
+    class Meta:
+        unknown = RAISE
+
+    status = fields.List(fields.String(validate=validate.OneOf(STATUSES)),
+                         metadata={"description": "repeatable: ?status=todo&status=done"})
+    priority = fields.String(validate=validate.OneOf(PRIORITIES))
+    assignee_id = UserIdOrMe(metadata={"description": 'a user id or "me"'})
+    owner_id = UserIdOrMe(metadata={"description": 'a user id or "me"'})
+    team_id = fields.Integer(validate=_ID)
+    due_before = UTCDateTime(metadata={"description": "due_at < this (offset required)"})
+    due_after = UTCDateTime(metadata={"description": "due_at >= this (offset required)"})
+    overdue = fields.Boolean(metadata={
+        "description": "true: due_at in the past and status not done; false: the others"})
+    q = fields.String(validate=validate.Length(min=1, max=200), metadata={
+        "description": "case-insensitive substring of the title or the description"})
+    deleted = fields.String(validate=validate.OneOf(["only"]), metadata={
+        "description": "only: the caller's trash (soft-deleted tasks the caller may restore)"})
+
+    @validates("q")
+    def _q_not_blank(self, value, **kwargs):
+        if not value.strip():
+            raise ValidationError("Must not be blank.")
+
+
+class TaskListArgsSchema(TaskFilterArgsSchema):
+    """``GET /api/tasks`` query string: filters, ``sort`` and pagination."""
+
+    sort = SortSpec(load_default=lambda: [("created_at", True)], metadata={
+        "description": "comma list of " + ", ".join(SORT_KEYS) + "; '-' prefix = descending; "
+                       "default -created_at; id is the final tiebreaker",
+        "example": "-priority,due_at"})
+
+
+class TaskSearchArgsSchema(TaskFilterArgsSchema):
+    """``GET /api/tasks/search`` query string: ``q`` is required; results are
+    ranked (title equal to q, title starting with q, title containing q,
+    description only), then newest first."""
+
+    q = fields.String(required=True, validate=validate.Length(min=1, max=200),
+                      metadata={"description": "search text (case-insensitive substring)"})
+
+
+class TaskDeleteArgsSchema(Schema):
+    """``DELETE /api/tasks/<id>`` query string."""
+
+    class Meta:
+        unknown = RAISE
+
+    permanent = fields.Boolean(load_default=False, metadata={
+        "description": "true: delete a task already in the trash for good"})
+
+
+task_schema = TaskSchema()
+tasks_schema = TaskSchema(many=True)
+activity_schema = TaskActivitySchema(many=True)

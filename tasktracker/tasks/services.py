@@ -1,0 +1,600 @@
+"""Task rules and transactions (api-contract.md, "Tasks").
+
+Every public function here that changes a task commits its own transaction,
+writes the matching event of the catalog (:mod:`tasktracker.events`) in that
+same transaction, bumps ``updated_at`` (``version`` grows by itself through
+``version_id_col``) and raises :mod:`tasktracker.core.errors` exceptions:
+
+- 404 ``task_not_found``: missing, not visible, or (for reads) soft-deleted;
+- 403 ``forbidden``: visible but the caller may not do this;
+- 409 ``invalid_transition`` / ``not_deleted`` / ``not_in_trash`` / ``concurrent_update``;
+- 412 ``precondition_failed``: ``If-Match`` does not name the current version;
+- 422 ``validation_error`` (``details`` field -> messages) / ``idempotency_key_reused``.
+
+Services never read the request: resources pass the parsed body, the
+``If-Match`` versions and the ``Idempotency-Key``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm.exc import StaleDataError
+
+from tasktracker.attachments.models import Attachment
+from tasktracker.auth.models import User
+from tasktracker.core.fields import UTCDateTime as UTCDateTimeField
+from tasktracker.core.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from tasktracker.core.types import utcnow
+from tasktracker.events.services import diff, record_event, task_events_query
+from tasktracker.extensions import db
+from tasktracker.tasks.models import IdempotencyKey, Reminder, Task
+from tasktracker.tasks.permissions import (
+    TEAM_MANAGER_ROLES, can_edit, can_manage, get_visible_task, team_role, visible_condition,
+)
+from tasktracker.tasks.schemas import task_schema
+from tasktracker.teams.models import TeamMember
+
+log = logging.getLogger(__name__)
+
+#: Allowed status changes (the status endpoint, PUT and PATCH). Anything else,
+#: including a change to the same status on the status endpoint, is a 409.
+TRANSITIONS = frozenset({
+    ("todo", "in_progress"), ("in_progress", "done"), ("in_progress", "todo"),
+    ("done", "in_progress"), ("todo", "done"),
+})
+PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
+STATUS_RANK = {"todo": 0, "in_progress": 1, "done": 2}
+#: Plain fields of PUT/PATCH, recorded in ``task.updated`` changes.
+PLAIN_FIELDS = ("title", "description", "priority", "due_at", "team_id")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+_UTC_FIELD = UTCDateTimeField()
+
+
+def _iso(value: datetime | None) -> str | None:
+    """A time as the API writes it (``...Z``), or None."""
+    return _UTC_FIELD._serialize(value, None, None)
+
+
+def _reminder_times(task: Task) -> list[str]:
+    return [_iso(r.remind_at) for r in task.reminders if r.sent_at is None]
+
+
+def _snapshot(task: Task) -> dict:
+    """The JSON-ready values of the editable fields (for ``changes``)."""
+    return {"title": task.title, "description": task.description, "priority": task.priority,
+            "due_at": _iso(task.due_at), "team_id": task.team_id, "status": task.status,
+            "assignee_id": task.assignee_id, "reminders": _reminder_times(task)}
+
+
+def _check_if_match(task: Task, if_match: list[int] | None) -> None:
+    """412 unless ``if_match`` is None (no header / ``*``) or names ``task.version``."""
+    if if_match is not None and task.version not in if_match:
+        raise PreconditionFailed(
+            f'If-Match does not match the current version "{task.version}".',
+            details={"current_version": task.version})
+
+
+def _active_user(user_id: int, field: str = "assignee_id") -> User:
+    user = db.session.get(User, user_id)
+    if user is None or not user.active:
+        raise Unprocessable(details={field: ["Unknown or inactive user."]})
+    return user
+
+
+def _check_team_choice(actor: User, team_id: int | None) -> None:
+    """A task may be put in a team only by its members (site admins: any existing team)."""
+    if team_id is None:
+        return
+    if actor.is_admin:
+        from tasktracker.teams.models import Team
+
+        if db.session.get(Team, team_id) is not None:
+            return
+    elif team_role(actor.id, team_id) is not None:
+        return
+    raise Unprocessable(details={"team_id": ["Unknown team, or you are not a member of it."]})
+
+
+def _check_assignee(assignee: User | None, team_id: int | None) -> None:
+    """A team task's assignee must be a member of the team (422 on ``assignee_id``)."""
+    if assignee is not None and team_id is not None and team_role(assignee.id, team_id) is None:
+        raise Unprocessable(details={"assignee_id": ["The assignee is not a member of the task's team."]})
+
+
+def _check_transition(old: str, new: str) -> None:
+    if (old, new) not in TRANSITIONS:
+        raise Conflict(f"Cannot change status from {old} to {new}.", code="invalid_transition",
+                       details={"status": [old, new],
+                                "allowed": sorted(n for o, n in TRANSITIONS if o == old)})
+
+
+def _set_status(task: Task, new: str, now: datetime) -> None:
+    """Set the status; ``done`` sets ``completed_at``, leaving ``done`` clears it."""
+    if new == "done" and task.status != "done":
+        task.completed_at = now
+    elif new != "done":
+        task.completed_at = None
+    task.status = new
+
+
+def _replace_unsent_reminders(task: Task, times: list[datetime]) -> None:
+    """Replace the task's unsent reminders by ``times`` (sent ones stay; duplicates merged)."""
+    wanted = sorted(set(times))
+    unsent = sorted(r.remind_at for r in task.reminders if r.sent_at is None)
+    if unsent == wanted:
+        return
+    kept = [r for r in task.reminders if r.sent_at is not None]
+    task.reminders = sorted(kept + [Reminder(remind_at=t) for t in wanted], key=lambda r: r.remind_at)
+
+
+def _flush_or_conflict(if_match: list[int] | None) -> None:
+    """Flush; a concurrent writer (``StaleDataError``) gives 412 if the client sent
+    ``If-Match``, else 409 ``concurrent_update``. Nothing is written in either case."""
+    try:
+        db.session.flush()
+    except StaleDataError:
+        db.session.rollback()
+        if if_match is not None:
+            raise PreconditionFailed("The task was changed by someone else (If-Match).")
+        raise Conflict("The task was changed by someone else; reload it and retry.",
+                       code="concurrent_update")
+
+
+def _record(type_: str, actor: User, task: Task, **payload) -> None:
+    record_event(type_, actor_id=actor.id, task_id=task.id, team_id=task.team_id,
+                 payload={"task": task_schema.dump(task), **payload})
+
+
+def _commit(if_match: list[int] | None) -> None:
+    try:
+        db.session.commit()
+    except StaleDataError:
+        db.session.rollback()
+        if if_match is not None:
+            raise PreconditionFailed("The task was changed by someone else (If-Match).")
+        raise Conflict("The task was changed by someone else; reload it and retry.",
+                       code="concurrent_update")
+
+
+def _editable_task(actor: User, task_id: int) -> Task:
+    """The visible, not-deleted task that ``actor`` may edit (404 / 403)."""
+    task = get_visible_task(actor, task_id)
+    if not can_edit(actor, task):
+        raise Forbidden("You may not edit this task.")
+    return task
+
+
+def _managed_task(actor: User, task_id: int) -> Task:
+    """The visible, not-deleted task that ``actor`` may manage (404 / 403)."""
+    task = get_visible_task(actor, task_id)
+    if not can_manage(actor, task):
+        raise Forbidden("Only the task's owner or its team's owner/admins may do this.")
+    return task
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def get_task(actor: User, task_id: int) -> Task:
+    """``GET /api/tasks/<id>``: the task if visible and not deleted, else 404."""
+    return get_visible_task(actor, task_id)
+
+
+def _trash_condition(user: User):
+    """Soft-deleted tasks ``user`` may restore: own tasks, tasks of teams they own or
+    administer; every task for site admins."""
+    deleted = Task.deleted_at.is_not(None)
+    if user.is_admin:
+        return deleted
+    managed = sa.select(TeamMember.team_id).where(TeamMember.user_id == user.id,
+                                                  TeamMember.role.in_(TEAM_MANAGER_ROLES))
+    return sa.and_(deleted, sa.or_(Task.owner_id == user.id, Task.team_id.in_(managed)))
+
+
+def _like_escape(text: str) -> str:
+    return text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _contains(column, text: str):
+    return sa.func.lower(column).like(f"%{_like_escape(text)}%", escape="\\")
+
+
+def filtered_query(actor: User, args: dict) -> sa.Select:
+    """Tasks ``actor`` may see, filtered by the parsed query ``args`` (not ordered).
+
+    ``args`` keys (all optional): ``status`` (list), ``priority``, ``assignee_id``
+    (int or ``"me"``), ``owner_id`` (int or ``"me"``), ``team_id``, ``due_before``
+    (exclusive), ``due_after`` (inclusive), ``overdue`` (bool), ``q`` (case-
+    insensitive substring of title or description), ``deleted="only"`` (the
+    caller's trash instead of live tasks).
+    """
+    stmt = sa.select(Task)
+    if args.get("deleted") == "only":
+        stmt = stmt.where(_trash_condition(actor))
+    else:
+        stmt = stmt.where(Task.deleted_at.is_(None), visible_condition(actor))
+    if args.get("status"):
+        stmt = stmt.where(Task.status.in_(args["status"]))
+    if args.get("priority"):
+        stmt = stmt.where(Task.priority == args["priority"])
+    for key, column in (("assignee_id", Task.assignee_id), ("owner_id", Task.owner_id)):
+        if key in args:
+            stmt = stmt.where(column == (actor.id if args[key] == "me" else args[key]))
+    if "team_id" in args:
+        stmt = stmt.where(Task.team_id == args["team_id"])
+    if "due_before" in args:
+        stmt = stmt.where(Task.due_at < args["due_before"])
+    if "due_after" in args:
+        stmt = stmt.where(Task.due_at >= args["due_after"])
+    if "overdue" in args:
+        overdue = sa.and_(Task.due_at.is_not(None), Task.due_at < utcnow(), Task.status != "done")
+        stmt = stmt.where(overdue if args["overdue"] else sa.not_(overdue))
+    if args.get("q"):
+        q = args["q"].strip()
+        stmt = stmt.where(sa.or_(_contains(Task.title, q), _contains(Task.description, q)))
+    return stmt
+
+
+def _dialect() -> str:
+    return db.session.get_bind().dialect.name
+
+
+def _sort_expressions(key: str) -> list:
+    if key == "priority":
+        return [sa.case(PRIORITY_RANK, value=Task.priority, else_=-1)]
+    if key == "status":
+        return [sa.case(STATUS_RANK, value=Task.status, else_=-1)]
+    if key == "title":
+        lowered = sa.func.lower(Task.title)
+        if _dialect() == "postgresql":  # code-point order, as SQLite's BINARY collation
+            return [lowered.collate("C"), Task.title.collate("C")]
+        return [lowered, Task.title]
+    return [getattr(Task, key)]
+
+
+def list_query(actor: User, args: dict) -> sa.Select:
+    """``GET /api/tasks``: :func:`filtered_query` ordered by ``args["sort"]``.
+
+    ``sort`` is a list of ``(key, descending)``. ``priority`` sorts by rank
+    (low < medium < high < urgent), ``status`` by todo < in_progress < done,
+    ``title`` case-insensitively by code point, ``due_at`` with tasks without a
+    due date last in both directions. ``id`` (in the direction of the last key)
+    breaks ties, so pages are stable on SQLite and PostgreSQL alike.
+    """
+    sort = args.get("sort") or [("created_at", True)]
+    order = []
+    for key, desc in sort:
+        if key == "due_at":
+            order.append(sa.case((Task.due_at.is_(None), 1), else_=0))
+        for expr in _sort_expressions(key):
+            order.append(expr.desc() if desc else expr.asc())
+    order.append(Task.id.desc() if sort[-1][1] else Task.id.asc())
+    return filtered_query(actor, args).order_by(*order)
+
+
+def search_query(actor: User, args: dict) -> sa.Select:
+    """``GET /api/tasks/search``: the tasks of ``GET /api/tasks?q=`` ranked by relevance.
+
+    Rank (same SQL on SQLite and PostgreSQL): 0 title equals ``q``, 1 title
+    starts with ``q``, 2 title contains ``q``, 3 only the description matches
+    (all case-insensitive); then newest first, then id.
+    """
+    q = args["q"].strip()
+    title = sa.func.lower(Task.title)
+    rank = sa.case(
+        (title == q.lower(), 0),
+        (title.like(f"{_like_escape(q)}%", escape="\\"), 1),
+        (_contains(Task.title, q), 2),
+        else_=3,
+    )
+    return filtered_query(actor, args).order_by(rank, Task.created_at.desc(), Task.id.desc())
+
+
+def activity_query(actor: User, task_id: int) -> sa.Select:
+    """``GET /api/tasks/<id>/activity``: the task's events, newest first (404 if not visible)."""
+    task = get_visible_task(actor, task_id)
+    return task_events_query(task.id)
+
+
+# --------------------------------------------------------------------------- create
+
+
+def _request_hash(body: dict) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _find_key(user_id: int, key: str) -> IdempotencyKey | None:
+    return db.session.scalar(sa.select(IdempotencyKey).where(IdempotencyKey.user_id == user_id,
+                                                             IdempotencyKey.key == key))
+
+
+def _replay(record: IdempotencyKey | None, request_hash: str) -> Task:
+    """The task created by the first request with this key (422 if the body differs)."""
+    if record is None or record.task_id is None:
+        raise Conflict("A request with this Idempotency-Key is still in progress; retry.",
+                       code="idempotency_key_in_progress")
+    if record.request_hash != request_hash:
+        raise Unprocessable("This Idempotency-Key was used with a different request body.",
+                            code="idempotency_key_reused",
+                            details={"Idempotency-Key": ["Already used with a different body."]})
+    task = db.session.get(Task, record.task_id)
+    if task is None:  # purged in between: the key row goes with it (ON DELETE CASCADE)
+        raise Conflict("The task created with this Idempotency-Key no longer exists.",
+                       code="idempotency_key_in_progress")
+    return task
+
+
+def create_task(actor: User, data: dict, *, idempotency_key: str | None = None,
+                raw_body: dict | None = None) -> tuple[Task, bool]:
+    """``POST /api/tasks``. Returns ``(task, replayed)``.
+
+    ``data`` is the loaded :class:`TaskCreateSchema` body. ``team_id`` needs the
+    caller's membership (422 on ``team_id`` otherwise: the team is not revealed);
+    the assignee must be an active user (422) and, for a team task, a member of
+    the team (422). Writes ``task.created``.
+
+    With ``idempotency_key``, the first result for (caller, key) within
+    ``IDEMPOTENCY_TTL`` (24 h) is returned again (``replayed=True``) and nothing
+    is created, provided ``raw_body`` hashes the same; another body is a 422
+    ``idempotency_key_reused``. Concurrent duplicates are settled by the unique
+    (user_id, key) constraint: the loser rolls back and replays the winner.
+    """
+    request_hash = _request_hash(raw_body if raw_body is not None else {})
+    if idempotency_key is not None:
+        record = _find_key(actor.id, idempotency_key)
+        if record is not None and record.created_at < utcnow() - current_app.config["IDEMPOTENCY_TTL"]:
+            db.session.delete(record)  # expired: the key may be used again
+            db.session.flush()
+            record = None
+        if record is not None:
+            return _replay(record, request_hash), True
+
+    _check_team_choice(actor, data["team_id"])
+    assignee = _active_user(data["assignee_id"]) if data["assignee_id"] is not None else None
+    _check_assignee(assignee, data["team_id"])
+
+    record = None
+    if idempotency_key is not None:
+        record = IdempotencyKey(user_id=actor.id, key=idempotency_key, request_hash=request_hash)
+        db.session.add(record)
+        try:
+            db.session.flush()  # claims the key; a concurrent twin blocks or fails here
+        except sa.exc.IntegrityError:
+            db.session.rollback()
+            return _replay(_find_key(actor.id, idempotency_key), request_hash), True
+
+    now = utcnow()
+    task = Task(title=data["title"], description=data["description"], priority=data["priority"],
+                status="todo", due_at=data["due_at"], owner=actor, assignee=assignee,
+                team_id=data["team_id"], created_at=now, updated_at=now)
+    _set_status(task, data["status"], now)
+    task.reminders = [Reminder(remind_at=t) for t in sorted(set(data["reminders"]))]
+    db.session.add(task)
+    db.session.flush()
+    if record is not None:
+        record.task_id = task.id
+    _record("task.created", actor, task)
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:  # e.g. the team or assignee vanished meanwhile
+        db.session.rollback()
+        if idempotency_key is None:
+            raise Conflict("A concurrent change prevented creating the task; retry.",
+                           code="concurrent_update")
+        return _replay(_find_key(actor.id, idempotency_key), request_hash), True
+    return task, False
+
+
+# --------------------------------------------------------------------------- updates
+
+
+def update_task(actor: User, task_id: int, data: dict, *, if_match: list[int] | None = None) -> Task:
+    """``PUT`` (``data`` = full :class:`TaskReplaceSchema` body) and ``PATCH``
+    (only the given fields) of ``/api/tasks/<id>``.
+
+    404 not visible; 403 cannot edit, or changes ``team_id``/``assignee_id``
+    without being able to manage the task; 412 stale ``If-Match``; 422 team or
+    assignee rules (as on create); 409 ``invalid_transition`` for a status change
+    the status endpoint would refuse. A request that changes nothing writes
+    nothing (same version). Events, in this order, only for what changed:
+    ``task.updated`` (plain fields and reminders), ``task.status_changed``,
+    ``task.assigned``.
+    """
+    task = _editable_task(actor, task_id)
+    _check_if_match(task, if_match)
+    before = _snapshot(task)
+
+    team_changes = "team_id" in data and data["team_id"] != task.team_id
+    assignee_changes = "assignee_id" in data and data["assignee_id"] != task.assignee_id
+    if (team_changes or assignee_changes) and not can_manage(actor, task):
+        raise Forbidden("Only the task's owner or its team's owner/admins may change its team "
+                        "or assignee.")
+    new_team = data["team_id"] if "team_id" in data else task.team_id
+    if team_changes:
+        _check_team_choice(actor, new_team)
+    if assignee_changes:
+        assignee = _active_user(data["assignee_id"]) if data["assignee_id"] is not None else None
+    else:
+        assignee = task.assignee
+    if team_changes or assignee_changes:
+        _check_assignee(assignee, new_team)
+    if "status" in data and data["status"] != task.status:
+        _check_transition(task.status, data["status"])
+
+    now = utcnow()
+    for field in ("title", "description", "priority", "due_at"):
+        if field in data:
+            setattr(task, field, data[field])
+    if team_changes:
+        task.team_id = new_team
+    if assignee_changes:
+        task.assignee = assignee
+        task.assignee_id = assignee.id if assignee is not None else None
+    if "status" in data and data["status"] != task.status:
+        _set_status(task, data["status"], now)
+    if "reminders" in data:
+        _replace_unsent_reminders(task, data["reminders"])
+
+    after = _snapshot(task)
+    changes = diff(before, after)
+    if not changes:
+        return task  # nothing changed: no write, no event, same version
+    task.updated_at = now
+    _flush_or_conflict(if_match)
+    plain = {k: v for k, v in changes.items() if k in PLAIN_FIELDS or k == "reminders"}
+    if plain:
+        _record("task.updated", actor, task, changes=plain)
+    if "status" in changes:
+        _record("task.status_changed", actor, task, changes={"status": changes["status"]})
+    if "assignee_id" in changes:
+        _record("task.assigned", actor, task, changes={"assignee_id": changes["assignee_id"]})
+    _commit(if_match)
+    return task
+
+
+def change_status(actor: User, task_id: int, status: str, *,
+                  if_match: list[int] | None = None) -> Task:
+    """``PATCH /api/tasks/<id>/status``: one of :data:`TRANSITIONS`, else 409
+    ``invalid_transition`` (same -> same included). ``done`` sets
+    ``completed_at``; leaving ``done`` clears it. Needs edit rights (403).
+    Writes ``task.status_changed``."""
+    task = _editable_task(actor, task_id)
+    _check_if_match(task, if_match)
+    old = task.status
+    _check_transition(old, status)
+    now = utcnow()
+    _set_status(task, status, now)
+    task.updated_at = now
+    _flush_or_conflict(if_match)
+    _record("task.status_changed", actor, task, changes={"status": [old, status]})
+    _commit(if_match)
+    return task
+
+
+def assign_task(actor: User, task_id: int, assignee_id: int | None, *,
+                if_match: list[int] | None = None) -> Task:
+    """``PATCH /api/tasks/<id>/assign``: set or clear (None) the assignee.
+
+    Needs manage rights (403). The assignee must be an active user and, for a
+    team task, a member of the team (422). Assigning the current assignee again
+    changes nothing. Writes ``task.assigned``.
+    """
+    task = _managed_task(actor, task_id)
+    _check_if_match(task, if_match)
+    if assignee_id == task.assignee_id:
+        return task
+    assignee = _active_user(assignee_id) if assignee_id is not None else None
+    _check_assignee(assignee, task.team_id)
+    old = task.assignee_id
+    task.assignee = assignee
+    task.assignee_id = assignee_id
+    task.updated_at = utcnow()
+    _flush_or_conflict(if_match)
+    _record("task.assigned", actor, task, changes={"assignee_id": [old, assignee_id]})
+    _commit(if_match)
+    return task
+
+
+# --------------------------------------------------------------------------- delete / restore
+
+
+def soft_delete_task(actor: User, task_id: int, *, if_match: list[int] | None = None) -> None:
+    """``DELETE /api/tasks/<id>``: move a live task to the trash (``deleted_at``).
+
+    Needs manage rights (403); a deleted task is already gone for reads (404).
+    Writes ``task.deleted``.
+    """
+    task = _managed_task(actor, task_id)
+    _check_if_match(task, if_match)
+    now = utcnow()
+    task.deleted_at = now
+    task.updated_at = now
+    _flush_or_conflict(if_match)
+    _record("task.deleted", actor, task)
+    _commit(if_match)
+
+
+def _trashed_task(actor: User, task_id: int) -> Task:
+    """A task in ``actor``'s trash. A live visible task: 409 ``not_in_trash`` for
+    those who may manage it (403 otherwise); a deleted task the caller may not
+    restore is not in their trash: 404."""
+    task = get_visible_task(actor, task_id, include_deleted=True)
+    if task.deleted_at is None:
+        if not can_manage(actor, task):
+            raise Forbidden("Only the task's owner or its team's owner/admins may do this.")
+        return task
+    if not can_manage(actor, task):
+        raise NotFound("Task not found.", code="task_not_found")
+    return task
+
+
+def restore_task(actor: User, task_id: int) -> Task:
+    """``PATCH /api/tasks/<id>/restore``: take a task out of the trash.
+
+    404 unless in the caller's trash; 409 ``not_deleted`` for a live task.
+    Writes ``task.restored``.
+    """
+    task = _trashed_task(actor, task_id)
+    if task.deleted_at is None:
+        raise Conflict("The task is not deleted.", code="not_deleted")
+    task.deleted_at = None
+    task.updated_at = utcnow()
+    _flush_or_conflict(None)
+    _record("task.restored", actor, task)
+    _commit(None)
+    return task
+
+
+def purge_task(actor: User, task_id: int) -> None:
+    """``DELETE /api/tasks/<id>?permanent=true``: delete a trashed task for good.
+
+    409 ``not_in_trash`` for a live task. The row goes; comments, reminders,
+    attachments, notifications and idempotency keys follow through ``ON DELETE
+    CASCADE``; attachment files are removed from ``UPLOAD_DIR`` after the commit.
+    Writes ``task.purged`` (``{task_id, title, owner_id, assignee_id}``).
+    """
+    task = _trashed_task(actor, task_id)
+    if task.deleted_at is None:
+        raise Conflict("Only a task in the trash can be deleted permanently.", code="not_in_trash")
+    stored_names = list(db.session.scalars(
+        sa.select(Attachment.stored_name).where(Attachment.task_id == task.id)))
+    record_event("task.purged", actor_id=actor.id, task_id=task.id, team_id=task.team_id,
+                 payload={"task_id": task.id, "title": task.title, "owner_id": task.owner_id,
+                          "assignee_id": task.assignee_id})
+    db.session.delete(task)
+    _flush_or_conflict(None)
+    _commit(None)
+    delete_attachment_files(stored_names)
+
+
+def delete_attachment_files(stored_names: list[str]) -> int:
+    """Remove attachment files from ``UPLOAD_DIR`` (missing files are ignored).
+
+    Names are the random ``Attachment.stored_name`` values; anything that is not
+    a plain file name is skipped. Returns how many files were removed.
+    """
+    upload_dir = current_app.config["UPLOAD_DIR"]
+    removed = 0
+    for name in stored_names:
+        if not name or os.path.basename(name) != name or name in (".", ".."):
+            continue
+        try:
+            os.remove(os.path.join(upload_dir, name))
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError:  # the rows are gone already; a leftover file is only logged
+            log.warning("could not remove attachment file %s", name, exc_info=True)
+    return removed
