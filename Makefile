@@ -1,0 +1,97 @@
+# TaskTracker developer commands. Needs only Python 3.11 on PATH.
+#
+#   make run    venv + requirements + `flask db upgrade` + serve on http://127.0.0.1:5000
+#               (embedded mode: SQLite file, in-process jobs and scheduler, Socket.IO)
+#   make test   venv + requirements-dev + the whole pytest suite
+#
+# See README.md for the rest.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+PYTEST_ARGS ?=
+PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
+# CLI commands never need the in-process scheduler thread (and must not scan a
+# database that is not migrated yet).
+FLASK  := SCHEDULER_ENABLED=false FLASK_APP=wsgi.py $(BIN)/flask
+
+.DEFAULT_GOAL := help
+.PHONY: help run test install install-dev upgrade migration worker beat admin seed dispatch ci clean
+
+help:
+	@echo "make run         install, migrate the database and serve on http://$(HOST):$(PORT)"
+	@echo "make test        install dev requirements and run the whole test suite"
+	@echo "make upgrade     apply migrations (flask db upgrade) to DATABASE_URL"
+	@echo "make migration   regenerate the single initial migration from the models"
+	@echo "make admin       create a site admin (prompts for username, email, password)"
+	@echo "make seed        demo data: USERS=20 TASKS=1000"
+	@echo "make dispatch    run the reminder/overdue/outbox scans once"
+	@echo "make worker      Celery worker (production mode, needs CELERY_BROKER_URL)"
+	@echo "make beat        Celery beat (exactly one per deployment)"
+	@echo "make ci          what CI runs (.ci/run)"
+	@echo "make clean       remove the virtualenv and caches (keeps instance/)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(PIP) install -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(PIP) install -r requirements-dev.txt
+	$(BIN)/python -m pip check
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+instance:
+	mkdir -p instance/uploads
+
+upgrade: install | instance
+	$(FLASK) db upgrade
+
+run: upgrade
+	@echo "Serving TaskTracker on http://$(HOST):$(PORT)  (Ctrl-C stops)"
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: install-dev
+	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; \
+	exit $$rc
+
+# Regenerate migrations/versions/ as ONE initial revision from the current models
+# (autogenerate against a scratch SQLite database), then check it on both backends.
+migration: install-dev
+	rm -f migrations/versions/*.py
+	@scratch=$$(mktemp -d); \
+	DATABASE_URL="sqlite:///$$scratch/scratch.db" $(FLASK) db migrate -m initial; rc=$$?; \
+	rm -rf "$$scratch"; exit $$rc
+	$(BIN)/pytest -q tests/test_migrations.py
+
+admin: upgrade
+	@read -p "Username: " u; read -p "Email: " e; $(FLASK) users create-admin --username "$$u" --email "$$e"
+
+USERS ?= 20
+TASKS ?= 1000
+seed: upgrade
+	$(FLASK) seed --users $(USERS) --tasks $(TASKS)
+
+dispatch: upgrade
+	$(FLASK) reminders dispatch
+
+worker: install
+	$(BIN)/celery -A celery_worker.celery worker --loglevel=info
+
+beat: install
+	$(BIN)/celery -A celery_worker.celery beat --loglevel=info
+
+ci:
+	bash .ci/run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
