@@ -1,0 +1,37 @@
+# One image for every TaskTracker process (web, worker, beat, migrate); the
+# command chooses the role, exactly as in the README's production section:
+#   web:     gunicorn -c gunicorn.conf.py wsgi:app            (default CMD)
+#   worker:  celery -A celery_worker.celery worker --loglevel=info
+#   beat:    celery -A celery_worker.celery beat --loglevel=info --schedule /tmp/celerybeat-schedule
+#   migrate: flask db upgrade
+# See docker-compose.yml for a complete deployment.
+
+# --- build: dependencies into a virtualenv ---------------------------------------
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install -r /tmp/requirements.txt && /opt/venv/bin/pip check
+
+# --- runtime ------------------------------------------------------------------------
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    FLASK_APP=wsgi.py \
+    TASKTRACKER_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    UPLOAD_DIR=/data/uploads
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
+    && mkdir -p /data/uploads && chown -R app:app /data
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY . /app
+USER app
+VOLUME ["/data/uploads"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
