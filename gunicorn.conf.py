@@ -40,3 +40,11 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 # Behind a reverse proxy, trust its X-Forwarded-* headers only from these addresses.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = "tasktracker-web"
+
+# gunicorn's control socket (gunicornc) defaults to one path per user, which several
+# servers on one host would fight over: off unless GUNICORN_CONTROL_SOCKET names a path.
+_control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+if _control_socket:
+    control_socket = _control_socket
+else:
+    control_socket_disable = True
