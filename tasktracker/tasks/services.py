@@ -29,8 +29,8 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from tasktracker.attachments.models import Attachment
 from tasktracker.auth.models import User
-from tasktracker.core.fields import UTCDateTime as UTCDateTimeField
 from tasktracker.core.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from tasktracker.core.fields import UTCDateTime as UTCDateTimeField
 from tasktracker.core.types import utcnow
 from tasktracker.events.services import diff, record_event, task_events_query
 from tasktracker.extensions import db
@@ -148,6 +148,10 @@ def _flush_or_conflict(if_match: list[int] | None) -> None:
         if if_match is not None:
             raise PreconditionFailed("The task was changed by someone else (If-Match).")
         raise Conflict("The task was changed by someone else; reload it and retry.",
+                       code="concurrent_update")
+    except sa.exc.IntegrityError:  # e.g. the new team or assignee was deleted meanwhile
+        db.session.rollback()
+        raise Conflict("A concurrent change prevented this update; reload and retry.",
                        code="concurrent_update")
 
 
@@ -354,9 +358,14 @@ def create_task(actor: User, data: dict, *, idempotency_key: str | None = None,
     request_hash = _request_hash(raw_body if raw_body is not None else {})
     if idempotency_key is not None:
         record = _find_key(actor.id, idempotency_key)
-        if record is not None and record.created_at < utcnow() - current_app.config["IDEMPOTENCY_TTL"]:
-            db.session.delete(record)  # expired: the key may be used again
-            db.session.flush()
+        cutoff = utcnow() - current_app.config["IDEMPOTENCY_TTL"]
+        if record is not None and record.created_at < cutoff:
+            # expired: the key may be used again (a bulk DELETE, so a concurrent twin
+            # that deleted it first is no error)
+            db.session.execute(sa.delete(IdempotencyKey).where(
+                IdempotencyKey.user_id == actor.id, IdempotencyKey.key == idempotency_key,
+                IdempotencyKey.created_at < cutoff).execution_options(synchronize_session=False))
+            db.session.expunge(record)
             record = None
         if record is not None:
             return _replay(record, request_hash), True
@@ -382,11 +391,11 @@ def create_task(actor: User, data: dict, *, idempotency_key: str | None = None,
     _set_status(task, data["status"], now)
     task.reminders = [Reminder(remind_at=t) for t in sorted(set(data["reminders"]))]
     db.session.add(task)
-    db.session.flush()
-    if record is not None:
-        record.task_id = task.id
-    _record("task.created", actor, task)
     try:
+        db.session.flush()
+        if record is not None:
+            record.task_id = task.id
+        _record("task.created", actor, task)
         db.session.commit()
     except sa.exc.IntegrityError:  # e.g. the team or assignee vanished meanwhile
         db.session.rollback()
