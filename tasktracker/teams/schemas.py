@@ -77,10 +77,20 @@ class MemberRoleSchema(Schema):
     role = fields.String(required=True, validate=validate.OneOf(ASSIGNABLE_ROLES))
 
 
-class InvitationCreateSchema(Schema):
-    """``POST /api/teams/<id>/invitations``: ``{email, role?: admin|member}`` (default member)."""
+class TrimmedEmail(fields.Email):
+    """An email address; surrounding whitespace is ignored."""
 
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            value = value.strip()
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class InvitationCreateSchema(Schema):
+    """``POST /api/teams/<id>/invitations``: ``{email, role?: admin|member}`` (default member).
+    The email is matched case-insensitively and stored lower-cased."""
+
+    email = TrimmedEmail(required=True, validate=validate.Length(max=254))
     role = fields.String(load_default="member", validate=validate.OneOf(ASSIGNABLE_ROLES))
 
 

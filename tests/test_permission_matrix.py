@@ -1,0 +1,250 @@
+"""Permission matrix: every endpoint x every kind of caller -> expected status.
+
+One row per (method, path, setup, body); one column per actor. Each row starts
+from a fresh world (on both databases), and so does each actor after a
+request that succeeded in changing something (DELETE, accept...), so actors
+never see each other's changes (a refused request must change nothing). To cover a new endpoint, add one
+``row(...)`` line; placeholders in the path and in string values of the body
+are the keys of ``World.ids`` (``team``, ``task``, ``comment``, ``attachment``,
+``invitation``, ``missing``, ``<actor>_id``, ``<actor>_email``) and ``setup``
+names a function in ``SETUPS`` applied to the world before the request.
+
+The world (built in ``build_world``):
+
+- ``owner`` owns team T and the team task; ``admin`` and ``member`` are T's
+  admin and member; ``assignee`` is the team task's assignee but not in T;
+  ``former`` was a member of T (and assignee of a T task) and was removed;
+  ``outsider`` has nothing to do with T but has a pending invitation to T;
+  ``site_admin`` is a site admin outside T; ``anonymous`` sends no token.
+- a comment and an attachment on the task, both by ``member``.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+
+from tasktracker.attachments import storage
+from tasktracker.attachments.models import Attachment
+from tasktracker.auth.tokens import issue_tokens
+from tasktracker.comments.models import Comment
+from tasktracker.core.types import utcnow
+from tasktracker.extensions import db
+from tasktracker.tasks.models import Task
+from tasktracker.teams import services as team_services
+from tasktracker.auth.models import User
+from tasktracker.teams.models import Invitation, Team, TeamMember
+from tests.factories import _password_hash
+
+ACTORS = ("owner", "admin", "member", "assignee", "former", "outsider", "anonymous", "site_admin")
+FILE = "<multipart upload of a small file>"  # body marker: send a multipart/form-data `file`
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    path: str
+    setup: str
+    body: object
+    expected: dict = field(hash=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.path} [{self.setup}]" + (" +body" if self.body not in (None, FILE) else "")
+
+
+def row(method: str, path: str, setup: str, body, *statuses: int) -> Row:
+    assert len(statuses) == len(ACTORS), f"{method} {path}: one status per actor {ACTORS}"
+    return Row(method, path, setup, body, dict(zip(ACTORS, statuses)))
+
+
+NEW_TEAM = {"name": "New team"}
+RENAME = {"name": "Renamed"}
+TO_ADMIN, TO_MEMBER = {"role": "admin"}, {"role": "member"}
+INVITE, INVITE_ADMIN = {"email": "new@example.com"}, {"email": "new@example.com", "role": "admin"}
+INVITE_MEMBER, INVITE_OUTSIDER = {"email": "{member_email}"}, {"email": "{outsider_email}"}
+COMMENT, EDIT = {"body": "hi"}, {"body": "edited"}
+
+ROWS = [
+    # method   path                                         setup       body            owner admin member assignee former outsider anon site_admin
+    # ---- teams
+    row("GET",    "/api/teams",                              "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
+    row("POST",   "/api/teams",                              "base",     NEW_TEAM,       201, 201, 201, 201, 201, 201, 401, 201),
+    row("GET",    "/api/teams/{team}",                       "base",     None,           200, 200, 200, 404, 404, 404, 401, 200),
+    row("PATCH",  "/api/teams/{team}",                       "base",     RENAME,         200, 200, 403, 404, 404, 404, 401, 200),
+    row("DELETE", "/api/teams/{team}",                       "base",     None,           204, 403, 403, 404, 404, 404, 401, 204),
+    row("GET",    "/api/teams/{missing}",                    "base",     None,           404, 404, 404, 404, 404, 404, 401, 404),
+    # ---- members
+    row("GET",    "/api/teams/{team}/members",               "base",     None,           200, 200, 200, 404, 404, 404, 401, 200),
+    row("PATCH",  "/api/teams/{team}/members/{member_id}",   "base",     TO_ADMIN,       200, 403, 403, 404, 404, 404, 401, 200),
+    row("PATCH",  "/api/teams/{team}/members/{admin_id}",    "base",     TO_MEMBER,      200, 200, 403, 404, 404, 404, 401, 200),
+    row("PATCH",  "/api/teams/{team}/members/{owner_id}",    "base",     TO_MEMBER,      409, 409, 403, 404, 404, 404, 401, 409),
+    row("PATCH",  "/api/teams/{team}/members/{former_id}",   "base",     TO_MEMBER,      404, 404, 403, 404, 404, 404, 401, 404),
+    row("DELETE", "/api/teams/{team}/members/{member_id}",   "base",     None,           204, 204, 204, 404, 404, 404, 401, 204),
+    row("DELETE", "/api/teams/{team}/members/{admin_id}",    "base",     None,           204, 204, 403, 404, 404, 404, 401, 204),
+    row("DELETE", "/api/teams/{team}/members/{owner_id}",    "base",     None,           409, 409, 403, 404, 404, 404, 401, 409),
+    row("DELETE", "/api/teams/{team}/members/{former_id}",   "base",     None,           404, 404, 404, 404, 404, 404, 401, 404),
+    # ---- invitations
+    row("GET",    "/api/teams/{team}/invitations",           "base",     None,           200, 200, 403, 404, 404, 404, 401, 200),
+    row("POST",   "/api/teams/{team}/invitations",           "base",     INVITE,         201, 201, 403, 404, 404, 404, 401, 201),
+    row("POST",   "/api/teams/{team}/invitations",           "base",     INVITE_ADMIN,   201, 403, 403, 404, 404, 404, 401, 201),
+    row("POST",   "/api/teams/{team}/invitations",           "base",     INVITE_MEMBER,  409, 409, 403, 404, 404, 404, 401, 409),
+    row("POST",   "/api/teams/{team}/invitations",           "base",     INVITE_OUTSIDER, 409, 409, 403, 404, 404, 404, 401, 409),
+    row("GET",    "/api/invitations",                        "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
+    row("POST",   "/api/invitations/{invitation}/accept",    "base",     None,           404, 404, 404, 404, 404, 200, 401, 404),
+    row("POST",   "/api/invitations/{invitation}/decline",   "base",     None,           404, 404, 404, 404, 404, 200, 401, 404),
+    row("POST",   "/api/invitations/{invitation}/accept",    "expired",  None,           404, 404, 404, 404, 404, 409, 401, 404),
+    row("POST",   "/api/invitations/{invitation}/decline",   "expired",  None,           404, 404, 404, 404, 404, 409, 401, 404),
+    # ---- comments
+    row("GET",    "/api/tasks/{task}/comments",              "base",     None,           200, 200, 200, 200, 404, 404, 401, 200),
+    row("POST",   "/api/tasks/{task}/comments",              "base",     COMMENT,        201, 201, 201, 201, 404, 404, 401, 201),
+    row("PATCH",  "/api/comments/{comment}",                 "base",     EDIT,           403, 403, 200, 403, 404, 404, 401, 403),
+    row("DELETE", "/api/comments/{comment}",                 "base",     None,           204, 403, 204, 403, 404, 404, 401, 204),
+    row("GET",    "/api/tasks/{task}/comments",              "personal", None,           200, 404, 404, 200, 404, 404, 401, 200),
+    row("POST",   "/api/tasks/{task}/comments",              "personal", COMMENT,        201, 404, 404, 201, 404, 404, 401, 201),
+    row("PATCH",  "/api/comments/{comment}",                 "personal", EDIT,           403, 404, 404, 403, 404, 404, 401, 403),
+    row("DELETE", "/api/comments/{comment}",                 "personal", None,           204, 404, 404, 403, 404, 404, 401, 204),
+    row("GET",    "/api/tasks/{task}/comments",              "trashed",  None,           404, 404, 404, 404, 404, 404, 401, 404),
+    row("POST",   "/api/tasks/{task}/comments",              "trashed",  COMMENT,        404, 404, 404, 404, 404, 404, 401, 404),
+    row("PATCH",  "/api/comments/{comment}",                 "trashed",  EDIT,           404, 404, 404, 404, 404, 404, 401, 404),
+    row("DELETE", "/api/comments/{comment}",                 "trashed",  None,           404, 404, 404, 404, 404, 404, 401, 404),
+    # ---- attachments
+    row("GET",    "/api/tasks/{task}/attachments",           "base",     None,           200, 200, 200, 200, 404, 404, 401, 200),
+    row("POST",   "/api/tasks/{task}/attachments",           "base",     FILE,           201, 201, 201, 201, 404, 404, 401, 201),
+    row("GET",    "/api/attachments/{attachment}",           "base",     None,           200, 200, 200, 200, 404, 404, 401, 200),
+    row("DELETE", "/api/attachments/{attachment}",           "base",     None,           204, 403, 204, 403, 404, 404, 401, 204),
+    row("GET",    "/api/tasks/{task}/attachments",           "personal", None,           200, 404, 404, 200, 404, 404, 401, 200),
+    row("GET",    "/api/attachments/{attachment}",           "personal", None,           200, 404, 404, 200, 404, 404, 401, 200),
+    row("DELETE", "/api/attachments/{attachment}",           "personal", None,           204, 404, 404, 403, 404, 404, 401, 204),
+    row("GET",    "/api/tasks/{task}/attachments",           "trashed",  None,           404, 404, 404, 404, 404, 404, 401, 404),
+    row("POST",   "/api/tasks/{task}/attachments",           "trashed",  FILE,           404, 404, 404, 404, 404, 404, 401, 404),
+    row("GET",    "/api/attachments/{attachment}",           "trashed",  None,           404, 404, 404, 404, 404, 404, 401, 404),
+    row("DELETE", "/api/attachments/{attachment}",           "trashed",  None,           404, 404, 404, 404, 404, 404, 401, 404),
+]
+
+
+# --------------------------------------------------------------------------- the world
+
+@dataclass
+class World:
+    users: dict
+    task: Task
+    invitation: Invitation
+    ids: dict
+
+
+_worlds = itertools.count(1)
+
+
+def build_world() -> World:
+    """A fresh world with its own users (unique names), so several can live in one database."""
+    n = next(_worlds)
+    users = {name: User(username=f"{name}{n}", email=f"{name}{n}@example.com", password_hash=_password_hash(),
+                        role="admin" if name == "site_admin" else "member")
+             for name in ACTORS if name != "anonymous"}
+    db.session.add_all(users.values())
+    db.session.flush()
+    team = Team(name="Matrix", owner_id=users["owner"].id)
+    db.session.add(team)
+    db.session.flush()
+    db.session.add_all([TeamMember(team_id=team.id, user_id=users[name].id, role=role)
+                        for name, role in (("owner", "owner"), ("admin", "admin"), ("member", "member"),
+                                           ("former", "member"))])
+    task = Task(title="Matrix task", owner_id=users["owner"].id, assignee_id=users["assignee"].id, team_id=team.id)
+    former_task = Task(title="Former's task", owner_id=users["owner"].id, assignee_id=users["former"].id,
+                       team_id=team.id)
+    db.session.add_all([task, former_task])
+    db.session.commit()
+    team_services.remove_member(users["owner"], team.id, users["former"].id)  # "former" member
+
+    comment = Comment(task_id=task.id, author_id=users["member"].id, body="by member")
+    stored_name, size, sha256 = storage.save_stream(io.BytesIO(b"matrix file"), 1024)
+    attachment = Attachment(task_id=task.id, uploaded_by_id=users["member"].id, filename="m.txt",
+                            stored_name=stored_name, content_type="text/plain", size=size, sha256=sha256)
+    invitation = Invitation(team_id=team.id, email=users["outsider"].email, role="member", status="pending",
+                            invited_by_id=users["owner"].id, expires_at=utcnow() + timedelta(days=7))
+    db.session.add_all([comment, attachment, invitation])
+    db.session.commit()
+    ids = {"team": team.id, "task": task.id, "comment": comment.id, "attachment": attachment.id,
+           "invitation": invitation.id, "missing": 987654}
+    for name, user in users.items():
+        ids[f"{name}_id"], ids[f"{name}_email"] = user.id, user.email
+    return World(users, task, invitation, ids)
+
+
+def _trash(world: World) -> None:
+    world.task.deleted_at = utcnow()
+
+
+def _personal(world: World) -> None:
+    world.task.team_id = None
+
+
+def _expire(world: World) -> None:
+    world.invitation.expires_at = utcnow() - timedelta(minutes=1)
+
+
+SETUPS = {
+    "base": lambda world: None,
+    "trashed": _trash,        # the task is in its owner's trash (soft-deleted)
+    "personal": _personal,    # the task is not in a team (owner + assignee only)
+    "expired": _expire,       # the outsider's invitation has expired
+}
+
+
+def prepare(entry: Row) -> World:
+    world = build_world()
+    SETUPS[entry.setup](world)
+    db.session.commit()
+    return world
+
+
+def headers_for(world: World, actor: str) -> dict:
+    if actor == "anonymous":
+        return {}
+    tokens = issue_tokens(world.users[actor])
+    db.session.commit()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def send(client, method: str, url: str, body, headers: dict, ids: dict):
+    if body == FILE:
+        return client.open(url, method=method, headers=headers,
+                           data={"file": (io.BytesIO(b"uploaded in the matrix"), "new.txt")})
+    if body is None:
+        return client.open(url, method=method, headers=headers)
+    body = {k: v.format(**ids) if isinstance(v, str) else v for k, v in body.items()}
+    return client.open(url, method=method, headers=headers, json=body)
+
+
+def test_rows_are_unique_and_complete():
+    keys = [(r.method, r.path, r.setup, repr(r.body)) for r in ROWS]
+    assert len(keys) == len(set(keys))
+    assert all(r.setup in SETUPS and set(r.expected) == set(ACTORS) for r in ROWS)
+
+
+@pytest.mark.parametrize("entry", ROWS, ids=[r.id for r in ROWS])
+def test_permission_matrix(client, entry: Row):
+    """One row, every actor. An actor gets a fresh world whenever the previous
+    request may have changed it (a successful non-GET); refused requests must
+    not change anything. All mismatches of the row are reported together."""
+    mismatches = []
+    world, dirty = None, True
+    for actor in ACTORS:
+        if dirty:
+            world = prepare(entry)
+        headers = headers_for(world, actor)
+        response = send(client, entry.method, entry.path.format(**world.ids), entry.body, headers, world.ids)
+        dirty = entry.method != "GET" and response.status_code < 400
+        expected = entry.expected[actor]
+        if response.status_code != expected:
+            mismatches.append(f"{actor}: expected {expected}, got {response.status_code} "
+                              f"{response.get_data(as_text=True)[:200]}")
+        elif expected >= 400 and not (response.is_json
+                                      and set(response.json.get("error", {})) == {"code", "message", "details"}):
+            mismatches.append(f"{actor}: {expected} without the contract's error shape")
+    assert not mismatches, f"{entry.id}:\n" + "\n".join(mismatches)
