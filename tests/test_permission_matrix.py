@@ -30,13 +30,13 @@ import pytest
 
 from tasktracker.attachments import storage
 from tasktracker.attachments.models import Attachment
+from tasktracker.auth.models import User
 from tasktracker.auth.tokens import issue_tokens
 from tasktracker.comments.models import Comment
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.teams import services as team_services
-from tasktracker.auth.models import User
 from tasktracker.teams.models import Invitation, Team, TeamMember
 from tests.factories import _password_hash
 

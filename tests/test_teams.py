@@ -7,7 +7,6 @@ import sqlalchemy as sa
 from tasktracker.auth.models import User
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
-from tasktracker.tasks.models import Task
 from tasktracker.teams.models import Invitation, Team, TeamMember
 from tests.factories import TaskFactory, add_member
 
