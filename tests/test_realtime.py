@@ -26,7 +26,7 @@ def sio(app, client):
     """``sio(token=..., **auth)`` opens a test Socket.IO connection; all are closed after
     the test and in-memory presence is reset (user ids are reused between tests)."""
     state = realtime.get_state(app)
-    if app.extensions.get("socketio") is not socketio or isinstance(socketio.server.manager, PubSubManager):
+    if state.server is not socketio.server or isinstance(socketio.server.manager, PubSubManager):
         realtime.init_socketio(app)  # another test bound the shared extension elsewhere
         state = realtime.get_state(app)
     opened = []
@@ -251,7 +251,8 @@ def test_last_seq_replays_missed_notifications_in_order(auth, sio):
     assert [p["seq"] for _, p in got] == seqs[1:]
     assert [p["message"] for _, p in got] == ["update 1", "update 2", "update 3"]
     first = got[0][1]
-    assert {"id", "type", "message", "task_id", "team_id", "actor", "data", "read_at", "created_at"} <= set(first)
+    assert {"id", "type", "message", "task_id", "team_id", "actor", "data", "read_at",
+            "created_at"} <= set(first)
     assert first["type"] == "task_updated" and first["created_at"].endswith("Z")
 
     assert events(sio(alice.access_token, last_seq=seqs[-1]), "notification:new") == []
@@ -282,7 +283,8 @@ def test_presence_two_tabs(client, auth, sio):
     assert _presence(client, watcher, team.id)[bob.id]["last_seen_at"] is None
 
     tab1 = sio(bob.access_token)
-    assert events(watcher_conn, "presence:update") == [("presence:update", {"user_id": bob.id, "online": True})]
+    assert events(watcher_conn, "presence:update") == [("presence:update",
+                                                        {"user_id": bob.id, "online": True})]
     assert _presence(client, watcher, team.id)[bob.id]["online"] is True
 
     tab2 = sio(bob.access_token)
@@ -292,7 +294,8 @@ def test_presence_two_tabs(client, auth, sio):
     assert _presence(client, watcher, team.id)[bob.id]["online"] is True
 
     tab2.disconnect()
-    assert events(watcher_conn, "presence:update") == [("presence:update", {"user_id": bob.id, "online": False})]
+    assert events(watcher_conn, "presence:update") == [("presence:update",
+                                                        {"user_id": bob.id, "online": False})]
     item = _presence(client, watcher, team.id)[bob.id]
     assert item["online"] is False and item["last_seen_at"].endswith("Z")
     assert _presence(client, watcher, team.id)[watcher.id]["online"] is True

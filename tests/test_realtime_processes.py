@@ -1,7 +1,7 @@
-"""Socket.IO across real processes: two gunicorn servers sharing RabbitMQ (Socket.IO
-message queue) and Redis (presence), a separate "worker" process that emits through
-a write-only queue manager (as a Celery worker does), real python-socketio clients
-over websocket. Needs PostgreSQL, RabbitMQ and Redis (skip, or fail under CI=true).
+"""Socket.IO across real processes: two gunicorn servers (one threading, one gevent)
+sharing RabbitMQ (Socket.IO message queue) and Redis (presence), a separate "worker"
+process that emits through a write-only queue manager (as a Celery worker does),
+real python-socketio clients over websocket. Needs PostgreSQL, RabbitMQ and Redis (skip, or fail under CI=true).
 
 Every run uses its own Socket.IO channel (a fanout exchange) and presence key
 prefix, so parallel runs do not see each other's messages.
@@ -86,11 +86,15 @@ class Proc:
 
 
 class Server(Proc):
-    def __init__(self, name: str, env: dict, log_dir: Path):
+    """``gunicorn -w 1 --threads 50`` (threading mode) or ``gunicorn -k gevent -w 1``."""
+
+    def __init__(self, name: str, env: dict, log_dir: Path, mode: str = "threading"):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__(name, [str(GUNICORN), "-w", "1", "--threads", "50", "--graceful-timeout", "2",
-                                "-b", f"127.0.0.1:{self.port}", "wsgi:app"], env, log_dir)
+        worker = ["--threads", "50"] if mode == "threading" else ["-k", "gevent"]
+        super().__init__(name, [str(GUNICORN), "-w", "1", *worker, "--graceful-timeout", "2",
+                                "--no-control-socket", "-b", f"127.0.0.1:{self.port}", "wsgi:app"],
+                         {**env, "SOCKETIO_ASYNC_MODE": mode}, log_dir)
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -176,7 +180,8 @@ def stack(app, tmp_path_factory):
            "PYTHONUNBUFFERED": "1"}
     procs: list[Proc] = []
     try:
-        s1, s2 = Server("server1", env, log_dir), Server("server2", env, log_dir)
+        # both production choices at once: server1 threads, server2 gevent
+        s1, s2 = Server("server1", env, log_dir), Server("server2", env, log_dir, mode="gevent")
         procs += [s1, s2]
         worker = Worker(env, log_dir)
         procs.append(worker)
@@ -296,7 +301,8 @@ def test_connect_refused_over_websocket(stack, auth, clients):
         bad.connect(s1, alice.refresh_token)
     assert bad.connect_errors and bad.connect_errors[0]["data"] == {"code": "invalid_token"}
     good = clients("good").connect(s1, alice.access_token)
-    assert good.sio.call("task:subscribe", {"task_id": 123456}, timeout=5) == {"ok": False, "error": "not_found"}
+    assert good.sio.call("task:subscribe", {"task_id": 123456}, timeout=5) == \
+        {"ok": False, "error": "not_found"}
 
 
 def test_worker_emit_reaches_clients_on_both_servers_once(stack, auth, clients):
@@ -400,3 +406,29 @@ def test_crashed_server_does_not_leave_users_online(stack, auth, clients):
     assert updates == [{"user_id": user.id, "online": True}, {"user_id": user.id, "online": False}]
     r = requests.get(f"{s1.url}/api/teams/{team.id}/presence", headers=watcher.headers, timeout=5)
     assert {i["user_id"]: i["online"] for i in r.json()["items"]} == {watcher.id: True, user.id: False}
+
+
+def test_example_client_prints_events(stack, auth, clients):
+    """examples/socket_client.py logs in over REST, connects and prints events with times."""
+    s1, _ = stack["servers"]
+    alice = auth.register("alice")
+    example = Proc("example-client", [sys.executable, str(ROOT / "examples" / "socket_client.py"), s1.url,
+                                      alice["email"], "correct-horse-9"], stack["env"], stack["log_dir"])
+    stack["procs"].append(example)
+    try:
+        deadline = time.monotonic() + 20
+        while "connected" not in example.log_path.read_text():
+            assert example.popen.poll() is None and time.monotonic() < deadline, example.log_tail()
+            time.sleep(0.2)
+        payload = {"id": 1, "type": "deadline_reminder", "message": "Due soon", "seq": 42}
+        deadline = time.monotonic() + 15
+        while "notification:new" not in example.log_path.read_text():  # until its server listens
+            assert time.monotonic() < deadline, example.log_tail()
+            stack["worker"].emit("notification:new", payload, [f"user:{alice['id']}"])
+            time.sleep(0.5)
+        line = next(ln for ln in example.log_path.read_text().splitlines() if "notification:new" in ln)
+        stamp, _, rest = line.partition("  ")
+        assert stamp.endswith("Z") and "T" in stamp
+        assert json.loads(rest.split(None, 1)[1]) == payload
+    finally:
+        example.stop()

@@ -65,5 +65,6 @@ def init_socketio(app: Flask) -> None:
             log.warning("realtime: SOCKETIO_MESSAGE_QUEUE is set but REDIS_URL is not: presence "
                         "is tracked per process only")
         presence = MemoryPresence()
-    app.extensions["tt_realtime"] = emitter.RealtimeState(app, presence, url, channel)
+    app.extensions["tt_realtime"] = state = emitter.RealtimeState(app, presence, url, channel)
+    state.server = socketio.server  # the Socket.IO server bound for this app
     emitter.set_last_app(app)

@@ -39,6 +39,7 @@ class RealtimeState:
         self.presence = presence
         self.queue_url = queue_url
         self.channel = channel
+        self.server = None
         self._heartbeat_pid: int | None = None
         self._lock = threading.Lock()
 
