@@ -297,3 +297,14 @@ def test_invitations_of_deleted_team_disappear(client, auth):
     assert client.delete(f"/api/teams/{team_id}", headers=owner.headers).status_code == 204
     assert client.get("/api/invitations", headers=bob.headers).json["total"] == 0
     assert client.post(f"/api/invitations/{inv_id}/accept", headers=bob.headers).status_code == 404
+
+
+def test_registered_invitee_is_notified_through_the_event(client, auth):
+    """End to end with the notification fan-out: invitation.created -> team_invitation."""
+    owner, bob = auth.user("owner"), auth.user("bob")
+    team_id = create_team(client, owner)
+    inv_id = invite(client, owner, team_id, "bob@example.com").json["id"]
+    notes = client.get("/api/notifications", headers=bob.headers).json["items"]
+    assert [n["type"] for n in notes] == ["team_invitation"]
+    assert notes[0]["team_id"] == team_id and notes[0]["data"]["invitation_id"] == inv_id
+    assert client.get("/api/notifications", headers=owner.headers).json["items"] == []
