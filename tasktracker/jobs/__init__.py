@@ -92,19 +92,13 @@ def _publish_fanout(app: Flask, seqs: list[int]) -> None:
 
 
 def run_fanout(app: Flask, seqs: list[int]) -> int:
-    """Fan out ``seqs`` in place, each in its own transaction, in a fresh app
-    context (so a caller's session is untouched). Returns how many were claimed;
-    a failing event is logged and left to the outbox scan."""
-    from tasktracker.notifications.services import fan_out
+    """Fan out ``seqs`` in place, in a fresh app context (so a caller's session is
+    untouched). Returns how many were claimed; a failing event is logged and left
+    to the outbox scan."""
+    from tasktracker.notifications.services import fan_out_many
 
-    claimed = 0
     with app.app_context():
-        for seq in seqs:
-            try:
-                claimed += fan_out(seq).claimed
-            except Exception:  # noqa: BLE001
-                log.exception("jobs: fan-out of event %s failed; left to the outbox scan", seq)
-    return claimed
+        return sum(r.claimed for r in fan_out_many(seqs))
 
 
 def wait_idle(timeout: float = 30.0) -> bool:

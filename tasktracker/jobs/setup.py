@@ -18,7 +18,8 @@ def celery_settings_for(app: Flask) -> dict:
     """``app.config["CELERY"]`` (from :func:`tasktracker.config.celery_settings`)
     completed with what depends on other settings, unless set there already:
     the queue (``CELERY_TASK_QUEUE``), the connect timeout
-    (``BROKER_PUBLISH_TIMEOUT_SECONDS``) and the beat schedule (the three scans
+    (``BROKER_PUBLISH_TIMEOUT_SECONDS``, with quick reconnect attempts within it)
+    and the beat schedule (the three scans
     every ``SCAN_INTERVAL_SECONDS``; a scan message older than the next two runs
     expires, so a backlog built while workers were down does not replay them all).
     """
@@ -27,6 +28,10 @@ def celery_settings_for(app: Flask) -> dict:
     settings = dict(app.config["CELERY"])
     settings.setdefault("task_default_queue", app.config["CELERY_TASK_QUEUE"])
     settings.setdefault("broker_connection_timeout", app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"])
+    # kombu retries a publisher's connection until that timeout but sleeps 2 s first by
+    # default: retry sooner so a publish to a dead broker gives up after ~the timeout.
+    settings.setdefault("broker_transport_options",
+                        {"interval_start": 0, "interval_step": 0.25, "interval_max": 0.5})
     settings.setdefault("beat_schedule", {
         "scan-reminders": {"task": SCAN_REMINDERS_TASK, "schedule": interval, "options": options},
         "scan-overdue": {"task": SCAN_OVERDUE_TASK, "schedule": interval, "options": options},

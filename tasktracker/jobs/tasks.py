@@ -10,30 +10,20 @@ context by the ``FlaskTask`` of :func:`tasktracker.jobs.setup.celery_init_app`.
 
 from __future__ import annotations
 
-import logging
-
 from celery import shared_task
 
 from tasktracker.jobs import (
     FANOUT_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK,
 )
 
-log = logging.getLogger(__name__)
-
 
 @shared_task(name=FANOUT_TASK, ignore_result=True)
 def fanout_events(seqs: list[int]) -> int:
-    """Fan out the events ``seqs`` (each in its own transaction); returns how many
-    this run claimed. A failing event is logged and left to the outbox scan."""
-    from tasktracker.notifications.services import fan_out
+    """Fan out the events ``seqs`` (a chunk per transaction); returns how many this
+    run claimed. A failing event is logged and left to the outbox scan."""
+    from tasktracker.notifications.services import fan_out_many
 
-    claimed = 0
-    for seq in seqs:
-        try:
-            claimed += fan_out(int(seq)).claimed
-        except Exception:  # noqa: BLE001 - the outbox scan retries it
-            log.exception("fanout_events: event %s failed; left to the outbox scan", seq)
-    return claimed
+    return sum(r.claimed for r in fan_out_many(seqs))
 
 
 @shared_task(name=SCAN_REMINDERS_TASK, ignore_result=True)

@@ -11,13 +11,15 @@ one committed event into
     ``notification:new`` to each recipient), and room changes through
     :func:`tasktracker.realtime.sync_membership` for membership events.
 
-The event is claimed with a conditional ``UPDATE events SET dispatched_at=now
-WHERE seq=:seq AND dispatched_at IS NULL`` in the same transaction as the
-inserts: of two workers on the same event, only the one whose UPDATE hits a
-row goes on (PostgreSQL's row lock makes the other wait, then see the row
-already dispatched). A crash before the commit leaves the event undispatched
-for the outbox scan; a crash between the commit and the emits loses only the
-live push (clients catch up with ``last_seq`` replay).
+Events are claimed with a conditional ``UPDATE events SET dispatched_at=now
+WHERE seq IN (...) AND dispatched_at IS NULL RETURNING seq`` in the same
+transaction as the inserts (:func:`fan_out_many` does up to
+:data:`FANOUT_CHUNK` events per transaction): of two workers on the same event
+only one claims it (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, the other skips the
+row; SQLite: writers are serialised and the ``IS NULL`` re-check fails). A crash
+before the commit leaves the events undispatched for the outbox scan; a crash
+between the commit and the emits loses only the live push (clients catch up
+with ``last_seq`` replay).
 
 Recipients per event type (``notifications.type``):
 
@@ -130,18 +132,25 @@ SOCKET_EVENTS = {
 }
 
 
+#: Events claimed and fanned out per transaction by :func:`fan_out_many`.
+FANOUT_CHUNK = 100
+
+
 @dataclass
 class FanoutResult:
-    """What :func:`fan_out` did for one event.
+    """What the fan-out did for one event.
 
-    ``claimed`` is False when the event was missing or already dispatched (then
-    nothing else happened). ``notification_ids`` are the rows created;
+    ``claimed`` is False when the event was missing, already dispatched or (on
+    PostgreSQL) being fanned out by another transaction right now; then nothing
+    else happened. ``failed`` is True when a database error left it undispatched
+    (the outbox scan retries it). ``notification_ids`` are the rows created;
     ``emits`` the ``(event, data, rooms)`` sent to Socket.IO after the commit;
     ``memberships`` the ``(user_id, team_id, joined)`` room changes requested.
     """
 
     seq: int
     claimed: bool = False
+    failed: bool = False
     notification_ids: list[int] = field(default_factory=list)
     emits: list[tuple[str, dict, list[str]]] = field(default_factory=list)
     memberships: list[tuple[int, int, bool]] = field(default_factory=list)
@@ -165,40 +174,96 @@ def fan_out(seq: int, *, now: datetime | None = None) -> FanoutResult:
     and propagate; the event then stays undispatched for the outbox scan.
     Errors raised by the Socket.IO layer are logged, never raised.
     """
+    return _fan_out_chunk([seq], now or utcnow())[0]
+
+
+def fan_out_many(seqs, *, now: datetime | None = None) -> list[FanoutResult]:
+    """Fan out many events: :data:`FANOUT_CHUNK` per transaction (one claim, one
+    insert), in ``seq`` order. If a chunk fails, its events are retried one by
+    one so that one bad event cannot hold back the others; an event that still
+    fails is logged, left undispatched (``failed=True``) and never raises here."""
     now = now or utcnow()
-    result = FanoutResult(seq=seq)
-    events = Event.__table__
+    ordered = sorted({int(s) for s in seqs})
+    results: list[FanoutResult] = []
+    for i in range(0, len(ordered), FANOUT_CHUNK):
+        chunk = ordered[i:i + FANOUT_CHUNK]
+        try:
+            results += _fan_out_chunk(chunk, now)
+            continue
+        except Exception:  # noqa: BLE001
+            if len(chunk) == 1:
+                log.exception("fan-out: event %s failed; left to the outbox scan", chunk[0])
+                results.append(FanoutResult(seq=chunk[0], failed=True))
+                continue
+            log.warning("fan-out: batch %s..%s failed; retrying its events one by one",
+                        chunk[0], chunk[-1], exc_info=True)
+        for seq in chunk:
+            try:
+                results.append(fan_out(seq, now=now))
+            except Exception:  # noqa: BLE001
+                log.exception("fan-out: event %s failed; left to the outbox scan", seq)
+                results.append(FanoutResult(seq=seq, failed=True))
+    return results
+
+
+def _fan_out_chunk(seqs: list[int], now: datetime) -> list[FanoutResult]:
+    """Claim the undispatched events among ``seqs`` and fan them out, in one
+    transaction; then emit. Raises (after a rollback) on database errors."""
+    results = {seq: FanoutResult(seq=seq) for seq in seqs}
     try:
-        claim = db.session.execute(
-            sa.update(events)
-            .where(events.c.seq == seq, events.c.dispatched_at.is_(None))
-            .values(dispatched_at=now)
-        )
-        if claim.rowcount != 1:
+        claimed = _claim(seqs, now)
+        if not claimed:
             db.session.rollback()
-            return result
-        result.claimed = True
-        event = db.session.scalars(
-            sa.select(Event).where(Event.seq == seq).execution_options(populate_existing=True)
-        ).one()
-        task_alive = event.task_id is None or _task_exists(event.task_id)
-        if task_alive:
-            planned = _plan_notifications(event)
-            result.notification_ids = _insert_notifications(event, planned)
-            notifications = _load(result.notification_ids)
+            return list(results.values())
+        events = list(db.session.scalars(
+            sa.select(Event).where(Event.seq.in_(claimed)).order_by(Event.seq)
+            .execution_options(populate_existing=True)))
+        alive = _existing_ids("tasks", {e.task_id for e in events if e.task_id is not None})
+        live = [e for e in events if e.task_id is None or e.task_id in alive]
+        planned = {e.seq: _plan_notifications(e) for e in live}
+        rows = _notification_rows(live, planned)
+        by_event: dict[int, list[Notification]] = {}
+        for notification in _load(_insert_notifications(rows)):
+            by_event.setdefault(notification.event_seq, []).append(notification)
+        for event in events:
+            result = results[event.seq]
+            result.claimed = True
+            result.memberships = _plan_memberships(event)
+            if event.task_id is not None and event.task_id not in alive:
+                continue  # the task was purged meanwhile: nothing to tell anyone
+            mine = by_event.get(event.seq, [])
+            result.notification_ids = [n.id for n in mine]
             result.emits = _plan_emits(event) + [
-                ("notification:new", _dump_notification(n), [f"user:{n.user_id}"]) for n in notifications
-            ]
-        result.memberships = _plan_memberships(event)
+                ("notification:new", _dump_notification(n), [f"user:{n.user_id}"]) for n in mine]
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
-    for user_id, team_id, joined in result.memberships:
-        _realtime("sync_membership", user_id, team_id, joined)
-    for name, data, rooms in result.emits:
-        _realtime("emit", name, data, rooms)
-    return result
+    for seq in seqs:
+        result = results[seq]
+        for user_id, team_id, joined in result.memberships:
+            _realtime("sync_membership", user_id, team_id, joined)
+        for name, data, rooms in result.emits:
+            _realtime("emit", name, data, rooms)
+    return [results[seq] for seq in seqs]
+
+
+def _claim(seqs: list[int], now: datetime) -> list[int]:
+    """``UPDATE events SET dispatched_at = now WHERE seq IN (...) AND dispatched_at IS
+    NULL RETURNING seq``. On PostgreSQL the rows are picked ``FOR UPDATE SKIP
+    LOCKED``: an event another transaction is fanning out right now is skipped
+    instead of waited for (if that transaction rolls back, the outbox scan
+    retries it). SQLite serialises writers, and the ``IS NULL`` re-check makes
+    the loser claim nothing."""
+    events = Event.__table__
+    pick = sa.select(events.c.seq).where(events.c.seq.in_(seqs), events.c.dispatched_at.is_(None))
+    if db.session.get_bind().dialect.name == "postgresql":
+        pick = pick.order_by(events.c.seq).with_for_update(skip_locked=True)
+    claim = (sa.update(events)
+             .where(events.c.seq.in_(pick.scalar_subquery()), events.c.dispatched_at.is_(None))
+             .values(dispatched_at=now)
+             .returning(events.c.seq))
+    return sorted(db.session.execute(claim).scalars())
 
 
 def _realtime(name: str, *args) -> None:
@@ -225,10 +290,15 @@ def _dump_notification(notification: Notification) -> dict:
     return notification_schema.dump(notification)
 
 
-def _task_exists(task_id: int) -> bool:
+def _existing_ids(table: str, ids: set[int]) -> set[int]:
+    """Which of ``ids`` exist in ``tasks`` / ``teams`` / ``users`` (one query)."""
+    if not ids:
+        return set()
     from tasktracker.tasks.models import Task
+    from tasktracker.teams.models import Team
 
-    return db.session.scalar(sa.select(Task.id).where(Task.id == task_id)) is not None
+    column = {"tasks": Task.id, "teams": Team.id, "users": User.id}[table]
+    return set(db.session.scalars(sa.select(column).where(column.in_(ids))))
 
 
 def _load(ids: list[int]) -> list[Notification]:
@@ -238,25 +308,25 @@ def _load(ids: list[int]) -> list[Notification]:
         sa.select(Notification).where(Notification.id.in_(ids)).order_by(Notification.id)))
 
 
-def _insert_notifications(event: Event, planned: list[_Planned]) -> list[int]:
-    """``INSERT ... ON CONFLICT (event_seq, user_id) DO NOTHING RETURNING id``."""
-    if not planned:
-        return []
-    team_id = event.team_id
-    if team_id is not None:
-        from tasktracker.teams.models import Team
-
-        if db.session.scalar(sa.select(Team.id).where(Team.id == team_id)) is None:
-            team_id = None  # the team is gone (notifications.team_id is a foreign key)
-    existing = set(db.session.scalars(sa.select(User.id).where(User.id.in_([p.user_id for p in planned]))))
-    rows = [
+def _notification_rows(events: list[Event], planned: dict[int, list[_Planned]]) -> list[dict]:
+    """Insert rows for the planned notifications, minus recipients whose account is
+    gone; ``team_id`` is dropped when the team is gone (both are foreign keys)."""
+    users = _existing_ids("users", {p.user_id for plans in planned.values() for p in plans})
+    teams = _existing_ids("teams", {e.team_id for e in events if e.team_id is not None and planned.get(e.seq)})
+    return [
         {
-            "user_id": p.user_id, "event_seq": event.seq, "type": p.type,
-            "message": p.message[:MESSAGE_MAX], "task_id": event.task_id, "team_id": team_id,
-            "actor_id": event.actor_id, "data": p.data, "created_at": event.created_at,
+            "user_id": p.user_id, "event_seq": e.seq, "type": p.type,
+            "message": p.message[:MESSAGE_MAX], "task_id": e.task_id,
+            "team_id": e.team_id if e.team_id in teams else None,
+            "actor_id": e.actor_id, "data": p.data, "created_at": e.created_at,
         }
-        for p in planned if p.user_id in existing
+        for e in events for p in planned.get(e.seq, []) if p.user_id in users
     ]
+
+
+def _insert_notifications(rows: list[dict]) -> list[int]:
+    """``INSERT ... ON CONFLICT (event_seq, user_id) DO NOTHING RETURNING id``: a row
+    that exists already is not created again."""
     if not rows:
         return []
     table = Notification.__table__
@@ -267,10 +337,11 @@ def _insert_notifications(event: Event, planned: list[_Planned]) -> list[int]:
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - only PostgreSQL and SQLite are supported
         raise RuntimeError(f"unsupported database dialect {dialect!r}")
-    stmt = (insert(table).values(rows)
+    stmt = (insert(table)
             .on_conflict_do_nothing(index_elements=["event_seq", "user_id"])
             .returning(table.c.id))
-    return list(db.session.execute(stmt).scalars())
+    # executemany + RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
+    return sorted(db.session.execute(stmt, rows).scalars())
 
 
 # --------------------------------------------------------------------------- planning

@@ -1,0 +1,131 @@
+"""jobs modes without a broker: the in-process worker and scheduler threads (embedded
+mode), and the Celery hand-off failing fast and safely when the broker is unreachable."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from tasktracker import jobs, realtime
+from tasktracker.config import celery_settings
+from tasktracker.core.types import utcnow
+from tasktracker.extensions import db
+from tasktracker.jobs.embedded import get_runner
+from tasktracker.jobs.setup import celery_init_app, init_jobs
+from tasktracker.tasks.models import Reminder
+from tests.factories import TaskFactory, UserFactory
+from tests.test_jobs_support import api_task, events_of, notifications_for
+
+DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1//"
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+@pytest.fixture
+def thread_mode(app, monkeypatch):
+    """Embedded mode with threads (instead of the tests' inline fan-out); stopped afterwards."""
+    monkeypatch.setitem(app.config, "JOBS_INLINE", False)
+    assert jobs.jobs_mode(app) == "thread"
+    yield get_runner(app)
+    get_runner(app).stop()
+
+
+def test_thread_mode_fans_out_on_the_background_thread(client, auth, thread_mode, monkeypatch):
+    threads: list[str] = []
+    monkeypatch.setattr(realtime, "emit", lambda e, d, r: threads.append(threading.current_thread().name))
+    alice, bob = auth.user("alice"), auth.user("bob")
+    api_task(client, alice, assignee_id=bob.id)
+    assert jobs.wait_idle(10)
+    assert [n.type for n in notifications_for(bob.id)] == ["task_assigned"]
+    assert threads and set(threads) == {"tasktracker-jobs"}
+    assert events_of("task.created")[0].dispatched_at is not None
+
+
+def test_thread_mode_worker_survives_a_failing_job(app, client, auth, thread_mode):
+    def broken():
+        raise RuntimeError("boom")
+
+    thread_mode.submit(broken)
+    alice, bob = auth.user("alice"), auth.user("bob")
+    api_task(client, alice, assignee_id=bob.id)
+    assert jobs.wait_idle(10)
+    assert len(notifications_for(bob.id)) == 1
+
+
+def test_scheduler_thread_runs_the_scans(app, thread_mode):
+    alice = UserFactory()
+    task = TaskFactory(owner=alice)
+    db.session.add(Reminder(task_id=task.id, remind_at=utcnow() + timedelta(seconds=0.5)))
+    db.session.commit()
+    thread_mode.start_scheduler(0.2, first_delay=0)
+    got = wait_for(lambda: notifications_for(alice.id, "deadline_reminder"), timeout=10)
+    assert len(got) == 1 and got[0].created_at >= utcnow() - timedelta(seconds=10)
+    time.sleep(0.6)  # a few more scans: still one
+    assert len(notifications_for(alice.id)) == 1
+    thread_mode.stop()
+    assert not any(t.name == "tasktracker-scheduler" for t in threading.enumerate())
+
+
+def test_init_jobs_starts_the_scheduler_only_in_embedded_mode(app, monkeypatch):
+    monkeypatch.setitem(app.extensions, "celery", app.extensions["celery"])  # restored afterwards
+    monkeypatch.setitem(app.config, "SCHEDULER_ENABLED", True)
+    monkeypatch.setitem(app.config, "SCAN_INTERVAL_SECONDS", 3600.0)
+    try:
+        monkeypatch.setitem(app.config, "CELERY_BROKER_URL", DEAD_BROKER)  # production: beat does it
+        init_jobs(app)
+        assert not any(t.name == "tasktracker-scheduler" for t in threading.enumerate())
+        monkeypatch.setitem(app.config, "CELERY_BROKER_URL", "")
+        init_jobs(app)
+        assert any(t.name == "tasktracker-scheduler" for t in threading.enumerate())
+    finally:
+        get_runner(app).stop()
+        app.extensions["celery"].set_default()
+
+
+@pytest.fixture
+def dead_broker(app, monkeypatch):
+    """Production mode pointed at a closed port (a broker that is down)."""
+    old = app.extensions["celery"]
+    monkeypatch.setitem(app.extensions, "celery", old)
+    monkeypatch.setitem(app.extensions, jobs._BROKER_DOWN_UNTIL, 0.0)
+    monkeypatch.setitem(app.config, "CELERY_BROKER_URL", DEAD_BROKER)
+    monkeypatch.setitem(app.config, "CELERY", celery_settings(DEAD_BROKER))
+    monkeypatch.setitem(app.config, "BROKER_PUBLISH_TIMEOUT_SECONDS", 1.0)
+    celery_init_app(app)
+    assert jobs.jobs_mode(app) == "celery"
+    yield
+    old.set_default()
+
+
+def test_dead_broker_never_fails_or_hangs_the_api(client, auth, dead_broker):
+    alice, bob = auth.user("alice"), auth.user("bob")
+    started = time.monotonic()
+    task = api_task(client, alice, assignee_id=bob.id)
+    assert time.monotonic() - started < 3.0
+    started = time.monotonic()
+    r = client.patch(f"/api/tasks/{task['id']}", json={"title": "x"}, headers=bob.headers)
+    assert r.status_code == 200
+    assert time.monotonic() - started < 0.5  # broker marked down: no second wait
+    assert [e.dispatched_at for e in events_of("task.created") + events_of("task.updated")] == [None, None]
+    assert notifications_for(bob.id) == []
+
+
+def test_check_broker_and_ready(client, dead_broker, app, monkeypatch):
+    with app.test_request_context():
+        assert jobs.check_broker() == "OperationalError"
+    r = client.get("/ready")
+    assert r.status_code == 503 and "broker" in r.json["error"]["details"]["failed"]
+    monkeypatch.setitem(app.config, "CELERY_BROKER_URL", "")
+    with app.test_request_context():
+        assert jobs.check_broker() is None  # embedded mode: no broker to check

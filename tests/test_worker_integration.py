@@ -1,0 +1,293 @@
+"""Integration: a real RabbitMQ, real ``celery worker`` / ``celery beat`` processes
+(``celery_worker.py``) and the PostgreSQL test database.
+
+Each test uses its own Celery queue (``CELERY_TASK_QUEUE``), so parallel runs never
+consume each other's messages; the queue is deleted afterwards. Subprocesses log to
+files under the test's tmp_path and are always stopped by pid in the teardown. The
+machine's RabbitMQ server is never stopped: "broker down" is a closed port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tasktracker import jobs
+from tasktracker.config import celery_settings
+from tasktracker.core.types import utcnow
+from tasktracker.events.models import Event
+from tasktracker.extensions import db
+from tasktracker.jobs.setup import celery_init_app
+from tasktracker.notifications.models import Notification
+from tasktracker.tasks.models import Reminder, Task
+from tests.conftest import RABBITMQ_URL, require_service
+from tests.factories import UserFactory
+from tests.test_jobs_support import api_task, events_of, notifications_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+CELERY = str(Path(sys.executable).parent / "celery")
+DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1//"
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def scalar(query):
+    db.session.rollback()  # a fresh snapshot: the worker writes from another process
+    return db.session.scalar(query)
+
+
+def count_notifications(type_: str | None = None) -> int:
+    query = sa.select(sa.func.count()).select_from(Notification)
+    if type_:
+        query = query.where(Notification.type == type_)
+    return scalar(query)
+
+
+@pytest.fixture
+def rabbitmq():
+    from kombu import Connection
+
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=3)
+    except Exception as exc:  # noqa: BLE001
+        require_service("RabbitMQ", f"{RABBITMQ_URL}: {exc}")
+    return RABBITMQ_URL
+
+
+@pytest.fixture
+def postgres_only(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("worker-process integration runs against PostgreSQL, the production database")
+    return database_url
+
+
+@pytest.fixture
+def queue_name(rabbitmq):
+    """A Celery queue of this test only; deleted afterwards."""
+    from kombu import Connection
+
+    name = f"tt-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=3) as conn:
+            conn.default_channel.queue_delete(name)
+    except Exception:  # noqa: BLE001 - e.g. never declared
+        pass
+
+
+class Processes:
+    """Celery subprocesses of one test, logging to files; stopped by pid."""
+
+    def __init__(self, tmp_path: Path, env: dict):
+        self.tmp_path = tmp_path
+        self.env = env
+        self.started: list[tuple[subprocess.Popen, Path]] = []
+
+    def _start(self, name: str, args: list[str], env: dict | None) -> tuple[subprocess.Popen, Path]:
+        log = self.tmp_path / f"{name}-{len(self.started)}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([CELERY, "-A", "celery_worker.celery", *args], cwd=ROOT,
+                                    env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        self.started.append((proc, log))
+        return proc, log
+
+    def worker(self, env: dict | None = None) -> subprocess.Popen:
+        """Start a worker (solo pool) and wait until it consumes its queue."""
+        node = f"{self.env['CELERY_TASK_QUEUE']}-{len(self.started)}@%h"
+        proc, log = self._start("worker", ["worker", "--pool=solo", "--loglevel=INFO", "-n", node,
+                                           "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                                env)
+        ready = wait_for(lambda: proc.poll() is not None or b" ready." in log.read_bytes(), timeout=45)
+        assert ready and proc.poll() is None, f"worker did not start:\n{log.read_text()[-3000:]}"
+        return proc
+
+    def beat(self) -> subprocess.Popen:
+        proc, log = self._start("beat", ["beat", "--loglevel=INFO",
+                                         "-s", str(self.tmp_path / "beat-schedule")], None)
+        time.sleep(0.5)
+        assert proc.poll() is None, f"beat did not start:\n{log.read_text()[-3000:]}"
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-4000:]}" for _, log in self.started)
+
+    def stop_all(self) -> None:
+        """Workers: SIGQUIT (cold shutdown), beat: SIGTERM; SIGKILL whatever still runs
+        3 s later (an idle worker notices a signal only at its next ~10 s loop tick;
+        unacknowledged messages return to this test's queue, which is deleted)."""
+        for proc, log in self.started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM if log.name.startswith("beat") else signal.SIGQUIT)
+        deadline = time.monotonic() + 3
+        for proc, _ in self.started:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def processes(postgres_only, queue_name, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "SOCKETIO_"))}
+    env.update({
+        "TASKTRACKER_ENV": "development",
+        "DATABASE_URL": postgres_only,
+        "CELERY_BROKER_URL": RABBITMQ_URL,
+        "CELERY_TASK_QUEUE": queue_name,
+        "SCAN_INTERVAL_SECONDS": "1",
+        "OUTBOX_REDISPATCH_AFTER_SECONDS": "2",
+        "SCAN_BATCH_SIZE": "100",
+        "SCHEDULER_ENABLED": "false",
+        "SOCKETIO_MESSAGE_QUEUE": "",
+        "REDIS_URL": "",
+        "PYTHONUNBUFFERED": "1",
+    })
+    procs = Processes(tmp_path, env)
+    yield procs
+    procs.stop_all()
+
+
+def _publish_to(app, monkeypatch, broker_url: str, queue: str) -> None:
+    """Make the test app a production-mode publisher (fan-out goes to ``broker_url``)."""
+    old = app.extensions["celery"]
+    monkeypatch.setitem(app.extensions, "celery", old)
+    monkeypatch.setitem(app.extensions, jobs._BROKER_DOWN_UNTIL, 0.0)
+    monkeypatch.setitem(app.config, "CELERY_BROKER_URL", broker_url)
+    monkeypatch.setitem(app.config, "CELERY", celery_settings(broker_url))
+    monkeypatch.setitem(app.config, "CELERY_TASK_QUEUE", queue)
+    celery_init_app(app)
+    assert jobs.jobs_mode(app) == "celery"
+
+
+@pytest.fixture
+def publisher(app, monkeypatch, queue_name, postgres_only):
+    old = app.extensions["celery"]
+    _publish_to(app, monkeypatch, RABBITMQ_URL, queue_name)
+    yield
+    old.set_default()
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_rest_write_is_fanned_out_by_the_worker(client, auth, publisher, processes):
+    processes.worker()
+    alice, bob = auth.user("alice"), auth.user("bob")
+    task = api_task(client, alice, title="Via RabbitMQ", assignee_id=bob.id)
+    r = client.patch(f"/api/tasks/{task['id']}", json={"title": "Via RabbitMQ v2"}, headers=bob.headers)
+    assert r.status_code == 200
+
+    assert wait_for(lambda: count_notifications() == 2, timeout=20), processes.logs()
+    assert [n.type for n in notifications_for(bob.id)] == ["task_assigned"]
+    assert [n.type for n in notifications_for(alice.id)] == ["task_updated"]
+    assert scalar(sa.select(sa.func.count()).select_from(Event).where(Event.dispatched_at.is_(None))) == 0
+    r = client.get("/api/notifications", headers=bob.headers)
+    assert r.json["unread_count"] == 1 and r.json["items"][0]["task_id"] == task["id"]
+
+
+def test_reminder_due_in_two_seconds_is_sent_once_by_the_beat(client, auth, publisher, processes):
+    processes.worker()
+    processes.beat()
+    alice, bob = auth.user("alice"), auth.user("bob")
+    remind_at = utcnow() + timedelta(seconds=2)
+    task = api_task(client, alice, assignee_id=bob.id,
+                    reminders=[remind_at.isoformat()], due_at=(remind_at + timedelta(hours=1)).isoformat())
+
+    assert wait_for(lambda: count_notifications("deadline_reminder") == 2, timeout=20), processes.logs()
+    notes = [n for n in notifications_for(alice.id) + notifications_for(bob.id) if n.type == "deadline_reminder"]
+    assert sorted(n.user_id for n in notes) == sorted([alice.id, bob.id])
+    assert all(n.task_id == task["id"] and n.created_at >= remind_at.replace(microsecond=0) for n in notes)
+    time.sleep(3)  # three more beats
+    assert count_notifications("deadline_reminder") == 2
+    assert len(events_of("reminder.due")) == 1
+    db.session.rollback()
+    [reminder] = db.session.scalars(sa.select(Reminder).where(Reminder.task_id == task["id"])).all()
+    assert reminder.sent_at is not None and reminder.sent_at >= remind_at
+
+
+def test_worker_killed_mid_batch_then_restarted_sends_each_reminder_once(app, processes, postgres_only, rabbitmq):
+    users = [UserFactory() for _ in range(10)]
+    past = utcnow() - timedelta(minutes=1)
+    tasks = [Task(title=f"t{i}", owner_id=users[i % 10].id, assignee_id=users[(i + 1) % 10].id)
+             for i in range(50)]
+    db.session.add_all(tasks)
+    db.session.flush()
+    db.session.add_all([Reminder(task_id=t.id, remind_at=past - timedelta(seconds=j))
+                        for t in tasks for j in range(20)])
+    db.session.commit()
+    total = 1000 * 2  # assignee and owner differ on every task
+
+    processes.beat()
+    worker = processes.worker()
+    in_flight = wait_for(lambda: count_notifications() > 0, timeout=45, interval=0.02)
+    assert in_flight, processes.logs()
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    at_kill = count_notifications()
+    assert 0 < at_kill < total, f"the kill did not land mid-batch ({at_kill} of {total})"
+
+    processes.worker()
+
+    def settled():
+        return (count_notifications() >= total
+                and scalar(sa.select(sa.func.count()).select_from(Event)
+                           .where(Event.dispatched_at.is_(None))) == 0
+                and scalar(sa.select(sa.func.count()).select_from(Reminder)
+                           .where(Reminder.sent_at.is_(None))) == 0)
+
+    assert wait_for(settled, timeout=60, interval=0.5), processes.logs()
+    time.sleep(2)  # more beats after the catch-up: nothing new
+    events = events_of("reminder.due")
+    assert len(events) == 1000
+    assert Counter(e.payload["reminder_id"] for e in events).most_common(1)[0][1] == 1
+    notes = list(db.session.scalars(sa.select(Notification)))
+    assert len(notes) == total and {n.type for n in notes} == {"deadline_reminder"}
+    per_recipient = Counter((n.user_id, n.data["reminder_id"]) for n in notes)
+    assert len(per_recipient) == total and set(per_recipient.values()) == {1}
+
+
+def test_broker_down_api_still_answers_and_the_outbox_delivers_later(app, client, auth, monkeypatch,
+                                                                     processes, queue_name):
+    old = app.extensions["celery"]
+    _publish_to(app, monkeypatch, DEAD_BROKER, queue_name)
+    try:
+        alice, bob = auth.user("alice"), auth.user("bob")
+        started = time.monotonic()
+        r = client.post("/api/tasks", json={"title": "Broker down", "assignee_id": bob.id},
+                        headers=alice.headers)
+        elapsed = time.monotonic() - started
+        assert r.status_code == 201 and elapsed < 3.0, elapsed
+        assert client.get("/ready").status_code == 503
+    finally:
+        old.set_default()
+    [event] = events_of("task.created")
+    assert event.dispatched_at is None and notifications_for(bob.id) == []
+
+    processes.worker()  # the broker is back (the real one) with a worker and the beat
+    processes.beat()
+    assert wait_for(lambda: notifications_for(bob.id), timeout=20), processes.logs()
+    time.sleep(3)
+    assert [n.type for n in notifications_for(bob.id)] == ["task_assigned"]
+    assert events_of("task.created")[0].dispatched_at is not None
