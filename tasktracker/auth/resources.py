@@ -21,13 +21,24 @@ api = Api(bp)
 
 
 def _login_account_key() -> str:
-    """Rate-limit key for the account named in a login body (email or username)."""
-    body = request.get_json(silent=True)
-    if isinstance(body, dict):
-        ident = body.get("email") or body.get("username")
-        if isinstance(ident, str):
-            return "login-account:" + ident.strip().lower()
-    return "login-account:?"
+    """Rate-limit key for the account named in a login body (email or username).
+
+    One account is one bucket however it is named (see
+    :func:`services.login_account_key`). A body that is not a JSON object
+    shares the ``?`` bucket; the view then answers 400/415/422.
+    """
+    try:
+        body = request.get_json(silent=True) if request.is_json else None
+    except RecursionError:
+        body = None
+    if not isinstance(body, dict):
+        return "login-account:?"
+    return services.login_account_key(body.get("email"), body.get("username"))
+
+
+def _login_limits_off() -> bool:
+    """Login limits follow this app's ``RATELIMIT_ENABLED`` (the limiter object is process-wide)."""
+    return not current_app.config.get("RATELIMIT_ENABLED", True)
 
 
 class Register(Resource):
@@ -45,8 +56,10 @@ class Register(Resource):
           201: {description: The new user, content: {application/json: {schema: UserSchema}}}
           400: {$ref: "#/components/responses/BadRequest"}
           409: {$ref: "#/components/responses/Conflict"}
+          413: {$ref: "#/components/responses/PayloadTooLarge"}
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
+          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         data = load_body(RegisterSchema())
         user = services.create_user(**data)
@@ -56,8 +69,9 @@ class Register(Resource):
 class Login(Resource):
     decorators = [
         limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_login_account_key,
-                      scope="login-account"),
-        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_IP"], scope="login-ip"),
+                      scope="login-account", exempt_when=_login_limits_off),
+        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_IP"], scope="login-ip",
+                      exempt_when=_login_limits_off),
     ]
 
     def post(self):
@@ -74,9 +88,11 @@ class Login(Resource):
           200: {description: Tokens and the user, content: {application/json: {schema: TokenPairSchema}}}
           400: {$ref: "#/components/responses/BadRequest"}
           401: {$ref: "#/components/responses/Unauthorized"}
+          413: {$ref: "#/components/responses/PayloadTooLarge"}
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
           429: {$ref: "#/components/responses/RateLimited"}
+          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         data = load_body(LoginSchema())
         result = services.login(data.get("email"), data.get("username"), data["password"])
@@ -93,6 +109,7 @@ class Refresh(Resource):
         responses:
           200: {description: A new access token, content: {application/json: {schema: AccessTokenSchema}}}
           401: {$ref: "#/components/responses/Unauthorized"}
+          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         return AccessTokenSchema().dump(services.refresh(current_user)), 200
 
@@ -106,6 +123,7 @@ class Logout(Resource):
         responses:
           204: {description: Logged out}
           401: {$ref: "#/components/responses/Unauthorized"}
+          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         services.logout(current_user, get_jwt()["sid"])
         return no_content()
@@ -120,6 +138,7 @@ class Profile(Resource):
         responses:
           200: {description: The caller, content: {application/json: {schema: UserSchema}}}
           401: {$ref: "#/components/responses/Unauthorized"}
+          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         return user_schema.dump(current_user), 200
 
@@ -138,8 +157,10 @@ class Profile(Resource):
           400: {$ref: "#/components/responses/BadRequest"}
           401: {$ref: "#/components/responses/Unauthorized"}
           409: {$ref: "#/components/responses/Conflict"}
+          413: {$ref: "#/components/responses/PayloadTooLarge"}
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
+          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         data = load_body(ProfileUpdateSchema())
         user = services.update_profile(current_user, data, get_jwt()["sid"])
@@ -160,6 +181,7 @@ class UserList(Resource):
           401: {$ref: "#/components/responses/Unauthorized"}
           403: {$ref: "#/components/responses/Forbidden"}
           422: {$ref: "#/components/responses/ValidationError"}
+          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         args = load_args(UserListArgsSchema())
         query = services.users_query(args.get("q"), args.get("role"), args.get("active"))
@@ -183,6 +205,7 @@ class UserDetail(Resource):
                   oneOf: [{$ref: "#/components/schemas/User"}, {$ref: "#/components/schemas/PublicUser"}]
           401: {$ref: "#/components/responses/Unauthorized"}
           404: {$ref: "#/components/responses/NotFound"}
+          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         user, full = services.view_user(current_user, user_id)
         return (user_schema if full else public_user_schema).dump(user), 200
@@ -205,8 +228,10 @@ class UserDetail(Resource):
           401: {$ref: "#/components/responses/Unauthorized"}
           403: {$ref: "#/components/responses/Forbidden"}
           404: {$ref: "#/components/responses/NotFound"}
+          413: {$ref: "#/components/responses/PayloadTooLarge"}
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
+          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         data = load_body(AdminUserUpdateSchema())
         user = services.admin_update_user(services.get_user(user_id), **data)

@@ -12,9 +12,17 @@ from tasktracker.core.errors import Conflict, NotFound, Unauthorized
 from tasktracker.extensions import db
 
 _hasher = PasswordHasher()
-# Verifying against this keeps login time the same for unknown users and wrong passwords.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+_dummy: tuple[PasswordHasher, str] | None = None
 INVALID_CREDENTIALS = "Invalid credentials."
+
+
+def _dummy_hash() -> str:
+    """A hash made by the current hasher: verifying an unknown user against it takes as
+    long as verifying a real user's (same argon2 parameters), so timing tells nothing."""
+    global _dummy
+    if _dummy is None or _dummy[0] is not _hasher:
+        _dummy = (_hasher, _hasher.hash("not-a-real-password"))
+    return _dummy[1]
 
 
 def hash_password(password: str) -> str:
@@ -25,7 +33,7 @@ def hash_password(password: str) -> str:
 def verify_password(user: User | None, password: str) -> bool:
     """Constant-shape check of ``password`` against ``user``'s hash (False for None)."""
     try:
-        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+        return _hasher.verify(user.password_hash if user else _dummy_hash(), password) and user is not None
     except (VerificationError, InvalidHashError):
         return False
 
@@ -61,9 +69,28 @@ def create_user(username: str, email: str, password: str, full_name: str = "",
 
 
 def find_login_user(email: str | None, username: str | None) -> User | None:
+    """The user named by ``email`` (case-insensitive, trimmed) or else ``username`` (case-insensitive)."""
     if email:
         return db.session.scalar(sa.select(User).where(User.email == email.strip().lower()))
     return db.session.scalar(sa.select(User).where(sa.func.lower(User.username) == username.lower()))
+
+
+def login_account_key(email: object, username: object) -> str:
+    """The per-account login rate-limit bucket for a login body's ``email``/``username``.
+
+    An existing account is keyed by its id, so naming it by email, by username
+    or in another case all count against one limit; an unknown identifier is
+    keyed by its normalised text. Values a login could never match (not a
+    string, too long, NUL) share one bucket and never reach the database.
+    """
+    ident = email or username
+    if not isinstance(ident, str) or not ident.strip() or len(ident) > 254 or "\x00" in ident:
+        return "login-account:?"
+    user = find_login_user(email if isinstance(email, str) else None,
+                           username if isinstance(username, str) else None)
+    if user is not None:
+        return f"login-account:user:{user.id}"
+    return "login-account:" + ident.strip().lower()
 
 
 def login(email: str | None, username: str | None, password: str) -> dict:
@@ -107,18 +134,23 @@ def update_profile(user: User, data: dict, current_sid: str) -> User:
     """
     from tasktracker.core.errors import Unprocessable
 
-    if "password" in data:
-        if not verify_password(user, data["current_password"]):
-            raise Unprocessable(details={"current_password": ["Wrong password."]})
-        user.password_hash = hash_password(data["password"])
-        revoke_sessions(user.id, keep=current_sid)
+    # Every check runs before anything changes, so a refused request changes nothing.
     if "email" in data:
         data["email"] = data["email"].strip().lower()
     _ensure_unique(data.get("username"), data.get("email"), exclude_id=user.id)
+    if "password" in data and not verify_password(user, data["current_password"]):
+        raise Unprocessable(details={"current_password": ["Wrong password."]})
     for field in ("username", "email", "full_name", "timezone"):
         if field in data:
             setattr(user, field, data[field])
-    db.session.commit()
+    if "password" in data:
+        user.password_hash = hash_password(data["password"])
+        revoke_sessions(user.id, keep=current_sid)
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:  # a concurrent update took the username/email
+        db.session.rollback()
+        raise Conflict("That username or email is already taken.", code="duplicate_user")
     return user
 
 
@@ -132,11 +164,10 @@ def get_user(user_id: int) -> User:
 def users_query(q: str | None = None, role: str | None = None, active: bool | None = None) -> sa.Select:
     """Admin user list, filtered, ordered by id."""
     stmt = sa.select(User).order_by(User.id)
-    if q:
-        like = f"%{q.lower()}%"
-        stmt = stmt.where(sa.or_(sa.func.lower(User.username).like(like),
-                                 sa.func.lower(User.email).like(like),
-                                 sa.func.lower(User.full_name).like(like)))
+    if q:  # a substring, matched literally ("_" and "%" are not wildcards), case-insensitive
+        q = q.lower()
+        stmt = stmt.where(sa.or_(*(sa.func.lower(column).contains(q, autoescape=True)
+                                   for column in (User.username, User.email, User.full_name))))
     if role:
         stmt = stmt.where(User.role == role)
     if active is not None:

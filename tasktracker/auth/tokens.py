@@ -42,14 +42,20 @@ def access_expires_in() -> int:
     return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
 
 
-def session_revoked(sid: str | None) -> bool:
-    """True if the session is unknown or revoked (the blocklist check)."""
-    if not sid:
+def session_revoked(sid: str | None, user_id: object = None) -> bool:
+    """True if the session is unknown or revoked (the blocklist check).
+
+    With ``user_id`` (a token's ``sub``), a session of another user also counts
+    as revoked: a token's ``sid`` and ``sub`` must belong together.
+    """
+    if not sid or not isinstance(sid, str):
         return True
-    revoked_at = db.session.execute(
-        sa.select(AuthSession.revoked_at).where(AuthSession.id == sid)
+    row = db.session.execute(
+        sa.select(AuthSession.revoked_at, AuthSession.user_id).where(AuthSession.id == sid)
     ).first()
-    return revoked_at is None or revoked_at[0] is not None
+    if row is None or row.revoked_at is not None:
+        return True
+    return user_id is not None and str(row.user_id) != str(user_id)
 
 
 def revoke_sessions(user_id: int, *, only: str | None = None, keep: str | None = None) -> int:
@@ -77,9 +83,16 @@ def user_from_access_token(token: str) -> User | None:
         claims = decode_token(token)
     except Exception:  # noqa: BLE001 - any decoding failure means "invalid token"
         return None
-    if claims.get("type") != "access" or session_revoked(claims.get("sid")):
+    if claims.get("type") != "access" or session_revoked(claims.get("sid"), claims.get("sub")):
         return None
-    user = db.session.get(User, int(claims["sub"]))
+    return _active_user(claims.get("sub"))
+
+
+def _active_user(sub: object) -> User | None:
+    """The active user whose id is the token's ``sub`` (a decimal string), else None."""
+    if not isinstance(sub, str) or not sub.isdecimal() or len(sub) > 10:
+        return None
+    user = db.session.get(User, int(sub))
     return user if user is not None and user.active else None
 
 
@@ -92,12 +105,11 @@ def register_jwt_callbacks(jwt: JWTManager) -> None:
 
     @jwt.user_lookup_loader
     def _load_user(_header, payload):
-        user = db.session.get(User, int(payload["sub"]))
-        return user if user is not None and user.active else None
+        return _active_user(payload.get("sub"))
 
     @jwt.token_in_blocklist_loader
     def _in_blocklist(_header, payload):
-        return session_revoked(payload.get("sid"))
+        return session_revoked(payload.get("sid"), payload.get("sub"))
 
     jwt.unauthorized_loader(lambda reason: _unauthorized("Missing or malformed Authorization header.", "missing_token"))
     jwt.invalid_token_loader(lambda reason: _unauthorized("Invalid token."))

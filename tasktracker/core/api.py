@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Response, current_app, request
 from flask_restful import Api as _RestfulApi
 from marshmallow import Schema, fields
 
-from tasktracker.core.errors import BadRequest, ApiError
+from tasktracker.core.errors import BadRequest, ApiError, Unprocessable
 
 
 class Api(_RestfulApi):
@@ -30,18 +30,61 @@ class Api(_RestfulApi):
 def json_body() -> dict:
     """The request's JSON object.
 
-    Raises :class:`ApiError` 415 if the content type is not JSON and
-    :class:`BadRequest` (400) if the body is not valid JSON or not an object.
+    Raises :class:`ApiError` 415 if the content type is not JSON, 413 if the body
+    is larger than ``MAX_JSON_BYTES``, :class:`BadRequest` (400) if the body is
+    not valid JSON (including absurdly deep nesting) or not an object, and
+    :class:`Unprocessable` (422) if a string in it contains a NUL character
+    (PostgreSQL cannot store one; ``details`` names the top-level field).
     """
     if not request.is_json:
         raise ApiError("Content-Type must be application/json.", status=415,
                        code="unsupported_media_type")
-    data = request.get_json(silent=True)
+    limit = current_app.config.get("MAX_JSON_BYTES")
+    if limit:
+        size = request.content_length
+        if size is None:  # chunked: read it (Werkzeug stops at MAX_CONTENT_LENGTH)
+            size = len(request.get_data())
+        if size > limit:
+            raise ApiError(f"JSON body larger than {limit} bytes.", status=413, code="payload_too_large")
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # "[[[[..." deeper than the parser's recursion limit
+        data = None
     if data is None:
         raise BadRequest("Request body is not valid JSON.", code="malformed_json")
     if not isinstance(data, dict):
         raise BadRequest("Request body must be a JSON object.", code="malformed_json")
+    _reject_nul(data.items())
     return data
+
+
+_NUL_MESSAGE = "NUL characters are not allowed."
+
+
+def _has_nul(value: Any) -> bool:
+    """True if a string anywhere in ``value`` (keys included) contains NUL (iterative: any depth)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _reject_nul(items) -> None:
+    """422 naming every top-level field whose value (or name) contains a NUL character."""
+    bad = {}
+    for key, value in items:
+        if _has_nul(key) or _has_nul(value):
+            bad[key.replace("\x00", "\\0") if isinstance(key, str) else "_schema"] = [_NUL_MESSAGE]
+    if bad:
+        raise Unprocessable(details=bad)
 
 
 def load_body(schema: Schema, *, partial: bool = False) -> dict:
@@ -50,7 +93,8 @@ def load_body(schema: Schema, *, partial: bool = False) -> dict:
 
 
 def load_args(schema: Schema) -> dict[str, Any]:
-    """Parse the query string with a marshmallow schema (422 on invalid values).
+    """Parse the query string with a marshmallow schema (422 on invalid values,
+    including a NUL character in any value).
 
     Repeated parameters (``?status=a&status=b``) reach List fields as lists.
     """
@@ -58,6 +102,7 @@ def load_args(schema: Schema) -> dict[str, Any]:
     for key in request.args:
         values = request.args.getlist(key)
         data[key] = values if isinstance(schema.fields.get(key), fields.List) else values[-1]
+    _reject_nul(data.items())
     return schema.load(data)
 
 

@@ -1,0 +1,559 @@
+"""Accounts API: register, login (and its rate limits), refresh, logout, profile.
+
+api-contract.md, "Auth and users". Every test runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import contextmanager
+
+import pytest
+import sqlalchemy as sa
+
+from tasktracker import create_app
+from tasktracker.auth.models import AuthSession, User
+from tasktracker.config import TestConfig
+from tasktracker.extensions import db, limiter
+from tests.factories import PASSWORD, UserFactory
+
+USER_KEYS = {"id", "username", "email", "full_name", "role", "timezone", "active", "created_at"}
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    """The contract's error shape, with ``status`` (and ``code`` when given)."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    body = response.get_json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "details"}, error
+    assert re.fullmatch(r"[a-z][a-z0-9_]*", error["code"]), error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], dict)
+    if code is not None:
+        assert error["code"] == code, error
+    assert "Traceback" not in response.get_data(as_text=True)
+    return error
+
+
+@contextmanager
+def case(label):
+    """Name the failing case of a loop in the assertion message."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"[{label}] {exc}") from exc
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(client, password: str = PASSWORD, **ident):
+    return client.post("/api/auth/login", json={**ident, "password": password})
+
+
+def user_count() -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(User))
+
+
+# --------------------------------------------------------------------------- register
+
+
+def register_body(**overrides) -> dict:
+    return {"username": "alice", "email": "Alice@Example.COM", "password": "s3cret-pass",
+            "full_name": "Alice Liddell", **overrides}
+
+
+def test_register_returns_user_without_secrets(client, app):
+    r = client.post("/api/auth/register", json=register_body())
+    assert r.status_code == 201, r.json
+    user = r.json
+    assert set(user) == USER_KEYS
+    assert user["username"] == "alice"
+    assert user["email"] == "alice@example.com"  # stored lower-cased
+    assert user["full_name"] == "Alice Liddell"
+    assert user["role"] == "member" and user["active"] is True and user["timezone"] == "UTC"
+    assert isinstance(user["id"], int)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", user["created_at"])
+    text = r.get_data(as_text=True)
+    assert "s3cret-pass" not in text and "argon2" not in text and "password" not in text
+    stored = db.session.get(User, user["id"])
+    assert stored.password_hash.startswith("$argon2id$") and "s3cret-pass" not in stored.password_hash
+
+
+def test_register_full_name_is_optional(client):
+    r = client.post("/api/auth/register", json={"username": "bob", "email": "bob@example.com",
+                                                "password": "12345678"})  # exactly 8: allowed
+    assert r.status_code == 201, r.json
+    assert r.json["full_name"] == ""
+
+
+def test_register_rejects_invalid_fields(client):
+    for field, value in [
+        ("password", "1234567"),           # 7 chars
+        ("password", "x" * 129),           # absurdly long (hashing DoS guard)
+        ("password", None),
+        ("email", "not-an-email"),
+        ("email", "a@"),
+        ("email", "a" * 250 + "@example.com"),
+        ("username", "ab"),                # too short
+        ("username", "has space"),
+        ("username", "x" * 33),
+        ("username", 12345),               # wrong type
+        ("full_name", None),
+        ("full_name", "x" * 121),
+    ]:
+        with case(f"{field}={value!r:.40}"):
+            r = client.post("/api/auth/register", json=register_body(**{field: value}))
+            error = assert_error(r, 422, "validation_error")
+            assert field in error["details"] and isinstance(error["details"][field], list)
+    assert user_count() == 0
+
+
+def test_register_requires_fields(client):
+    error = assert_error(client.post("/api/auth/register", json={}), 422, "validation_error")
+    assert {"username", "email", "password"} <= set(error["details"])
+
+
+def test_register_duplicate_email_is_case_insensitive(client):
+    assert client.post("/api/auth/register", json=register_body()).status_code == 201
+    r = client.post("/api/auth/register",
+                    json=register_body(username="alice2", email="ALICE@example.com"))
+    error = assert_error(r, 409, "duplicate_email")
+    assert "email" in error["details"]
+    assert user_count() == 1
+
+
+def test_register_duplicate_username_is_case_insensitive(client):
+    assert client.post("/api/auth/register", json=register_body()).status_code == 201
+    r = client.post("/api/auth/register", json=register_body(username="ALICE", email="other@example.com"))
+    error = assert_error(r, 409, "duplicate_username")
+    assert "username" in error["details"]
+    assert user_count() == 1
+
+
+def test_register_refuses_unknown_fields_and_never_creates_admin(client):
+    for extra in ({"role": "admin"}, {"role": "member"}, {"active": False}, {"id": 99},
+                  {"password_hash": "x"}, {"role": "admin", "is_admin": True}):
+        with case(extra):
+            r = client.post("/api/auth/register", json={**register_body(), **extra})
+            error = assert_error(r, 422, "validation_error")
+            assert set(error["details"]) == set(extra)
+    assert user_count() == 0
+    # The same body without the extra field registers a plain member.
+    r = client.post("/api/auth/register", json=register_body())
+    assert r.status_code == 201 and r.json["role"] == "member"
+    assert db.session.scalar(sa.select(User).where(User.role == "admin")) is None
+
+
+def test_register_malformed_json_is_400(client):
+    r = client.post("/api/auth/register", data='{"username": "alice",', content_type="application/json")
+    assert_error(r, 400)
+
+
+def test_register_non_object_json_is_400(client):
+    for body in ("[]", json.dumps([register_body()]), '"alice"', "42", "null", "true"):
+        with case(body):
+            r = client.post("/api/auth/register", data=body, content_type="application/json")
+            assert_error(r, 400, "malformed_json")
+    assert user_count() == 0
+
+
+def test_register_invalid_utf8_is_400(client):
+    r = client.post("/api/auth/register", data=b'{"username": "\xff\xfe"}', content_type="application/json")
+    assert_error(r, 400)
+
+
+def test_register_deeply_nested_json_is_400_not_500(client):
+    r = client.post("/api/auth/register", data="[" * 100_000, content_type="application/json")
+    assert_error(r, 400)
+
+
+def test_register_wrong_content_type_is_415(client):
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "text/json", None):
+        with case(content_type):
+            kwargs = {"data": json.dumps(register_body())}
+            if content_type:
+                kwargs["content_type"] = content_type
+            r = client.post("/api/auth/register", **kwargs)
+            assert_error(r, 415, "unsupported_media_type")
+    assert user_count() == 0
+
+
+def test_register_accepts_json_with_charset(client):
+    r = client.post("/api/auth/register", data=json.dumps(register_body()),
+                    content_type="application/json; charset=utf-8")
+    assert r.status_code == 201, r.json
+
+
+def test_register_nul_character_is_rejected_not_500(client):
+    """PostgreSQL cannot store NUL in text: refused up front on both databases."""
+    for field, value in (("full_name", "Al\x00ice"), ("email", "al\x00ice@example.com"),
+                         ("password", "pass\x00word-1"), ("username", "al\x00ice")):
+        with case(field):
+            r = client.post("/api/auth/register", json=register_body(**{field: value}))
+            error = assert_error(r, 422, "validation_error")
+            assert field in error["details"]
+    assert user_count() == 0
+
+
+# --------------------------------------------------------------------------- login
+
+
+def test_login_by_email_and_by_username(client, app):
+    client.post("/api/auth/register", json=register_body())
+    expected_expiry = int(app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+    sessions = []
+    for ident in ({"email": "alice@example.com"}, {"email": "  ALICE@example.com "},
+                  {"username": "alice"}, {"username": "ALICE"}):
+        r = login(client, "s3cret-pass", **ident)
+        assert r.status_code == 200, (ident, r.json)
+        body = r.json
+        assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in", "user"}
+        assert body["token_type"] == "Bearer"
+        assert body["expires_in"] == expected_expiry > 0
+        assert set(body["user"]) == USER_KEYS and body["user"]["username"] == "alice"
+        assert body["access_token"] != body["refresh_token"]
+        profile = client.get("/api/auth/profile", headers=bearer(body["access_token"]))
+        assert profile.status_code == 200 and profile.json["email"] == "alice@example.com"
+        sessions.append(body["access_token"])
+    assert len(set(sessions)) == 4  # one session per login
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuthSession)) == 4
+
+
+def test_login_failures_are_indistinguishable(client):
+    UserFactory(username="alice", email="alice@example.com")
+    UserFactory(username="sleepy", email="sleepy@example.com", active=False)
+    failures = [
+        login(client, "wrong-password", email="alice@example.com"),
+        login(client, "wrong-password", username="alice"),
+        login(client, PASSWORD, email="nobody@example.com"),
+        login(client, PASSWORD, username="nobody"),
+        login(client, PASSWORD, username="sleepy"),  # right password, deactivated
+        login(client, PASSWORD, email="sleepy@example.com"),
+        login(client, "", username="alice"),
+    ]
+    errors = [assert_error(r, 401) for r in failures]
+    assert all(e == errors[0] for e in errors), errors
+    assert errors[0]["code"] == "invalid_credentials"
+    assert all(r.headers.get("WWW-Authenticate", "").startswith("Bearer") for r in failures)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuthSession)) == 0
+
+
+def test_login_validation(client):
+    UserFactory(username="alice", email="alice@example.com")
+    for body, field in [
+        ({"password": PASSWORD}, "email"),
+        ({"email": "alice@example.com"}, "password"),
+        ({"username": "alice"}, "password"),
+        ({"email": "", "username": "", "password": PASSWORD}, "email"),
+        ({"email": ["alice@example.com"], "password": PASSWORD}, "email"),
+        ({"username": {"$ne": ""}, "password": PASSWORD}, "username"),
+        ({"username": "alice", "password": None}, "password"),
+        ({"username": "alice", "password": "x" * 129}, "password"),
+        ({"username": "alice", "password": PASSWORD, "role": "admin"}, "role"),
+        ({"username": "ali\x00ce", "password": PASSWORD}, "username"),
+    ]:
+        with case(body):
+            error = assert_error(client.post("/api/auth/login", json=body), 422, "validation_error")
+            assert field in error["details"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuthSession)) == 0
+
+
+def test_login_bad_bodies(client):
+    assert_error(client.post("/api/auth/login", data="{", content_type="application/json"), 400)
+    assert_error(client.post("/api/auth/login", data="[]", content_type="application/json"), 400)
+    assert_error(client.post("/api/auth/login", data="username=a&password=b",
+                             content_type="application/x-www-form-urlencoded"), 415)
+
+
+# --------------------------------------------------------------------------- login rate limits
+
+
+@pytest.fixture
+def limited_client(app, database_url):
+    """A client of a second app with login rate limits on (TestConfig turns them off).
+
+    Flask-Limiter 4.1's ``Limiter`` is one process-global object: ``init_app``
+    on an app with ``RATELIMIT_ENABLED`` sets ``limiter.enabled`` for every app
+    and gives it fresh ``memory://`` storage. The old flag is restored after
+    the test so the shared ``app`` stays unlimited.
+    """
+    was_enabled = limiter.enabled
+    limited = create_app(TestConfig, {
+        "RATELIMIT_ENABLED": True,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "LOGIN_RATE_LIMIT_ACCOUNT": "3 per minute",
+        "LOGIN_RATE_LIMIT_IP": "6 per minute",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+    })
+    assert limiter.enabled
+    yield limited.test_client()
+    limiter.enabled = was_enabled
+    with limited.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def from_ip(ip: str) -> dict:
+    return {"environ_base": {"REMOTE_ADDR": ip}}
+
+
+def assert_rate_limited(response) -> None:
+    assert_error(response, 429, "rate_limited")
+    retry_after = response.headers.get("Retry-After")
+    assert retry_after is not None and retry_after.isdigit() and 0 < int(retry_after) <= 60, retry_after
+
+
+def test_login_rate_limited_per_account(limited_client):
+    UserFactory(username="alice", email="alice@example.com")
+    UserFactory(username="bob", email="bob@example.com")
+    # Three attempts on alice's account from three different addresses...
+    for i in range(3):
+        r = limited_client.post("/api/auth/login", json={"email": "alice@example.com", "password": "nope-nope"},
+                                **from_ip(f"10.0.0.{i + 1}"))
+        assert_error(r, 401, "invalid_credentials")
+    # ...then the account is locked for a while, even with the right password and a fresh address,
+    # and whether it is named by email (any case) or by username.
+    for ident in ({"email": "alice@example.com"}, {"email": "ALICE@example.com"}, {"username": "alice"}):
+        r = limited_client.post("/api/auth/login", json={**ident, "password": PASSWORD}, **from_ip("10.0.0.9"))
+        assert_rate_limited(r)
+    # Another account from an address already used is not affected.
+    r = limited_client.post("/api/auth/login", json={"username": "bob", "password": PASSWORD},
+                            **from_ip("10.0.0.1"))
+    assert r.status_code == 200, r.json
+
+
+def test_login_rate_limit_counts_username_and_email_of_one_account_together(limited_client):
+    UserFactory(username="alice", email="alice@example.com")
+    for ident in ({"email": "alice@example.com"}, {"username": "alice"}, {"username": "ALICE"}):
+        r = limited_client.post("/api/auth/login", json={**ident, "password": "nope-nope"})
+        assert_error(r, 401)
+    assert_rate_limited(limited_client.post("/api/auth/login",
+                                            json={"email": "alice@example.com", "password": PASSWORD}))
+
+
+def test_login_rate_limited_per_unknown_account(limited_client):
+    for i in range(3):
+        r = limited_client.post("/api/auth/login", json={"username": "ghost", "password": "nope-nope"},
+                                **from_ip(f"10.1.0.{i}"))
+        assert_error(r, 401)
+    assert_rate_limited(limited_client.post("/api/auth/login",
+                                            json={"username": "ghost", "password": "nope-nope"},
+                                            **from_ip("10.1.0.9")))
+
+
+def test_login_rate_limited_per_ip(limited_client):
+    users = UserFactory.create_batch(7)
+    for user in users[:6]:  # six different accounts, one address
+        r = limited_client.post("/api/auth/login", json={"username": user.username, "password": PASSWORD},
+                                **from_ip("192.0.2.7"))
+        assert r.status_code == 200, r.json
+    r = limited_client.post("/api/auth/login", json={"username": users[6].username, "password": PASSWORD},
+                            **from_ip("192.0.2.7"))
+    assert_rate_limited(r)
+    # The same account from another address still logs in.
+    r = limited_client.post("/api/auth/login", json={"username": users[6].username, "password": PASSWORD},
+                            **from_ip("192.0.2.8"))
+    assert r.status_code == 200, r.json
+
+
+def test_rate_limits_of_one_app_do_not_leak_into_another(limited_client, client, app):
+    """The shared test app (RATELIMIT_ENABLED=False) stays unlimited while a limited app exists."""
+    UserFactory(username="alice", email="alice@example.com")
+    attempts = 5 + max(int(app.config[key].split()[0]) for key in ("LOGIN_RATE_LIMIT_ACCOUNT", "LOGIN_RATE_LIMIT_IP"))
+    for _ in range(attempts):
+        assert login(client, "nope-nope", username="alice").status_code == 401
+    assert login(client, username="alice").status_code == 200
+
+
+# --------------------------------------------------------------------------- refresh
+
+
+def test_refresh_gives_a_working_access_token(client, auth, app):
+    s = auth.user("alice")
+    r = client.post("/api/auth/refresh", headers=bearer(s.refresh_token))
+    assert r.status_code == 200, r.json
+    assert set(r.json) == {"access_token", "expires_in"}
+    assert r.json["expires_in"] == int(app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+    profile = client.get("/api/auth/profile", headers=bearer(r.json["access_token"]))
+    assert profile.status_code == 200 and profile.json["id"] == s.id
+    # The new access token belongs to the same session: logging out with it revokes the refresh token.
+    assert client.post("/api/auth/logout", headers=bearer(r.json["access_token"])).status_code == 204
+    assert_error(client.post("/api/auth/refresh", headers=bearer(s.refresh_token)), 401)
+    assert_error(client.get("/api/auth/profile", headers=s.headers), 401)
+
+
+def test_access_token_cannot_refresh(client, auth):
+    s = auth.user("alice")
+    r = client.post("/api/auth/refresh", headers=bearer(s.access_token))
+    assert_error(r, 401)
+    assert "WWW-Authenticate" in r.headers
+
+
+def test_refresh_token_is_not_an_access_token(client, auth):
+    s = auth.user("alice")
+    for method, path in (("get", "/api/auth/profile"), ("patch", "/api/auth/profile"),
+                         ("post", "/api/auth/logout")):
+        r = getattr(client, method)(path, headers=bearer(s.refresh_token), json={"full_name": "Mallory"})
+        assert_error(r, 401)
+    assert client.get("/api/auth/profile", headers=s.headers).json["full_name"] == ""
+
+
+def test_refresh_without_token_is_401(client):
+    assert_error(client.post("/api/auth/refresh"), 401)
+
+
+# --------------------------------------------------------------------------- logout
+
+
+def test_logout_revokes_access_and_refresh_tokens_of_that_session_only(client, auth):
+    s = auth.user("alice")
+    other = auth.login("alice")
+    r = client.post("/api/auth/logout", headers=s.headers)
+    assert r.status_code == 204 and r.get_data() == b""
+    assert_error(client.get("/api/auth/profile", headers=s.headers), 401, "token_revoked")
+    assert_error(client.post("/api/auth/refresh", headers=bearer(s.refresh_token)), 401, "token_revoked")
+    assert_error(client.post("/api/auth/logout", headers=s.headers), 401, "token_revoked")
+    # The user's other session is untouched.
+    assert client.get("/api/auth/profile", headers=other.headers).status_code == 200
+    assert client.post("/api/auth/refresh", headers=bearer(other.refresh_token)).status_code == 200
+    # And a fresh login works.
+    assert client.get("/api/auth/profile", headers=auth.login("alice").headers).status_code == 200
+
+
+def test_logout_requires_a_token(client):
+    assert_error(client.post("/api/auth/logout"), 401)
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def test_profile_get(client, auth):
+    s = auth.user("alice")
+    r = client.get("/api/auth/profile", headers=s.headers)
+    assert r.status_code == 200
+    assert set(r.json) == USER_KEYS
+    assert r.json == s.user
+
+
+def test_profile_requires_a_token(client):
+    assert_error(client.get("/api/auth/profile"), 401)
+    assert_error(client.patch("/api/auth/profile", json={"full_name": "x"}), 401)
+
+
+def test_profile_update_fields(client, auth):
+    s = auth.user("alice")
+    r = client.patch("/api/auth/profile", headers=s.headers, json={
+        "username": "alice_l", "email": "Alice.L@Example.com", "full_name": "Alice L.",
+        "timezone": "Europe/Paris"})
+    assert r.status_code == 200, r.json
+    assert r.json["username"] == "alice_l" and r.json["email"] == "alice.l@example.com"
+    assert r.json["full_name"] == "Alice L." and r.json["timezone"] == "Europe/Paris"
+    assert client.get("/api/auth/profile", headers=s.headers).json == r.json
+    assert login(client, "correct-horse-9", username="alice_l").status_code == 200
+    assert login(client, "correct-horse-9", email="alice.l@example.com").status_code == 200
+    assert login(client, "correct-horse-9", username="alice").status_code == 401
+
+
+def test_profile_partial_update_keeps_other_fields(client, auth):
+    s = auth.user("alice")
+    r = client.patch("/api/auth/profile", headers=s.headers, json={"timezone": "America/New_York"})
+    assert r.status_code == 200
+    assert {**s.user, "timezone": "America/New_York"} == r.json
+
+
+def test_profile_can_change_case_of_own_username(client, auth):
+    s = auth.user("alice")
+    r = client.patch("/api/auth/profile", headers=s.headers, json={"username": "Alice", "email": s.user["email"]})
+    assert r.status_code == 200, r.json
+    assert r.json["username"] == "Alice"
+
+
+def test_profile_update_validation(client, auth):
+    s = auth.user("alice")
+    for body, field in [
+        ({"timezone": "Mars/Olympus_Mons"}, "timezone"),
+        ({"timezone": ""}, "timezone"),
+        ({"timezone": None}, "timezone"),
+        ({"username": "a b"}, "username"),
+        ({"email": "nope"}, "email"),
+        ({"full_name": "x" * 121}, "full_name"),
+        ({"role": "admin"}, "role"),
+        ({"active": False}, "active"),
+        ({"password": "short", "current_password": "correct-horse-9"}, "password"),
+    ]:
+        with case(body):
+            error = assert_error(client.patch("/api/auth/profile", headers=s.headers, json=body),
+                                 422, "validation_error")
+            assert field in error["details"]
+    assert client.get("/api/auth/profile", headers=s.headers).json == s.user
+
+
+def test_profile_duplicates_are_409(client, auth):
+    auth.user("bob")
+    s = auth.user("alice")
+    error = assert_error(client.patch("/api/auth/profile", headers=s.headers, json={"username": "BOB"}),
+                         409, "duplicate_username")
+    assert "username" in error["details"]
+    assert_error(client.patch("/api/auth/profile", headers=s.headers, json={"email": "BOB@example.com"}),
+                 409, "duplicate_email")
+    assert client.get("/api/auth/profile", headers=s.headers).json == s.user
+
+
+def test_profile_bad_bodies(client, auth):
+    s = auth.user("alice")
+    assert_error(client.patch("/api/auth/profile", headers=s.headers, data="{",
+                              content_type="application/json"), 400)
+    assert_error(client.patch("/api/auth/profile", headers=s.headers, data="x",
+                              content_type="text/plain"), 415)
+
+
+def test_password_change_needs_current_password(client, auth):
+    s = auth.user("alice")
+    other = auth.login("alice")
+    error = assert_error(client.patch("/api/auth/profile", headers=s.headers,
+                                      json={"password": "brand-new-pass"}), 422)
+    assert "current_password" in error["details"]
+    error = assert_error(client.patch("/api/auth/profile", headers=s.headers,
+                                      json={"password": "brand-new-pass", "current_password": "guess-guess"}), 422)
+    assert "current_password" in error["details"]
+    # Nothing changed: the old password works, the new does not, other sessions live on.
+    assert login(client, "correct-horse-9", username="alice").status_code == 200
+    assert login(client, "brand-new-pass", username="alice").status_code == 401
+    assert client.get("/api/auth/profile", headers=other.headers).status_code == 200
+
+
+def test_password_change_revokes_other_sessions_only(client, auth):
+    s = auth.user("alice")
+    others = [auth.login("alice"), auth.login("alice")]
+    bob = auth.user("bob")
+    r = client.patch("/api/auth/profile", headers=s.headers,
+                     json={"password": "brand-new-pass", "current_password": "correct-horse-9"})
+    assert r.status_code == 200, r.json
+    for other in others:
+        assert_error(client.get("/api/auth/profile", headers=other.headers), 401, "token_revoked")
+        assert_error(client.post("/api/auth/refresh", headers=bearer(other.refresh_token)), 401)
+    # The caller's session keeps working, access and refresh.
+    assert client.get("/api/auth/profile", headers=s.headers).status_code == 200
+    assert client.post("/api/auth/refresh", headers=bearer(s.refresh_token)).status_code == 200
+    # Other users are untouched.
+    assert client.get("/api/auth/profile", headers=bob.headers).status_code == 200
+    # New password logs in, the old one does not.
+    assert login(client, "brand-new-pass", username="alice").status_code == 200
+    assert_error(login(client, "correct-horse-9", username="alice"), 401, "invalid_credentials")
+
+
+def test_failed_profile_update_changes_nothing(client, auth):
+    """A password change in a request that fails (duplicate username) is not applied."""
+    auth.user("bob")
+    s = auth.user("alice")
+    other = auth.login("alice")
+    r = client.patch("/api/auth/profile", headers=s.headers, json={
+        "username": "bob", "password": "brand-new-pass", "current_password": "correct-horse-9"})
+    assert_error(r, 409, "duplicate_username")
+    assert client.get("/api/auth/profile", headers=other.headers).status_code == 200
+    assert login(client, "correct-horse-9", username="alice").status_code == 200
+    assert login(client, "brand-new-pass", username="alice").status_code == 401
