@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import urljoin
 
@@ -181,8 +182,13 @@ _spec_app = create_app(TestConfig)
 schema = schemathesis.openapi.from_wsgi("/api/openapi.json", _spec_app)
 
 
+# Bounded so the run takes a couple of minutes per backend; raise it locally with
+# SCHEMATHESIS_MAX_EXAMPLES=100 make test PYTEST_ARGS=tests/test_openapi.py
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10"))
+
+
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, database=None, derandomize=True,
+@settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_spec(case, app, fuzz_user):
     case.call_and_validate(app=app, headers=fuzz_user.headers(),
