@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from flask import Flask
 
 from tasktracker import jobs, realtime
 from tasktracker.config import celery_settings
@@ -77,20 +78,40 @@ def test_scheduler_thread_runs_the_scans(app, thread_mode):
     assert not any(t.name == "tasktracker-scheduler" for t in threading.enumerate())
 
 
-def test_init_jobs_starts_the_scheduler_only_in_embedded_mode(app, monkeypatch):
-    monkeypatch.setitem(app.extensions, "celery", app.extensions["celery"])  # restored afterwards
-    monkeypatch.setitem(app.config, "SCHEDULER_ENABLED", True)
-    monkeypatch.setitem(app.config, "SCAN_INTERVAL_SECONDS", 3600.0)
+def _bare_app(**config) -> Flask:
+    """A minimal Flask app with the jobs settings (not create_app: no second Socket.IO
+    binding, no database needed; the scheduler is stopped before its first scan)."""
+    bare = Flask("jobs-probe")
+    bare.config.update({"CELERY_BROKER_URL": "", "JOBS_INLINE": False, "SCHEDULER_ENABLED": True,
+                        "SCAN_INTERVAL_SECONDS": 3600.0, "CELERY_TASK_QUEUE": "tt-unused",
+                        "BROKER_PUBLISH_TIMEOUT_SECONDS": 1.0, **config})
+    bare.config["CELERY"] = celery_settings(bare.config["CELERY_BROKER_URL"])
+    return bare
+
+
+def scheduler_threads() -> int:
+    return sum(t.name == "tasktracker-scheduler" for t in threading.enumerate())
+
+
+def test_scheduler_starts_with_the_first_request_in_embedded_mode_only(app):
+    default_celery = app.extensions["celery"]
+    before = scheduler_threads()
+    embedded, production = _bare_app(), _bare_app(CELERY_BROKER_URL=DEAD_BROKER)
     try:
-        monkeypatch.setitem(app.config, "CELERY_BROKER_URL", DEAD_BROKER)  # production: beat does it
-        init_jobs(app)
-        assert not any(t.name == "tasktracker-scheduler" for t in threading.enumerate())
-        monkeypatch.setitem(app.config, "CELERY_BROKER_URL", "")
-        init_jobs(app)
-        assert any(t.name == "tasktracker-scheduler" for t in threading.enumerate())
+        init_jobs(embedded)
+        init_jobs(production)
+        assert scheduler_threads() == before  # nothing at app creation (CLI commands stay quiet)
+        assert embedded.test_client().get("/").status_code == 404
+        assert get_runner(embedded).scheduler_running and scheduler_threads() == before + 1
+        embedded.test_client().get("/")
+        assert scheduler_threads() == before + 1  # once
+        assert production.test_client().get("/").status_code == 404
+        assert scheduler_threads() == before + 1  # production: the Celery beat does the scans
+        assert not get_runner(production).scheduler_running
     finally:
-        get_runner(app).stop()
-        app.extensions["celery"].set_default()
+        get_runner(embedded).stop()
+        default_celery.set_default()
+    assert scheduler_threads() == before
 
 
 @pytest.fixture

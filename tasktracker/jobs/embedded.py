@@ -1,8 +1,9 @@
 """Embedded mode: jobs on an in-process daemon thread, the beat's scans on another.
 
 One :class:`InProcessRunner` per app (``app.extensions["tasktracker.jobs"]``).
-Threads start lazily (the worker on the first job, the scheduler from
-:func:`tasktracker.jobs.setup.init_jobs`) and never at import time; after a
+Threads start lazily (the worker on the first job, the scheduler with the
+app's first request, see :func:`tasktracker.jobs.setup.start_scheduler`) and
+never at import time; after a
 ``fork`` they are restarted on first use in the child. Jobs lost when the
 process dies are not lost work: their events stay undispatched and the next
 scan (outbox) fans them out.
@@ -78,6 +79,12 @@ class InProcessRunner:
         return True
 
     # ------------------------------------------------------------------ scheduler
+
+    @property
+    def scheduler_running(self) -> bool:
+        """True if this process's scheduler thread is alive (lock-free check)."""
+        thread = self._scheduler
+        return thread is not None and self._pid == os.getpid() and thread.is_alive()
 
     def start_scheduler(self, interval: float, first_delay: float | None = None) -> None:
         """Run :func:`tasktracker.jobs.scans.run_all_scans` every ``interval`` seconds

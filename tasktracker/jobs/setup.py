@@ -57,16 +57,33 @@ def celery_init_app(app: Flask) -> Celery:
 
 
 def init_jobs(app: Flask) -> None:
-    """Called by ``create_app``: bind Celery (always: workers and beat import the app)
-    and, in embedded mode with ``SCHEDULER_ENABLED``, start the in-process scheduler
-    thread. Celery mode starts no thread (the beat process does the scans)."""
+    """Called by ``create_app``: bind Celery (always: workers and beat import the app).
+
+    In embedded mode with ``SCHEDULER_ENABLED``, the in-process scheduler thread
+    starts with the first request the app serves (:func:`start_scheduler`), so
+    ``flask`` CLI commands (``db upgrade``, ``seed``...) never run scans behind
+    the command's back. Celery mode starts no thread: the beat does the scans.
+    """
     from tasktracker.jobs import tasks  # noqa: F401 - registers the shared tasks
 
     celery_init_app(app)
-    mode = jobs_mode(app)
-    app.extensions["tasktracker.jobs_mode"] = mode
-    if mode != "celery" and app.config["SCHEDULER_ENABLED"]:
-        from tasktracker.jobs.embedded import get_runner
+    if jobs_mode(app) != "celery" and app.config["SCHEDULER_ENABLED"]:
+        def _start_scheduler_once() -> None:  # a before_request hook must return None
+            start_scheduler(app)
 
-        get_runner(app).start_scheduler(float(app.config["SCAN_INTERVAL_SECONDS"]))
+        app.before_request(_start_scheduler_once)
+
+
+def start_scheduler(app: Flask) -> bool:
+    """Start the embedded scheduler thread of ``app`` if it is not running (cheap when
+    it is); the scans run every ``SCAN_INTERVAL_SECONDS``. False in Celery mode
+    (the beat does the scans) or when ``SCHEDULER_ENABLED`` is off."""
+    if jobs_mode(app) == "celery" or not app.config["SCHEDULER_ENABLED"]:
+        return False
+    from tasktracker.jobs.embedded import get_runner
+
+    runner = get_runner(app)
+    if not runner.scheduler_running:
+        runner.start_scheduler(float(app.config["SCAN_INTERVAL_SECONDS"]))
         log.info("jobs: embedded mode, scans every %ss in-process", app.config["SCAN_INTERVAL_SECONDS"])
+    return True
