@@ -34,18 +34,7 @@ def get_engine_url():
     return get_engine().url.render_as_string(hide_password=False).replace("%", "%%")
 
 
-def import_all_models() -> None:
-    """Import every ``tasktracker.<domain>.models`` so the metadata holds all tables
-    (a model module that no blueprint imports yet would otherwise be missed)."""
-    import importlib
-    import pkgutil
-
-    import tasktracker
-
-    for module in pkgutil.walk_packages(tasktracker.__path__, "tasktracker."):
-        if module.name.endswith(".models"):
-            importlib.import_module(module.name)
-
+from tasktracker.core.db import import_all_models  # noqa: E402
 
 import_all_models()
 config.set_main_option("sqlalchemy.url", get_engine_url())

@@ -280,3 +280,17 @@ def test_cli_reminders_dispatch_runs_one_pass(runner):
     result = runner.invoke(args=["reminders", "dispatch"])
     assert result.exit_code == 0, result.output
     assert [n.type for n in notifications_for(alice.id)] == ["deadline_reminder"]
+
+
+def test_moving_the_deadline_later_rearms_the_overdue_notice(client, auth):
+    alice = auth.user("alice")
+    past = (utcnow() - timedelta(minutes=5)).isoformat()
+    task = client.post("/api/tasks", json={"title": "t", "due_at": past}, headers=alice.headers).json
+    assert scans.dispatch_overdue() == 1
+    later = (utcnow() + timedelta(minutes=1)).isoformat()
+    r = client.patch(f"/api/tasks/{task['id']}", json={"due_at": later}, headers=alice.headers)
+    assert r.status_code == 200
+    db.session.expire_all()
+    assert db.session.get(Task, task["id"]).overdue_notified_at is None
+    assert scans.dispatch_overdue() == 0  # not due yet
+    assert scans.dispatch_overdue(utcnow() + timedelta(minutes=2)) == 1  # overdue again: told again

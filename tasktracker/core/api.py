@@ -54,20 +54,26 @@ def json_body() -> dict:
         raise BadRequest("Request body is not valid JSON.", code="malformed_json")
     if not isinstance(data, dict):
         raise BadRequest("Request body must be a JSON object.", code="malformed_json")
-    _reject_nul(data.items())
+    _reject_unstorable_text(data.items())
     return data
 
 
-_NUL_MESSAGE = "NUL characters are not allowed."
+_UNSTORABLE_MESSAGE = "NUL characters and unpaired surrogates are not allowed."
 
 
-def _has_nul(value: Any) -> bool:
-    """True if a string anywhere in ``value`` (keys included) contains NUL (iterative: any depth)."""
+def _unstorable_text(value: Any) -> bool:
+    """True if a string anywhere in ``value`` (keys included) cannot be stored as
+    text: it contains NUL or is not valid UTF-8 (an unpaired UTF-16 surrogate
+    such as JSON ``"\\ud800"``). Iterative: any depth."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
+                return True
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
@@ -77,12 +83,12 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def _reject_nul(items) -> None:
+def _reject_unstorable_text(items) -> None:
     """422 naming every top-level field whose value (or name) contains a NUL character."""
     bad = {}
     for key, value in items:
-        if _has_nul(key) or _has_nul(value):
-            bad[key.replace("\x00", "\\0") if isinstance(key, str) else "_schema"] = [_NUL_MESSAGE]
+        if _unstorable_text(key) or _unstorable_text(value):
+            bad[key.replace("\x00", "\\0") if isinstance(key, str) else "_schema"] = [_UNSTORABLE_MESSAGE]
     if bad:
         raise Unprocessable(details=bad)
 
@@ -102,7 +108,7 @@ def load_args(schema: Schema) -> dict[str, Any]:
     for key in request.args:
         values = request.args.getlist(key)
         data[key] = values if isinstance(schema.fields.get(key), fields.List) else values[-1]
-    _reject_nul(data.items())
+    _reject_unstorable_text(data.items())
     return schema.load(data)
 
 

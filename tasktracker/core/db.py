@@ -22,3 +22,16 @@ def register_sqlite_pragmas(app: Flask) -> None:
     """Enforce foreign keys (ON DELETE CASCADE) and use WAL on SQLite connections."""
     if not event.contains(Engine, "connect", _sqlite_pragmas):
         event.listen(Engine, "connect", _sqlite_pragmas)
+
+
+def import_all_models() -> None:
+    """Import every ``tasktracker.<domain>.models`` so the metadata holds all tables
+    (for ``create_all`` in tests and Alembic's autogenerate)."""
+    import importlib
+    import pkgutil
+
+    import tasktracker
+
+    for module in pkgutil.walk_packages(tasktracker.__path__, "tasktracker."):
+        if module.name.endswith(".models"):
+            importlib.import_module(module.name)

@@ -511,9 +511,11 @@ def _plan_memberships(event: Event) -> list[tuple[int, int, bool]]:
     user_id = payload.get("user_id")
     if event.type in ("member.added", "invitation.accepted") and isinstance(user_id, int):
         return [(user_id, team_id, True)]
+    if event.type == "team.created" and event.actor_id is not None:
+        return [(event.actor_id, team_id, True)]  # the creator is the owner
     if event.type == "member.removed" and isinstance(user_id, int):
         return [(user_id, team_id, False)]
     if event.type == "team.deleted":
-        member_ids = payload.get("member_ids") or (payload.get("team") or {}).get("member_ids") or []
+        member_ids = payload.get("member_ids") or []
         return [(uid, team_id, False) for uid in member_ids if isinstance(uid, int)]
     return []

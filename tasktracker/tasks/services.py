@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -29,6 +28,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from tasktracker.attachments.models import Attachment
 from tasktracker.auth.models import User
+from tasktracker.attachments import storage
 from tasktracker.core.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
 from tasktracker.core.fields import UTCDateTime as UTCDateTimeField
 from tasktracker.core.types import utcnow
@@ -461,6 +461,8 @@ def update_task(actor: User, task_id: int, data: dict, *, if_match: list[int] | 
     if not changes:
         return task  # nothing changed: no write, no event, same version
     task.updated_at = now
+    if "due_at" in changes and (task.due_at is None or task.due_at > now):
+        task.overdue_notified_at = None  # a new deadline earns a new overdue notice
     _flush_or_conflict(if_match)
     plain = {k: v for k, v in changes.items() if k in PLAIN_FIELDS or k == "reminders"}
     if plain:
@@ -585,25 +587,4 @@ def purge_task(actor: User, task_id: int) -> None:
     db.session.delete(task)
     _flush_or_conflict(None)
     _commit(None)
-    delete_attachment_files(stored_names)
-
-
-def delete_attachment_files(stored_names: list[str]) -> int:
-    """Remove attachment files from ``UPLOAD_DIR`` (missing files are ignored).
-
-    Names are the random ``Attachment.stored_name`` values; anything that is not
-    a plain file name is skipped. Returns how many files were removed.
-    """
-    upload_dir = current_app.config["UPLOAD_DIR"]
-    removed = 0
-    for name in stored_names:
-        if not name or os.path.basename(name) != name or name in (".", ".."):
-            continue
-        try:
-            os.remove(os.path.join(upload_dir, name))
-            removed += 1
-        except FileNotFoundError:
-            pass
-        except OSError:  # the rows are gone already; a leftover file is only logged
-            log.warning("could not remove attachment file %s", name, exc_info=True)
-    return removed
+    storage.delete_files(stored_names)

@@ -169,11 +169,14 @@ def delete_team(user: User, team_id: int) -> None:
     (``team_id = NULL``; assignees stay), each recording ``task.updated
     {task, changes: {team_id: [old, null]}}`` with the old ``team_id`` on the
     event so the team's listeners learn of it. Memberships and invitations go
-    with the team. Records ``team.deleted {team}``.
+    with the team. Records ``team.deleted {team, member_ids}`` (the fan-out
+    moves those users' live connections out of ``team:<id>``).
     """
     team, role = get_team_for(user, team_id)
     _require(role, OWNERS, "Only the team's owner may delete it.", code="owner_required")
-    payload = {"team": _team_payload(team)}
+    member_ids = list(db.session.scalars(
+        sa.select(TeamMember.user_id).where(TeamMember.team_id == team.id).order_by(TeamMember.user_id)))
+    payload = {"team": _team_payload(team), "member_ids": member_ids}
     tasks = db.session.scalars(sa.select(Task).where(Task.team_id == team.id).order_by(Task.id)).all()
     now = utcnow()
     for task in tasks:
