@@ -68,6 +68,8 @@ TO_ADMIN, TO_MEMBER = {"role": "admin"}, {"role": "member"}
 INVITE, INVITE_ADMIN = {"email": "new@example.com"}, {"email": "new@example.com", "role": "admin"}
 INVITE_MEMBER, INVITE_OUTSIDER = {"email": "{member_email}"}, {"email": "{outsider_email}"}
 COMMENT, EDIT = {"body": "hi"}, {"body": "edited"}
+NEW_TASK, RETITLE = {"title": "New task"}, {"title": "Renamed task"}
+START, UNASSIGN = {"status": "in_progress"}, {"assignee_id": None}
 
 ROWS = [
     # method   path                                         setup       body            owner admin member assignee former outsider anon site_admin
@@ -100,6 +102,26 @@ ROWS = [
     row("POST",   "/api/invitations/{invitation}/accept",    "expired",  None,           404, 404, 404, 404, 404, 409, 401, 404),
     row("POST",   "/api/invitations/{invitation}/decline",   "expired",  None,           404, 404, 404, 404, 404, 409, 401, 404),
     # ---- comments
+    # tasks (api-contract "Tasks": see = owner, assignee, team members, admins; edit = owner,
+    # assignee, team owner/admins; delete/restore/assign = owner, team owner/admins)
+    row("GET",    "/api/tasks",                              "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
+    row("POST",   "/api/tasks",                              "base",     NEW_TASK,       201, 201, 201, 201, 201, 201, 401, 201),
+    row("GET",    "/api/tasks/{task}",                       "base",     None,           200, 200, 200, 200, 404, 404, 401, 200),
+    row("PATCH",  "/api/tasks/{task}",                       "base",     RETITLE,        200, 200, 403, 200, 404, 404, 401, 200),
+    row("PATCH",  "/api/tasks/{task}/status",                "base",     START,          200, 200, 403, 200, 404, 404, 401, 200),
+    row("PATCH",  "/api/tasks/{task}/assign",                "base",     UNASSIGN,       200, 200, 403, 403, 404, 404, 401, 200),
+    row("DELETE", "/api/tasks/{task}",                       "base",     None,           204, 204, 403, 403, 404, 404, 401, 204),
+    row("GET",    "/api/tasks/{task}/activity",              "base",     None,           200, 200, 200, 200, 404, 404, 401, 200),
+    row("GET",    "/api/tasks/{task}",                       "personal", None,           200, 404, 404, 200, 404, 404, 401, 200),
+    row("PATCH",  "/api/tasks/{task}",                       "personal", RETITLE,        200, 404, 404, 200, 404, 404, 401, 200),
+    row("DELETE", "/api/tasks/{task}",                       "personal", None,           204, 404, 404, 403, 404, 404, 401, 204),
+    row("GET",    "/api/tasks/{task}",                       "trashed",  None,           404, 404, 404, 404, 404, 404, 401, 404),
+    row("PATCH",  "/api/tasks/{task}/restore",               "trashed",  None,           200, 200, 404, 404, 404, 404, 401, 200),
+    row("DELETE", "/api/tasks/{task}?permanent=true",        "trashed",  None,           204, 204, 404, 404, 404, 404, 401, 204),
+    # notifications and presence
+    row("GET",    "/api/notifications",                      "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
+    row("GET",    "/api/teams/{team}/presence",              "base",     None,           200, 200, 200, 404, 404, 404, 401, 200),
+
     row("GET",    "/api/tasks/{task}/comments",              "base",     None,           200, 200, 200, 200, 404, 404, 401, 200),
     row("POST",   "/api/tasks/{task}/comments",              "base",     COMMENT,        201, 201, 201, 201, 404, 404, 401, 201),
     row("PATCH",  "/api/comments/{comment}",                 "base",     EDIT,           403, 403, 200, 403, 404, 404, 401, 403),
