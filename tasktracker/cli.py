@@ -220,6 +220,7 @@ def seed_command(n_users: int, n_tasks: int, n_teams: int | None, random_seed: i
     from tasktracker.auth.services import hash_password
     from tasktracker.comments.models import Comment
     from tasktracker.core.types import utcnow
+    from tasktracker.events.services import record_event
     from tasktracker.tasks.models import Reminder, Task
     from tasktracker.teams.models import Team, TeamMember
 
@@ -267,6 +268,7 @@ def seed_command(n_users: int, n_tasks: int, n_teams: int | None, random_seed: i
                                 "joined_at": now - timedelta(days=rng.randint(1, 19))})
     for i in range(0, len(member_rows), BATCH):
         _insert(TeamMember, member_rows[i:i + BATCH])
+    record_event("data.seeded", actor_id=None, payload={"users": len(user_ids), "teams": len(team_ids)})
     db.session.commit()
     click.echo(f"Created {len(user_ids)} users (demo{start}..demo{start + n_users - 1}), "
                f"{len(team_ids)} teams, {len(member_rows)} memberships.")
@@ -325,6 +327,9 @@ def seed_command(n_users: int, n_tasks: int, n_teams: int | None, random_seed: i
                                          "created_at": at, "updated_at": at})
             _insert(Reminder, reminder_rows)
             _insert(Comment, comment_rows)
+            # bulk rows write no per-row events; one event moves the data version
+            # (the task-list cache keys on the newest event)
+            record_event("data.seeded", actor_id=None, payload={"tasks": len(task_ids)})
             db.session.commit()
             counts["tasks"] += len(task_ids)
             counts["reminders"] += len(reminder_rows)

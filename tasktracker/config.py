@@ -79,6 +79,13 @@ class Config:
     PRESENCE_HEARTBEAT_SECONDS = _float("PRESENCE_HEARTBEAT_SECONDS", 10.0)
     PRESENCE_SERVER_TTL_SECONDS = _int("PRESENCE_SERVER_TTL_SECONDS", 30)
     REALTIME_REPLAY_LIMIT = _int("REALTIME_REPLAY_LIMIT", 500)
+    # Read cache of GET /api/tasks and /api/tasks/search (tasktracker/tasks/cache.py):
+    # seconds a rendered page is kept (0: no server-side cache; ETag/304 still work),
+    # in Redis when REDIS_URL is set (under LIST_CACHE_KEY_PREFIX), else in an
+    # in-process LRU of LIST_CACHE_MAX_ENTRIES pages.
+    LIST_CACHE_TTL_SECONDS = _int("LIST_CACHE_TTL_SECONDS", 60)
+    LIST_CACHE_MAX_ENTRIES = _int("LIST_CACHE_MAX_ENTRIES", 256)
+    LIST_CACHE_KEY_PREFIX = os.environ.get("LIST_CACHE_KEY_PREFIX", "tasktracker:lists")
     SCAN_INTERVAL_SECONDS = _float("SCAN_INTERVAL_SECONDS", 60.0)
     OUTBOX_REDISPATCH_AFTER_SECONDS = _float("OUTBOX_REDISPATCH_AFTER_SECONDS", 30.0)
     SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)
@@ -130,6 +137,9 @@ class TestConfig(Config):
     CELERY_BROKER_URL = ""
     SOCKETIO_MESSAGE_QUEUE = ""
     REDIS_URL = ""
+    # Tests insert rows without events (factories), which the list cache cannot see:
+    # it is off unless a test turns it on (tests/test_list_cache.py).
+    LIST_CACHE_TTL_SECONDS = 0
 
 
 class ConfigError(RuntimeError):

@@ -234,7 +234,7 @@ class UserDetail(Resource):
           503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         data = load_body(AdminUserUpdateSchema())
-        user = services.admin_update_user(services.get_user(user_id), **data)
+        user = services.admin_update_user(services.get_user(user_id), **data, actor_id=current_user.id)
         return user_schema.dump(user), 200
 
 

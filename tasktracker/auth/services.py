@@ -125,6 +125,23 @@ def logout(user: User, sid: str) -> None:
     db.session.commit()
 
 
+#: User fields that other data shows (a task's owner/assignee ``{id, username,
+#: full_name}``) or that change what the user may see (``role``); a change of
+#: any of them writes ``user.updated`` (the task-list cache keys on events).
+EVENT_FIELDS = ("username", "full_name", "role", "active")
+
+
+def _record_user_change(actor_id: int | None, user: User, before: dict) -> None:
+    """Add a ``user.updated`` event if an :data:`EVENT_FIELDS` value changed."""
+    from tasktracker.events.services import diff, record_event
+
+    changes = diff(before, {f: getattr(user, f) for f in EVENT_FIELDS})
+    if changes:
+        record_event("user.updated", actor_id=actor_id, payload={
+            "user": {"id": user.id, "username": user.username, "full_name": user.full_name},
+            "changes": changes})
+
+
 def update_profile(user: User, data: dict, current_sid: str) -> User:
     """Apply a profile change.
 
@@ -140,9 +157,11 @@ def update_profile(user: User, data: dict, current_sid: str) -> User:
     _ensure_unique(data.get("username"), data.get("email"), exclude_id=user.id)
     if "password" in data and not verify_password(user, data["current_password"]):
         raise Unprocessable(details={"current_password": ["Wrong password."]})
+    before = {f: getattr(user, f) for f in EVENT_FIELDS}
     for field in ("username", "email", "full_name", "timezone"):
         if field in data:
             setattr(user, field, data[field])
+    _record_user_change(user.id, user, before)
     if "password" in data:
         user.password_hash = hash_password(data["password"])
         revoke_sessions(user.id, keep=current_sid)
@@ -175,14 +194,18 @@ def users_query(q: str | None = None, role: str | None = None, active: bool | No
     return stmt
 
 
-def admin_update_user(user: User, role: str | None = None, active: bool | None = None) -> User:
-    """Change a user's role or active flag; deactivation revokes all their sessions."""
+def admin_update_user(user: User, role: str | None = None, active: bool | None = None,
+                      actor_id: int | None = None) -> User:
+    """Change a user's role or active flag; deactivation revokes all their sessions.
+    A real change writes ``user.updated`` (``actor_id``: the admin; None from the CLI)."""
+    before = {f: getattr(user, f) for f in EVENT_FIELDS}
     if role is not None:
         user.role = role
     if active is not None:
         user.active = active
         if not active:
             revoke_sessions(user.id)
+    _record_user_change(actor_id, user, before)
     db.session.commit()
     return user
 

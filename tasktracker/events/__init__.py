@@ -25,4 +25,17 @@ change), ``comment``/``attachment``/``team``/``invitation`` likewise.
 | member.added / member.role_changed / member.removed | no | yes | {user_id, role, changes?} |
 | invitation.created    | no      | yes     | {invitation, invitee_user_id (or null)}              |
 | invitation.accepted / invitation.declined | no | yes | {invitation, user_id}                        |
+| user.updated          | no      | no      | {user: {id, username, full_name}, changes}  (username, full_name, role or active changed: profile, admin, CLI) |
+| reminder.skipped      | no      | no      | {reminder_ids, task_ids} (reminders of done/trashed tasks marked sent, one per scan batch) |
+| data.seeded           | no      | no      | {tasks} or {users, teams}  (`flask seed` bulk inserts, one per batch) |
+
+The newest ``seq`` is also the *data version* of the task-list cache
+(:mod:`tasktracker.tasks.cache`): any write that can change what ``GET
+/api/tasks`` returns to anyone (a task's fields or reminders, a user shown as
+owner/assignee, a role, a team membership) must write an event. Writes without
+one, and why that is safe: registration (a new user owns and sees nothing yet),
+login/logout/refresh (sessions), ``last_seen_at``, notification read state,
+idempotency keys, ``events.dispatched_at``, ``tasks.overdue_notified_at`` (not
+part of a task's JSON). Unknown types are ignored by the fan-out (no
+notification, no Socket.IO message).
 """

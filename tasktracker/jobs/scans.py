@@ -67,9 +67,12 @@ def dispatch_due_reminders(now: datetime | None = None, *, batch: int | None = N
     (SELECT id ... ORDER BY remind_at LIMIT :batch [FOR UPDATE SKIP LOCKED])
     AND sent_at IS NULL RETURNING id, task_id, remind_at`` and one
     ``reminder.due {task, reminder_id, remind_at}`` event per claimed reminder.
-    Reminders of tasks that are done or in the trash are marked sent without an
-    event (nobody needs reminding of them; restoring a task does not replay
-    reminders whose time passed in the trash). Loops until nothing is due.
+    Reminders of tasks that are done or in the trash are marked sent without a
+    ``reminder.due`` (nobody needs reminding of them; restoring a task does not
+    replay reminders whose time passed in the trash); one ``reminder.skipped``
+    per batch records them (no notification; it moves the data version of the
+    task-list cache, since ``sent_at`` is part of a task's JSON). Loops until
+    nothing is due.
 
     Returns ``{"sent": events written, "skipped": claimed without event}``.
     """
@@ -93,15 +96,21 @@ def dispatch_due_reminders(now: datetime | None = None, *, batch: int | None = N
                 db.session.rollback()
                 break
             tasks = _load_tasks(r.task_id for r in rows)
+            quiet = []  # (reminder_id, task_id) claimed without a reminder.due
             for reminder_id, task_id, remind_at in sorted(rows, key=lambda r: (r.remind_at, r.id)):
                 task = tasks.get(task_id)
                 if task is None or task.deleted_at is not None or task.status == "done":
                     skipped += 1
+                    quiet.append((reminder_id, task_id))
                     continue
                 record_event("reminder.due", actor_id=None, task_id=task.id, team_id=task.team_id,
                              payload={"task": _task_payload(task), "reminder_id": reminder_id,
                                       "remind_at": _iso(remind_at)})
                 sent += 1
+            if quiet:  # their sent_at shows in the tasks' JSON: the data version must move
+                record_event("reminder.skipped", actor_id=None, payload={
+                    "reminder_ids": [r for r, _ in quiet],
+                    "task_ids": sorted({t for _, t in quiet})})
             db.session.commit()
         except BaseException:
             db.session.rollback()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from flask_jwt_extended import current_user
 from flask_restful import Resource
 
@@ -24,7 +24,6 @@ from tasktracker.tasks.models import Task
 from tasktracker.tasks.schemas import (
     TaskAssignSchema, TaskCreateSchema, TaskDeleteArgsSchema, TaskListArgsSchema, TaskPatchSchema,
     TaskReplaceSchema, TaskSearchArgsSchema, TaskStatusSchema, activity_schema, task_schema,
-    tasks_schema,
 )
 
 bp = Blueprint("tasks", __name__, url_prefix="/api")
@@ -64,6 +63,19 @@ def task_response(task: Task, status: int = 200, headers: dict | None = None):
     return task_schema.dump(task), status, {"ETag": f'"{task.version}"', **(headers or {})}
 
 
+def list_response(result: services.ListResult) -> Response:
+    """The HTTP response of :func:`services.task_page`: 200 with the JSON page, or
+    304 with no body (RFC 7232 §4.1: the ETag is sent again). Lists are per user:
+    ``Cache-Control: private, no-cache`` (shared caches must not store them;
+    clients revalidate with ``If-None-Match``)."""
+    headers = {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
+    if result.etag is not None:
+        headers["ETag"] = result.etag
+    if result.not_modified:
+        return Response(status=304, headers=headers)
+    return Response(result.body, status=200, mimetype="application/json", headers=headers)
+
+
 class TaskList(Resource):
     @auth_required
     def get(self):
@@ -78,15 +90,36 @@ class TaskList(Resource):
         parameters:
           - in: query
             schema: TaskListArgsSchema
+          - in: header
+            name: If-None-Match
+            required: false
+            description: >
+              An ETag of an earlier response of this URL (or a list of them, or *);
+              if the result would be the same, the answer is 304 without a body
+            schema: {type: string}
         responses:
-          200: {description: A page of tasks, content: {application/json: {schema: TaskPageSchema}}}
+          200:
+            description: A page of tasks
+            headers:
+              ETag:
+                description: >
+                  Strong tag of this result for the caller (absent when the query
+                  uses `overdue`, whose result depends on the clock); changes after
+                  any write that could change it
+                schema: {type: string}
+              Cache-Control: {description: '"private, no-cache"', schema: {type: string}}
+            content: {application/json: {schema: TaskPageSchema}}
+          304:
+            description: Not modified (If-None-Match named the current ETag); no body
+            headers:
+              ETag: {description: The current tag, schema: {type: string}}
           400: {$ref: "#/components/responses/BadRequest"}
           401: {$ref: "#/components/responses/Unauthorized"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
         args = load_args(TaskListArgsSchema())
-        query = services.list_query(current_user, args)
-        return paginate(query, args["page"], args["per_page"], tasks_schema.dump), 200
+        return list_response(services.task_page(
+            current_user, args, if_none_match=request.headers.get("If-None-Match")))
 
     @auth_required
     def post(self):
@@ -149,15 +182,36 @@ class TaskSearch(Resource):
         parameters:
           - in: query
             schema: TaskSearchArgsSchema
+          - in: header
+            name: If-None-Match
+            required: false
+            description: >
+              An ETag of an earlier response of this URL (or a list of them, or *);
+              if the result would be the same, the answer is 304 without a body
+            schema: {type: string}
         responses:
-          200: {description: A page of tasks, content: {application/json: {schema: TaskPageSchema}}}
+          200:
+            description: A page of tasks
+            headers:
+              ETag:
+                description: >
+                  Strong tag of this result for the caller (absent when the query
+                  uses `overdue`, whose result depends on the clock); changes after
+                  any write that could change it
+                schema: {type: string}
+              Cache-Control: {description: '"private, no-cache"', schema: {type: string}}
+            content: {application/json: {schema: TaskPageSchema}}
+          304:
+            description: Not modified (If-None-Match named the current ETag); no body
+            headers:
+              ETag: {description: The current tag, schema: {type: string}}
           400: {$ref: "#/components/responses/BadRequest"}
           401: {$ref: "#/components/responses/Unauthorized"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
         args = load_args(TaskSearchArgsSchema())
-        query = services.search_query(current_user, args)
-        return paginate(query, args["page"], args["per_page"], tasks_schema.dump), 200
+        return list_response(services.task_page(
+            current_user, args, search=True, if_none_match=request.headers.get("If-None-Match")))
 
 
 class TaskDetail(Resource):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -29,16 +30,18 @@ from sqlalchemy.orm.exc import StaleDataError
 from tasktracker.attachments.models import Attachment
 from tasktracker.auth.models import User
 from tasktracker.attachments import storage
+from tasktracker.core.pagination import paginate
 from tasktracker.core.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
 from tasktracker.core.fields import UTCDateTime as UTCDateTimeField
 from tasktracker.core.types import utcnow
 from tasktracker.events.services import diff, record_event, task_events_query
 from tasktracker.extensions import db
+from tasktracker.tasks import cache as list_cache
 from tasktracker.tasks.models import IdempotencyKey, Reminder, Task
 from tasktracker.tasks.permissions import (
     TEAM_MANAGER_ROLES, can_edit, can_manage, get_visible_task, team_role, visible_condition,
 )
-from tasktracker.tasks.schemas import task_schema
+from tasktracker.tasks.schemas import task_schema, tasks_schema
 from tasktracker.teams.models import TeamMember
 
 log = logging.getLogger(__name__)
@@ -303,6 +306,51 @@ def search_query(actor: User, args: dict) -> sa.Select:
         else_=3,
     )
     return filtered_query(actor, args).order_by(rank, Task.created_at.desc(), Task.id.desc())
+
+
+@dataclass
+class ListResult:
+    """A list response: ``body`` is the rendered JSON page (None when
+    ``not_modified``); ``etag`` its strong entity tag (None for uncacheable
+    queries, see :func:`task_page`)."""
+
+    etag: str | None
+    body: bytes | None
+    not_modified: bool = False
+    cache_hit: bool = False
+
+
+def task_page(actor: User, args: dict, *, search: bool = False,
+              if_none_match: str | None = None) -> ListResult:
+    """``GET /api/tasks`` (or ``/api/tasks/search``): one page, with conditional GET
+    and the read cache of :mod:`tasktracker.tasks.cache`.
+
+    The entity tag hashes (caller id, caller role, endpoint, loaded ``args``,
+    data version); ``if_none_match`` naming it gives ``not_modified`` without
+    running the list queries, a cached body for it is returned as is, and only
+    otherwise the count and page queries run (and the body is stored). Queries
+    with ``overdue`` depend on the clock, not only on the data: they get no tag
+    and are never cached.
+    """
+    endpoint = "search" if search else "list"
+
+    def render() -> bytes:
+        query = search_query(actor, args) if search else list_query(actor, args)
+        page = paginate(query, args["page"], args["per_page"], tasks_schema.dump)
+        return current_app.json.dumps(page).encode()
+
+    if "overdue" in args:
+        return ListResult(etag=None, body=render())
+    etag = list_cache.list_etag(actor.id, actor.role, endpoint, args, list_cache.data_version())
+    if list_cache.if_none_match_matches(if_none_match, etag):
+        return ListResult(etag=etag, body=None, not_modified=True)
+    store = list_cache.get_store()
+    body = store.get(etag)
+    if body is not None:
+        return ListResult(etag=etag, body=body, cache_hit=True)
+    body = render()
+    store.set(etag, body)
+    return ListResult(etag=etag, body=body)
 
 
 def activity_query(actor: User, task_id: int) -> sa.Select:
