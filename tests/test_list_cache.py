@@ -373,3 +373,25 @@ def test_unreachable_redis_still_answers(app, client, people):
         with broken.app_context():
             store = list_cache.get_store()
         assert isinstance(store, list_cache.RedisStore) and not store._available()
+
+
+def test_version_sees_an_event_committed_out_of_seq_order(app):
+    """PostgreSQL takes ``seq`` at INSERT: a transaction can commit seq N after N+1
+    is visible. The version read in between must differ from the one after."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: seq order is commit order")
+    slow = db.engine.connect()
+    try:
+        tx = slow.begin()
+        slow.execute(sa.insert(Event).values(type="test.slow", payload={}))  # takes seq 1, uncommitted
+        db.session.add(Event(type="test.fast", payload={}))  # seq 2, committed first
+        db.session.commit()
+        between = list_cache.data_version()
+        db.session.commit()
+        tx.commit()
+        after = list_cache.data_version()
+        assert between.split("/")[0] == after.split("/")[0]  # same newest event...
+        assert between != after  # ...but the in-progress writer is gone: a new version
+        assert list_cache.data_version() == after  # and stable once nothing is in flight
+    finally:
+        slow.close()
