@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -517,15 +518,14 @@ class PrivatePostgres:
     cluster. Needs root (to run as ``postgres``) and the server binaries; else skips
     (or fails under CI=true)."""
 
-    def __init__(self, base_dir: Path):
+    def __init__(self):
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if os.geteuid() != 0 or not bins or not shutil.which("runuser"):
             require_service("private PostgreSQL", "needs root, runuser and /usr/lib/postgresql/*/bin")
         self.bindir = Path(bins[-1]).parent
-        self.dir = base_dir / f"pg-{uuid.uuid4().hex[:6]}"
-        self.dir.mkdir(mode=0o700)
+        # directly under /tmp: pytest's tmp dirs (0700, root) are not reachable by postgres
+        self.dir = Path(tempfile.mkdtemp(prefix="tt-pg-"))
         shutil.chown(self.dir, "postgres", "postgres")
-        base_dir.chmod(0o755)  # postgres must reach its data dir
         self.port = free_port()
         self.log = self.dir / "server.log"
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"

@@ -128,9 +128,7 @@ def handle_db_unavailable(exc: DBAPIError):
     A ``DataError`` (a value the database cannot store: out of range, too long,
     bad encoding) comes from input the schemas let through: 422, not 500.
     """
-    from tasktracker.extensions import db
-
-    db.session.rollback()
+    _reset_session()
     if isinstance(exc, OperationalError) or exc.connection_invalidated:
         log.warning("database unavailable: %s", exc.__class__.__name__)
         return error_response(503, "database_unavailable", "The database is unavailable.",
@@ -140,6 +138,29 @@ def handle_db_unavailable(exc: DBAPIError):
         return error_response(422, "invalid_value", "A value is invalid or out of range.")
     log.exception("database error")
     return error_response(500, "internal_error", "Internal server error.")
+
+
+def _reset_session() -> None:
+    """Roll back and drop the request's session. A connection the database closed under
+    us fails even on ROLLBACK: that is logged and the connection discarded (the pool's
+    ``pool_pre_ping`` replaces it), never turned into an error of its own."""
+    from tasktracker.extensions import db
+
+    try:
+        db.session.remove()
+    except DBAPIError as exc:
+        log.warning("database connection lost while closing the session: %s", exc.__class__.__name__)
+        try:
+            db.session.remove()  # the broken connection is invalidated by now
+        except Exception:  # noqa: BLE001 - nothing more to release
+            log.debug("session already unusable", exc_info=True)
+
+
+def _teardown_session(_exc: BaseException | None) -> None:
+    """Runs before Flask-SQLAlchemy's own teardown (registered later, called first):
+    the database dying between a request's last query and its end must not turn an
+    answered request into gunicorn's HTML 500."""
+    _reset_session()
 
 
 def handle_unexpected(exc: Exception):
@@ -160,3 +181,4 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(DBAPIError, handle_db_unavailable)
     app.register_error_handler(Exception, handle_unexpected)
+    app.teardown_appcontext(_teardown_session)
