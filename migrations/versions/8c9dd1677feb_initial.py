@@ -1,8 +1,8 @@
 """initial
 
-Revision ID: a8affcb35474
+Revision ID: 8c9dd1677feb
 Revises: 
-Create Date: 2026-11-22 03:07:23.881596
+Create Date: 2026-11-22 04:54:26.919364
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'a8affcb35474'
+revision = '8c9dd1677feb'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -112,7 +112,8 @@ def upgrade():
     sa.ForeignKeyConstraint(['assignee_id'], ['users.id'], name=op.f('fk_tasks_assignee_id_users'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['owner_id'], ['users.id'], name=op.f('fk_tasks_owner_id_users')),
     sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_tasks_team_id_teams'), ondelete='SET NULL'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_tasks'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tasks')),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.create_index('ix_tasks_assignee_created', ['assignee_id', 'created_at'], unique=False)
