@@ -499,8 +499,11 @@ class TcpProxy:
 
 
 def _reset(s: socket.socket) -> None:
+    # shutdown() first: close() alone does not wake a thread blocked in recv() on the
+    # socket, and the peer would see nothing until then
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     try:

@@ -22,7 +22,7 @@ from tests.procs import (
     delete_redis_keys, migrated_database, skip_unless_postgres, wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]  # hard bound incl. setup/teardown
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from tests.procs import (
     migrated_database, skip_unless_postgres, wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]  # hard bound incl. setup/teardown
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_sigterm_gunicorn_completes_in_flight_requests_then_exits(stack, shared_
     registrations = [pool.submit(requests.post, f"{web.url}/api/auth/register", timeout=30,
                                  json={"username": n, "email": f"{n}@example.com",
                                        "password": "correct-horse-9"}) for n in names]
-    time.sleep(0.5)  # all accepted by the worker and being handled
+    time.sleep(0.3)  # all accepted by the worker and being handled
     assert not any(f.done() for f in registrations), "registrations were not slow enough to be in flight"
 
     web.send(signal.SIGTERM)  # to the gunicorn master: graceful shutdown
