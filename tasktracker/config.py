@@ -151,7 +151,7 @@ def validate_production(config: dict) -> None:
 
     Raises :class:`ConfigError` naming every problem: a default or short
     (< 32 chars) ``JWT_SECRET_KEY``, a SQLite ``DATABASE_URL``, a missing
-    ``CELERY_BROKER_URL``.
+    ``CELERY_BROKER_URL``, a ``CELERY_TASK_QUEUE`` equal to ``SOCKETIO_CHANNEL``.
     """
     problems = []
     secret = config.get("JWT_SECRET_KEY") or ""
@@ -161,5 +161,8 @@ def validate_production(config: dict) -> None:
         problems.append("DATABASE_URL must point at PostgreSQL in production, not SQLite")
     if not config.get("CELERY_BROKER_URL"):
         problems.append("CELERY_BROKER_URL (RabbitMQ) is required in production")
+    if config.get("CELERY_TASK_QUEUE") == config.get("SOCKETIO_CHANNEL"):
+        problems.append("CELERY_TASK_QUEUE and SOCKETIO_CHANNEL must differ (RabbitMQ refuses "
+                        "a queue and a fanout exchange of the same name)")
     if problems:
         raise ConfigError("Refusing to start in production: " + "; ".join(problems))
