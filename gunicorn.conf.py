@@ -48,3 +48,15 @@ if _control_socket:
     control_socket = _control_socket
 else:
     control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """Embedded mode: start the in-process reminder scheduler when the server boots,
+    so reminders fire even before the first request (no-op in Celery mode, where
+    the beat does the scans, and when ``SCHEDULER_ENABLED`` is off)."""
+    from flask import Flask
+
+    from tasktracker.jobs.setup import start_scheduler
+
+    if isinstance(worker.wsgi, Flask):
+        start_scheduler(worker.wsgi)
