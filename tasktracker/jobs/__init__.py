@@ -9,7 +9,8 @@ Three modes, chosen per app by :func:`jobs_mode`:
   ``celery_worker.py``; the beat runs the scans every ``SCAN_INTERVAL_SECONDS``.
 - ``thread`` (embedded default): jobs run on one in-process daemon worker
   thread (each in its own app context) and, when ``SCHEDULER_ENABLED``, a
-  scheduler thread started by the app's first request does the beat's scans
+  scheduler thread (started when gunicorn boots, see gunicorn.conf.py, or
+  else by the app's first request) does the beat's scans
   (:mod:`tasktracker.jobs.embedded`).
 - ``inline`` (``JOBS_INLINE``, the tests' default): the fan-out runs
   synchronously right after the commit, in a fresh app context. No threads.

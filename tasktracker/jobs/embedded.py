@@ -1,8 +1,8 @@
 """Embedded mode: jobs on an in-process daemon thread, the beat's scans on another.
 
 One :class:`InProcessRunner` per app (``app.extensions["tasktracker.jobs"]``).
-Threads start lazily (the worker on the first job, the scheduler with the
-app's first request, see :func:`tasktracker.jobs.setup.start_scheduler`) and
+Threads start lazily (the worker on the first job, the scheduler at server
+boot or the app's first request, see :func:`tasktracker.jobs.setup.start_scheduler`) and
 never at import time; after a
 ``fork`` they are restarted on first use in the child. Jobs lost when the
 process dies are not lost work: their events stay undispatched and the next

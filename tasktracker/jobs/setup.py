@@ -60,7 +60,8 @@ def init_jobs(app: Flask) -> None:
     """Called by ``create_app``: bind Celery (always: workers and beat import the app).
 
     In embedded mode with ``SCHEDULER_ENABLED``, the in-process scheduler thread
-    starts with the first request the app serves (:func:`start_scheduler`), so
+    starts when the server boots (gunicorn's ``post_worker_init`` hook) or else
+    with the first request the app serves (:func:`start_scheduler`), so
     ``flask`` CLI commands (``db upgrade``, ``seed``...) never run scans behind
     the command's back. Celery mode starts no thread: the beat does the scans.
     """
