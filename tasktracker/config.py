@@ -121,6 +121,13 @@ class ProductionConfig(Config):
     """Production: PostgreSQL, RabbitMQ, Redis; validated by :func:`validate_production`."""
 
     ENV = "production"
+    # PostgreSQL pool sized for gunicorn's threads: a pool smaller than the number of
+    # concurrent requests opens and closes a connection per request (bench/, py-spy).
+    SQLALCHEMY_ENGINE_OPTIONS = {
+        "pool_pre_ping": True,
+        "pool_size": _int("DB_POOL_SIZE", 20),
+        "max_overflow": _int("DB_MAX_OVERFLOW", 20),
+    }
     SCHEDULER_ENABLED = False  # the Celery beat process does the scans
     LOG_JSON = _bool("LOG_JSON", True)
 

@@ -50,8 +50,11 @@ def session_revoked(sid: str | None, user_id: object = None) -> bool:
     """
     if not sid or not isinstance(sid, str):
         return True
+    # Loading the User in the same statement puts it in the session's identity map,
+    # so the user lookup that follows (``db.session.get``) needs no second round trip.
     row = db.session.execute(
-        sa.select(AuthSession.revoked_at, AuthSession.user_id).where(AuthSession.id == sid)
+        sa.select(AuthSession.revoked_at, AuthSession.user_id, User)
+        .join(User, User.id == AuthSession.user_id).where(AuthSession.id == sid)
     ).first()
     if row is None or row.revoked_at is not None:
         return True
