@@ -79,7 +79,7 @@ def start_scheduler(app: Flask) -> bool:
     """Start the embedded scheduler thread of ``app`` if it is not running (cheap when
     it is); the scans run every ``SCAN_INTERVAL_SECONDS``. False in Celery mode
     (the beat does the scans) or when ``SCHEDULER_ENABLED`` is off."""
-    if jobs_mode(app) == "celery" or not app.config["SCHEDULER_ENABLED"]:
+    if jobs_mode(app) == "celery" or not app.config.get("SCHEDULER_ENABLED"):
         return False
     from tasktracker.jobs.embedded import get_runner
 
