@@ -167,6 +167,8 @@ def wrk(url: str, script: str, *, duration: int, conns: int = 16, threads: int =
     if line is None:
         raise RuntimeError(f"wrk gave no result: {out.stdout}\n{out.stderr}")
     r = json.loads(line[len("BENCH_JSON "):])
+    n5xx = next((l for l in out.stdout.splitlines() if l.startswith("BENCH_5XX ")), None)
+    r["n5xx"] = int(n5xx.split()[1]) if n5xx else None
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["p50_ms"], r["p99_ms"] = r["p50_us"] / 1000, r["p99_us"] / 1000
     r["errors"] = r["connect_errors"] + r["read_errors"] + r["write_errors"] + r["timeouts"] + r["non2xx"]
@@ -376,6 +378,22 @@ class Bench:
                  "met" if ok else "MISSED",
                  f"{api['requests']} tasks created, errors {api['errors']}, all dispatched {settled:.1f}s "
                  f"after the run, load {api['load']}")
+
+    def soak(self) -> None:
+        """60 s of 200 concurrent mixed clients (11 users; reads, writes, status changes,
+        notifications): zero 5xx expected. 4xx (e.g. 409 on an invalid transition,
+        404 on a task another user cannot see) are part of the mix."""
+        users = [self.alice, self.bob, self.carol, *self.members]
+        duration = 10 if self.args.quick else 60
+        env = {"BENCH_TOKENS": ",".join(u["token"] for u in users), "BENCH_MAX_TASK": "100"}
+        r = wrk(self.base, "soak.lua", duration=duration, conns=200, threads=2, env_extra=env)
+        ok = r["n5xx"] == 0 and r["connect_errors"] + r["read_errors"] + r["write_errors"] + r["timeouts"] == 0
+        self.results["soak"] = r
+        self.row(f"soak: 200 concurrent mixed clients, {duration} s", "zero 5xx",
+                 f"{r['requests']} requests, {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
+                 f"p99 {r['p99_ms']:.1f} ms; 5xx: {r['n5xx']}, 4xx: {r['non2xx'] - r['n5xx']}, "
+                 f"socket errors/timeouts: {r['connect_errors'] + r['read_errors'] + r['write_errors']}"
+                 f"/{r['timeouts']}", verdict="met" if ok else "MISSED", detail=f"load {r['load']}")
 
     def wait_dispatched(self, timeout: float) -> tuple[float, int]:
         t0 = time.monotonic()
@@ -694,7 +712,8 @@ class Bench:
         try:
             self.setup()
             self.seed()
-            steps = [self.list_reads, self.posts, self.socket_latency, self.fanout_1000, self.reminders]
+            steps = [self.list_reads, self.posts, self.socket_latency, self.fanout_1000, self.reminders,
+                     self.soak]
             for step in steps:
                 if self.args.only and step.__name__ not in self.args.only:
                     continue
@@ -788,7 +807,7 @@ def main() -> int:
     p.add_argument("--keep-db", action="store_true", help="keep the tt_bench_* database")
     p.add_argument("--scan-interval", type=float, default=10.0,
                    help="SCAN_INTERVAL_SECONDS of the beat (default 10; production default 60)")
-    p.add_argument("--only", nargs="*", help="steps to run: list_reads posts socket_latency fanout_1000 reminders")
+    p.add_argument("--only", nargs="*", help="steps to run: list_reads posts socket_latency fanout_1000 reminders soak")
     return Bench(p.parse_args()).run()
 
 
