@@ -239,6 +239,7 @@ def test_emits_resource_and_notification_events_to_the_right_rooms(client, auth,
     assert rooms == [f"user:{alice.id}"]
     listed = client.get("/api/notifications", headers=alice.headers).json["items"][0]
     assert note == listed and note["seq"] == data["seq"] and note["type"] == "task_updated"
+    assert note["actor_id"] == bob.id == note["actor"]["id"]
 
     realtime_calls.emits.clear()
     patch(client, alice, f"/api/tasks/{task['id']}/assign", {"assignee_id": None})

@@ -7,7 +7,7 @@ from tasktracker.extensions import db
 from tasktracker.notifications.models import Notification
 from tests.test_jobs_support import add_notification, api_task, notifications_for
 
-FIELDS = {"id", "type", "message", "task_id", "team_id", "actor", "data", "read_at", "created_at", "seq"}
+FIELDS = {"id", "type", "message", "task_id", "team_id", "actor", "actor_id", "data", "read_at", "created_at", "seq"}
 
 
 def test_list_newest_first_paginated_with_unread_count(client, auth):

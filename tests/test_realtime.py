@@ -251,8 +251,8 @@ def test_last_seq_replays_missed_notifications_in_order(auth, sio):
     assert [p["seq"] for _, p in got] == seqs[1:]
     assert [p["message"] for _, p in got] == ["update 1", "update 2", "update 3"]
     first = got[0][1]
-    assert {"id", "type", "message", "task_id", "team_id", "actor", "data", "read_at",
-            "created_at"} <= set(first)
+    assert {"id", "type", "message", "task_id", "team_id", "actor", "actor_id", "data", "read_at",
+            "created_at", "seq"} <= set(first)
     assert first["type"] == "task_updated" and first["created_at"].endswith("Z")
 
     assert events(sio(alice.access_token, last_seq=seqs[-1]), "notification:new") == []

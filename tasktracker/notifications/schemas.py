@@ -24,6 +24,8 @@ class NotificationSchema(Schema):
     task_id = fields.Integer(dump_only=True, allow_none=True)
     team_id = fields.Integer(dump_only=True, allow_none=True)
     actor = fields.Nested(UserRefSchema, dump_only=True, allow_none=True)
+    actor_id = fields.Integer(dump_only=True, allow_none=True, metadata={
+        "description": "id of the acting user (api-contract: every Socket.IO event carries actor_id)."})
     data = fields.Dict(dump_only=True, metadata={
         "description": "Type-specific details (task_title, changes, reminder_id, team_name...)."})
     read_at = UTCDateTime(dump_only=True, allow_none=True)
