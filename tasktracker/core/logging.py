@@ -4,11 +4,15 @@ each carrying the request id (``X-Request-ID``, generated when absent)."""
 from __future__ import annotations
 
 import json
+import re
 import logging
 import sys
 import uuid
 
 from flask import Flask, g, has_request_context, request
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,7 +45,9 @@ def configure_logging(app: Flask) -> None:
 
     @app.before_request
     def _request_id():
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        given = request.headers.get("X-Request-ID", "")
+        # a client's id is kept only if it is short and plain (1..128 of [A-Za-z0-9._-])
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     @app.after_request
     def _echo_request_id(response):
