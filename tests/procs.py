@@ -42,7 +42,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.1):
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1):
     """Poll ``predicate`` until truthy or ``timeout`` seconds; returns its last value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,41 +20,9 @@ from tasktracker import create_app
 from tasktracker.config import TestConfig
 from tasktracker.core.api import Api
 from tasktracker.extensions import db
+from tests.helpers import SECRET, assert_error, assert_no_leak, case
 
-SECRET = "s3cr3t-detail-/etc/passwd"
 DOWN_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/tasktracker_down"
-
-
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    """The contract's error shape, with ``status`` (and ``code`` when given), JSON, no traceback."""
-    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
-    assert response.mimetype == "application/json", response.mimetype
-    body = response.get_json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert re.fullmatch(r"[a-z][a-z0-9_]*", error["code"]), error
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], dict)
-    if code is not None:
-        assert error["code"] == code, error
-    assert_no_leak(response)
-    return error
-
-
-def assert_no_leak(response) -> None:
-    text = response.get_data(as_text=True)
-    for marker in ("Traceback", 'File "', "site-packages", SECRET, "<html", "<!doctype"):
-        assert marker.lower() not in text.lower(), (marker, text[:500])
-
-
-@contextmanager
-def case(label):
-    """Name the failing case of a loop in the assertion message."""
-    try:
-        yield
-    except AssertionError as exc:
-        raise AssertionError(f"[{label}] {exc}") from exc
 
 
 # --------------------------------------------------------------------------- HTTP-level errors

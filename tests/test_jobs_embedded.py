@@ -18,19 +18,10 @@ from tasktracker.jobs.embedded import get_runner
 from tasktracker.jobs.setup import celery_init_app, init_jobs
 from tasktracker.tasks.models import Reminder
 from tests.factories import TaskFactory, UserFactory
+from tests.procs import wait_for
 from tests.test_jobs_support import api_task, events_of, notifications_for
 
 DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1//"
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token, decode
 
 from tasktracker.auth.models import User
 from tasktracker.extensions import db
+from tests.helpers import case
 
 PROTECTED = [("get", "/api/auth/profile"), ("patch", "/api/auth/profile"), ("post", "/api/auth/logout"),
              ("get", "/api/users"), ("get", "/api/users/1"), ("patch", "/api/users/1")]
@@ -39,15 +40,6 @@ def assert_unauthorized(response, code: str | None = None) -> dict:
     text = response.get_data(as_text=True)
     assert "Traceback" not in text and "jwt." not in text.lower()
     return error
-
-
-@contextmanager
-def case(label):
-    """Name the failing case of a loop in the assertion message."""
-    try:
-        yield
-    except AssertionError as exc:
-        raise AssertionError(f"[{label}] {exc}") from exc
 
 
 def b64url(data: bytes) -> str:

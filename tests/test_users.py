@@ -10,39 +10,8 @@ from contextlib import contextmanager
 
 from tasktracker.auth.models import User
 from tasktracker.extensions import db
+from tests.helpers import USER_KEYS, assert_error, bearer, case
 from tests.factories import PASSWORD, TeamFactory, UserFactory, add_member
-
-USER_KEYS = {"id", "username", "email", "full_name", "role", "timezone", "active", "created_at"}
-
-
-def assert_error(response, status: int, code: str | None = None) -> dict:
-    """The contract's error shape, with ``status`` (and ``code`` when given)."""
-    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
-    body = response.get_json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert re.fullmatch(r"[a-z][a-z0-9_]*", error["code"]), error
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], dict)
-    if code is not None:
-        assert error["code"] == code, error
-    assert "Traceback" not in response.get_data(as_text=True)
-    return error
-
-
-@contextmanager
-def case(label):
-    """Name the failing case of a loop in the assertion message."""
-    try:
-        yield
-    except AssertionError as exc:
-        raise AssertionError(f"[{label}] {exc}") from exc
-
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
-
 
 def db_user(user_id: int) -> User:
     db.session.expire_all()

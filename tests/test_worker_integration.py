@@ -32,6 +32,7 @@ from tasktracker.notifications.models import Notification
 from tasktracker.tasks.models import Reminder, Task
 from tests.conftest import RABBITMQ_URL, require_service
 from tests.factories import UserFactory
+from tests.procs import wait_for
 from tests.test_jobs_support import api_task, events_of, notifications_for
 
 pytestmark = pytest.mark.integration
@@ -39,16 +40,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).parent / "celery")
 DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1//"
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def scalar(query):

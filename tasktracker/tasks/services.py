@@ -141,18 +141,20 @@ def _replace_unsent_reminders(task: Task, times: list[datetime]) -> None:
     task.reminders = sorted(kept + [Reminder(remind_at=t) for t in wanted], key=lambda r: r.remind_at)
 
 
-def _flush_or_conflict(if_match: list[int] | None) -> None:
-    """Flush; a concurrent writer (``StaleDataError``) gives 412 if the client sent
-    ``If-Match``, else 409 ``concurrent_update``. Nothing is written in either case."""
+def _write(if_match: list[int] | None, *, commit: bool = False) -> None:
+    """Flush (or commit) the task change. A concurrent writer (``StaleDataError``)
+    gives 412 if the client sent ``If-Match``, else 409 ``concurrent_update``; a
+    row deleted meanwhile (``IntegrityError``, e.g. the new team or assignee) gives
+    409. Nothing is written in any of these cases."""
     try:
-        db.session.flush()
+        db.session.commit() if commit else db.session.flush()
     except StaleDataError:
         db.session.rollback()
         if if_match is not None:
             raise PreconditionFailed("The task was changed by someone else (If-Match).")
         raise Conflict("The task was changed by someone else; reload it and retry.",
                        code="concurrent_update")
-    except sa.exc.IntegrityError:  # e.g. the new team or assignee was deleted meanwhile
+    except sa.exc.IntegrityError:
         db.session.rollback()
         raise Conflict("A concurrent change prevented this update; reload and retry.",
                        code="concurrent_update")
@@ -161,17 +163,6 @@ def _flush_or_conflict(if_match: list[int] | None) -> None:
 def _record(type_: str, actor: User, task: Task, **payload) -> None:
     record_event(type_, actor_id=actor.id, task_id=task.id, team_id=task.team_id,
                  payload={"task": task_schema.dump(task), **payload})
-
-
-def _commit(if_match: list[int] | None) -> None:
-    try:
-        db.session.commit()
-    except StaleDataError:
-        db.session.rollback()
-        if if_match is not None:
-            raise PreconditionFailed("The task was changed by someone else (If-Match).")
-        raise Conflict("The task was changed by someone else; reload it and retry.",
-                       code="concurrent_update")
 
 
 def _editable_task(actor: User, task_id: int) -> Task:
@@ -511,7 +502,7 @@ def update_task(actor: User, task_id: int, data: dict, *, if_match: list[int] | 
     task.updated_at = now
     if "due_at" in changes and (task.due_at is None or task.due_at > now):
         task.overdue_notified_at = None  # a new deadline earns a new overdue notice
-    _flush_or_conflict(if_match)
+    _write(if_match)
     plain = {k: v for k, v in changes.items() if k in PLAIN_FIELDS or k == "reminders"}
     if plain:
         _record("task.updated", actor, task, changes=plain)
@@ -519,7 +510,7 @@ def update_task(actor: User, task_id: int, data: dict, *, if_match: list[int] | 
         _record("task.status_changed", actor, task, changes={"status": changes["status"]})
     if "assignee_id" in changes:
         _record("task.assigned", actor, task, changes={"assignee_id": changes["assignee_id"]})
-    _commit(if_match)
+    _write(if_match, commit=True)
     return task
 
 
@@ -536,9 +527,9 @@ def change_status(actor: User, task_id: int, status: str, *,
     now = utcnow()
     _set_status(task, status, now)
     task.updated_at = now
-    _flush_or_conflict(if_match)
+    _write(if_match)
     _record("task.status_changed", actor, task, changes={"status": [old, status]})
-    _commit(if_match)
+    _write(if_match, commit=True)
     return task
 
 
@@ -560,9 +551,9 @@ def assign_task(actor: User, task_id: int, assignee_id: int | None, *,
     task.assignee = assignee
     task.assignee_id = assignee_id
     task.updated_at = utcnow()
-    _flush_or_conflict(if_match)
+    _write(if_match)
     _record("task.assigned", actor, task, changes={"assignee_id": [old, assignee_id]})
-    _commit(if_match)
+    _write(if_match, commit=True)
     return task
 
 
@@ -580,9 +571,9 @@ def soft_delete_task(actor: User, task_id: int, *, if_match: list[int] | None = 
     now = utcnow()
     task.deleted_at = now
     task.updated_at = now
-    _flush_or_conflict(if_match)
+    _write(if_match)
     _record("task.deleted", actor, task)
-    _commit(if_match)
+    _write(if_match, commit=True)
 
 
 def _trashed_task(actor: User, task_id: int) -> Task:
@@ -610,9 +601,9 @@ def restore_task(actor: User, task_id: int) -> Task:
         raise Conflict("The task is not deleted.", code="not_deleted")
     task.deleted_at = None
     task.updated_at = utcnow()
-    _flush_or_conflict(None)
+    _write(None)
     _record("task.restored", actor, task)
-    _commit(None)
+    _write(None, commit=True)
     return task
 
 
@@ -633,6 +624,6 @@ def purge_task(actor: User, task_id: int) -> None:
                  payload={"task_id": task.id, "title": task.title, "owner_id": task.owner_id,
                           "assignee_id": task.assignee_id})
     db.session.delete(task)
-    _flush_or_conflict(None)
-    _commit(None)
+    _write(None)
+    _write(None, commit=True)
     storage.delete_files(stored_names)
