@@ -12,6 +12,8 @@ from tasktracker.auth.models import User
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Reminder, Task
+from tasktracker.tasks.schemas import task_schema
+from tests.factories import add_member
 from tests.test_tasks_support import (  # noqa: F401 - fixtures
     alice, create_task, error_code, orm_user, people, team_setup,
 )
@@ -243,10 +245,47 @@ def test_list_uses_a_bounded_number_of_queries(client, people):
     assert len(body_small["items"]) == 5 and len(body_large["items"]) == 100
     assert all(len(t["reminders"]) == 2 and t["assignee"] is not None for t in body_large["items"])
     assert large == small
-    # auth (user + session) + count + page (owner/assignee joined) + reminders (selectin)
-    assert large <= 6, large
+    # auth (session joined with its user) + data version (ETag) + count
+    # + page (owner/assignee joined) + reminders
+    assert large == 5, large
     search, body = _statements(client, "/api/tasks/search?q=t&per_page=100", people.owner.headers)
     assert len(body["items"]) == 100 and search == large
+
+
+def test_list_items_are_the_task_bodies(client, people, team_setup):
+    """The list endpoints build items from plain rows (services.page_items): each
+    must equal the task's own body (TaskSchema), whatever fields are set."""
+    me, t = people.owner, team_setup
+    add_member(t.team, orm_user(me))
+    orm_user(people.assignee).full_name = "Ada Assignee"
+    db.session.commit()
+    later = utcnow() + timedelta(days=3)
+    plain = create_task(client, me, title="plain")
+    full = create_task(client, me, title="full", description="with everything",
+                       priority="urgent", due_at="2030-01-02T03:04:05.678901+02:00",
+                       assignee_id=people.assignee.id,
+                       reminders=[(later + timedelta(hours=1)).isoformat(), later.isoformat()])
+    team = create_task(client, t.team_owner, title="team", team_id=t.team.id, assignee_id=me.id)
+    done = create_task(client, me, title="done")
+    assert client.patch(f"/api/tasks/{done['id']}/status", json={"status": "done"},
+                        headers=me.headers).status_code == 200
+    db.session.execute(sa.update(Reminder).where(Reminder.task_id == full["id"])
+                       .where(Reminder.remind_at == later).values(sent_at=utcnow()))
+    db.session.commit()
+    ids = [done["id"], team["id"], full["id"], plain["id"]]
+    bodies = [client.get(f"/api/tasks/{i}", headers=me.headers).json for i in ids]
+    assert bodies[2]["reminders"][0]["sent_at"] is not None and bodies[2]["assignee"]["full_name"]
+    listed = client.get("/api/tasks?per_page=100", headers=me.headers).json["items"]
+    assert listed == bodies
+    found = client.get("/api/tasks/search?q=e&per_page=100", headers=me.headers).json["items"]
+    assert sorted(found, key=lambda b: b["id"]) == sorted(
+        [b for b in bodies if "e" in b["title"] + b["description"]], key=lambda b: b["id"])
+    # the trash lists deleted tasks the same way (deleted_at set)
+    assert client.delete(f"/api/tasks/{full['id']}", headers=me.headers).status_code == 204
+    trashed = client.get("/api/tasks?deleted=only", headers=me.headers).json["items"]
+    db.session.expire_all()
+    assert trashed == [task_schema.dump(db.session.get(Task, full["id"]))]
+    assert trashed[0]["deleted_at"].endswith("Z")
 
 
 # --------------------------------------------------------------------------- OpenAPI

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, g
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, decode_token
 
 from tasktracker.auth.models import AuthSession, User
@@ -42,23 +42,30 @@ def access_expires_in() -> int:
     return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
 
 
-def session_revoked(sid: str | None, user_id: object = None) -> bool:
-    """True if the session is unknown or revoked (the blocklist check).
+def session_user(sid: str | None, user_id: object = None) -> User | None:
+    """The user of a live login session (the blocklist check), or None.
 
-    With ``user_id`` (a token's ``sub``), a session of another user also counts
-    as revoked: a token's ``sid`` and ``sub`` must belong together.
+    None when ``sid`` is unknown or revoked, or when ``user_id`` (a token's
+    ``sub``) names another user: a token's ``sid`` and ``sub`` must belong
+    together. One round trip: the session row joined with its user. Whether the
+    user is active is the caller's check.
     """
     if not sid or not isinstance(sid, str):
-        return True
-    # Loading the User in the same statement puts it in the session's identity map,
-    # so the user lookup that follows (``db.session.get``) needs no second round trip.
+        return None
     row = db.session.execute(
-        sa.select(AuthSession.revoked_at, AuthSession.user_id, User)
+        sa.select(AuthSession.revoked_at, User)
         .join(User, User.id == AuthSession.user_id).where(AuthSession.id == sid)
     ).first()
     if row is None or row.revoked_at is not None:
-        return True
-    return user_id is not None and str(row.user_id) != str(user_id)
+        return None
+    if user_id is not None and str(row.User.id) != str(user_id):
+        return None
+    return row.User
+
+
+def session_revoked(sid: str | None, user_id: object = None) -> bool:
+    """True if the session is unknown, revoked or not ``user_id``'s (see :func:`session_user`)."""
+    return session_user(sid, user_id) is None
 
 
 def revoke_sessions(user_id: int, *, only: str | None = None, keep: str | None = None) -> int:
@@ -86,9 +93,10 @@ def user_from_access_token(token: str) -> User | None:
         claims = decode_token(token)
     except Exception:  # noqa: BLE001 - any decoding failure means "invalid token"
         return None
-    if claims.get("type") != "access" or session_revoked(claims.get("sid"), claims.get("sub")):
+    if claims.get("type") != "access":
         return None
-    return _active_user(claims.get("sub"))
+    user = session_user(claims.get("sid"), claims.get("sub"))
+    return user if user is not None and user.active else None
 
 
 def _active_user(sub: object) -> User | None:
@@ -106,13 +114,21 @@ def _unauthorized(message: str, code: str = "invalid_token"):
 def register_jwt_callbacks(jwt: JWTManager) -> None:
     """Wire Flask-JWT-Extended so every token failure is a 401 in the contract's shape."""
 
-    @jwt.user_lookup_loader
-    def _load_user(_header, payload):
-        return _active_user(payload.get("sub"))
-
+    # Flask-JWT-Extended checks the blocklist first, then loads the user: the
+    # blocklist query loads the user too and hands it over in ``g`` (one round
+    # trip per authenticated request; the session's identity map holds objects
+    # only weakly, so the reference must be kept).
     @jwt.token_in_blocklist_loader
     def _in_blocklist(_header, payload):
-        return session_revoked(payload.get("sid"), payload.get("sub"))
+        g.token_user = session_user(payload.get("sid"), payload.get("sub"))
+        return g.token_user is None
+
+    @jwt.user_lookup_loader
+    def _load_user(_header, payload):
+        user = g.pop("token_user", None)
+        if user is None:
+            return _active_user(payload.get("sub"))
+        return user if user.active else None
 
     jwt.unauthorized_loader(lambda reason: _unauthorized("Missing or malformed Authorization header.", "missing_token"))
     jwt.invalid_token_loader(lambda reason: _unauthorized("Invalid token."))

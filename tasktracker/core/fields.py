@@ -7,6 +7,14 @@ from datetime import datetime, timezone
 from marshmallow import fields
 
 
+def iso_utc(value: datetime | None) -> str | None:
+    """An aware time as the API writes it: UTC, ISO 8601, ``Z`` suffix
+    (``2026-12-01T08:00:00Z``); None stays None (api-contract.md, "Times")."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 class UTCDateTime(fields.AwareDateTime):
     """ISO 8601 time (api-contract.md, "Times").
 
@@ -25,6 +33,4 @@ class UTCDateTime(fields.AwareDateTime):
             raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from exc
 
     def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return iso_utc(value)

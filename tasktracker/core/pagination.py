@@ -22,16 +22,19 @@ class PageArgsSchema(Schema):
     per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_PER_PAGE))
 
 
-def paginate(query: sa.Select, page: int, per_page: int, dump) -> dict:
+def paginate(query: sa.Select, page: int, per_page: int, dump=None, *, fetch=None) -> dict:
     """Run ``query`` for one page and count the total.
 
     ``dump`` turns the list of rows into JSON-ready items (a schema's ``dump``
-    with ``many=True``). Returns ``{"items", "page", "per_page", "total", "pages"}``.
+    with ``many=True``); or ``fetch`` takes the page's statement (``query`` with
+    limit and offset) and returns the items itself. Returns ``{"items", "page",
+    "per_page", "total", "pages"}``.
     """
     total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery()))
-    rows = db.session.scalars(query.limit(per_page).offset((page - 1) * per_page)).all()
+    page_query = query.limit(per_page).offset((page - 1) * per_page)
+    items = fetch(page_query) if fetch else dump(db.session.scalars(page_query).all())
     return {
-        "items": dump(rows),
+        "items": items,
         "page": page,
         "per_page": per_page,
         "total": total,
