@@ -30,6 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from tasktracker.attachments.models import Attachment
 from tasktracker.auth.models import User
 from tasktracker.attachments import storage
+from tasktracker.core.db import commit_keeping_loaded
 from tasktracker.core.pagination import paginate
 from tasktracker.core.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
 from tasktracker.core.fields import UTCDateTime as UTCDateTimeField
@@ -145,9 +146,10 @@ def _write(if_match: list[int] | None, *, commit: bool = False) -> None:
     """Flush (or commit) the task change. A concurrent writer (``StaleDataError``)
     gives 412 if the client sent ``If-Match``, else 409 ``concurrent_update``; a
     row deleted meanwhile (``IntegrityError``, e.g. the new team or assignee) gives
-    409. Nothing is written in any of these cases."""
+    409. Nothing is written in any of these cases. The commit keeps the task
+    loaded: the response renders what was just written."""
     try:
-        db.session.commit() if commit else db.session.flush()
+        commit_keeping_loaded() if commit else db.session.flush()
     except StaleDataError:
         db.session.rollback()
         if if_match is not None:
@@ -474,7 +476,7 @@ def create_task(actor: User, data: dict, *, idempotency_key: str | None = None,
         if record is not None:
             record.task_id = task.id
         _record("task.created", actor, task)
-        db.session.commit()
+        commit_keeping_loaded()
     except sa.exc.IntegrityError:  # e.g. the team or assignee vanished meanwhile
         db.session.rollback()
         if idempotency_key is None:
