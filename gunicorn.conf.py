@@ -2,23 +2,62 @@
 
     gunicorn -c gunicorn.conf.py wsgi:app
 
-* One worker per process: a Socket.IO session lives in the process that accepted
-  it. Scale out with more processes/containers sharing ``SOCKETIO_MESSAGE_QUEUE``
-  (and sticky sessions for long-polling clients), not with ``workers``.
+* ``GUNICORN_WORKERS`` worker processes (default 1). A Socket.IO session lives in
+  the process that accepted it and gunicorn hands connections to its workers
+  without stickiness, so several workers need (checked when the server starts,
+  see :func:`nworkers_changed`): ``SOCKETIO_TRANSPORTS=websocket`` (one TCP
+  connection per session; Engine.IO long-polling makes several requests per
+  session, which would land on different workers), ``SOCKETIO_MESSAGE_QUEUE``
+  (events reach the connections of every worker) and no in-process scheduler
+  (``CELERY_BROKER_URL`` set, or ``SCHEDULER_ENABLED=false``: it would run in every
+  worker). ``REDIS_URL`` keeps presence right across workers. Long-polling clients:
+  more single-worker processes behind a proxy with sticky sessions instead.
 * The worker class follows ``SOCKETIO_ASYNC_MODE``: ``threading`` (the default)
   uses ``gthread`` and websockets run on simple-websocket, one thread per open
-  websocket, so ``GUNICORN_THREADS`` bounds concurrent connections + requests;
-  ``gevent`` uses the gevent worker (greenlets; needs the gevent package).
+  websocket, so ``GUNICORN_THREADS`` bounds concurrent connections + requests
+  per worker; ``gevent`` uses the gevent worker (greenlets; needs the gevent package).
 * ``HOST``/``PORT`` choose the bind address (default ``127.0.0.1:8000``; the
   container sets ``HOST=0.0.0.0``). Access and error logs go to stdout/stderr.
+* The app's settings are read with ``tasktracker/config.py`` itself (the ``.env``
+  file included), loaded on its own: the master imports neither Flask nor the app
+  (the gevent worker monkey-patches only after the fork).
 """
 
+import importlib.util
 import os
+from pathlib import Path
 
-_async_mode = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
+
+def _load_app_settings():
+    """``tasktracker/config.py`` as a standalone module (not ``tasktracker.config``,
+    whose package would import Flask and the extensions into the master)."""
+    path = Path(__file__).resolve().parent / "tasktracker" / "config.py"
+    spec = importlib.util.spec_from_file_location("_tasktracker_settings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _positive_int(name: str, default: str) -> int:
+    """The environment setting ``name`` as an integer >= 1; ``ValueError`` otherwise."""
+    value = os.environ.get(name, default)
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
+    return number
+
+
+_settings = _load_app_settings()  # also loads .env, as the app does
+_app_config = (_settings.ProductionConfig if os.environ.get("TASKTRACKER_ENV") == "production"
+               else _settings.Config)
+_transports = _settings.socketio_transports(_app_config.SOCKETIO_TRANSPORTS)  # ValueError if bad
+_async_mode = _app_config.SOCKETIO_ASYNC_MODE
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-workers = 1
+workers = _positive_int("GUNICORN_WORKERS", "1")
 if _async_mode == "gevent":
     worker_class = "gevent"
     worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
@@ -50,10 +89,60 @@ else:
     control_socket_disable = True
 
 
+def multiworker_problems(count: int) -> list[str]:
+    """Why ``count`` workers in one server would misbehave with these settings: one
+    sentence per problem naming the setting to change; ``[]`` when ``count`` is 1
+    or the settings allow it."""
+    if count <= 1:
+        return []
+    problems = []
+    if "polling" in _transports:
+        problems.append("set SOCKETIO_TRANSPORTS=websocket (Engine.IO long-polling sends "
+                        "several requests per session and gunicorn spreads them over its "
+                        "workers, which know only their own sessions)")
+    if not _app_config.SOCKETIO_MESSAGE_QUEUE:
+        problems.append("set SOCKETIO_MESSAGE_QUEUE (amqp://... or redis://..., as for several "
+                        "processes) so that events reach the connections of every worker")
+    if not _app_config.CELERY_BROKER_URL and _app_config.SCHEDULER_ENABLED:
+        problems.append("set CELERY_BROKER_URL (the Celery beat runs the scans) or "
+                        "SCHEDULER_ENABLED=false: the in-process scheduler would run in every worker")
+    return problems
+
+
+def nworkers_changed(server, new_value, old_value):
+    """gunicorn hook, called when the worker count is set: at start-up (``old_value``
+    None: ``GUNICORN_WORKERS``, or ``-w``/``--workers`` which override it), on a
+    config reload and on ``SIGTTIN``. More than one worker with settings that do not
+    allow it (:func:`multiworker_problems`): at start-up raises ``RuntimeError``
+    (gunicorn prints ``Error: <message>`` and exits with status 1, before binding);
+    later, logs the message and goes back to one worker (the settings that refuse
+    more than one never allowed more before)."""
+    problems = multiworker_problems(new_value)
+    if not problems:
+        if new_value > 1 and not _app_config.REDIS_URL:
+            server.log.warning("%s workers without REDIS_URL: presence is tracked per worker",
+                               new_value)
+        if (new_value > 1 and _app_config.RATELIMIT_ENABLED
+                and _app_config.RATELIMIT_STORAGE_URI.startswith("memory://")):
+            server.log.warning("%s workers with RATELIMIT_STORAGE_URI=memory://: each worker "
+                               "counts its own login attempts", new_value)
+        return
+    message = (f"refusing to run {new_value} gunicorn workers (GUNICORN_WORKERS or -w): "
+               + "; ".join(problems)
+               + ". Or keep GUNICORN_WORKERS=1 and run more processes (README, "
+               "\"Several workers per host\").")
+    if old_value is None:
+        raise RuntimeError(message)
+    server.log.error(message)
+    server.num_workers = 1  # calls this hook again, with a count always allowed
+
+
 def post_worker_init(worker):
     """Embedded mode: start the in-process reminder scheduler when the server boots,
     so reminders fire even before the first request (no-op in Celery mode, where
-    the beat does the scans, and when ``SCHEDULER_ENABLED`` is off)."""
+    the beat does the scans, and when ``SCHEDULER_ENABLED`` is off). It runs once
+    per worker, so :func:`nworkers_changed` never lets a server with the scheduler
+    on have more than one worker."""
     from flask import Flask
 
     from tasktracker.jobs.setup import start_scheduler

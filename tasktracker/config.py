@@ -69,6 +69,9 @@ class Config:
     CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
     SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE", "")
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
+    # Engine.IO transports accepted (comma list, see socketio_transports): "websocket"
+    # alone lets one host run several gunicorn workers (gunicorn.conf.py, GUNICORN_WORKERS).
+    SOCKETIO_TRANSPORTS = os.environ.get("SOCKETIO_TRANSPORTS", "polling,websocket")
     REDIS_URL = os.environ.get("REDIS_URL", "")
     # Socket.IO (tasktracker/realtime): the pub/sub channel (kombu exchange / Redis channel)
     # shared by every server and emitter of one deployment; presence keys in Redis and
@@ -100,6 +103,28 @@ class Config:
     IDEMPOTENCY_TTL = timedelta(hours=24)
     INVITATION_TTL = timedelta(days=7)
     LOG_JSON = _bool("LOG_JSON", False)
+
+
+SOCKETIO_TRANSPORT_CHOICES = ("polling", "websocket")
+
+
+def socketio_transports(value: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``SOCKETIO_TRANSPORTS`` as python-engineio's ``transports=`` list.
+
+    ``value`` is the setting: a comma-separated string (``"polling,websocket"``,
+    ``"websocket"``; spaces and case ignored) or a list of names. Returns the names
+    in order without duplicates. Raises ``ValueError`` when it is empty or names
+    anything but ``polling`` and ``websocket`` (python-engineio would silently drop
+    an unknown name).
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    unknown = [name for name in names if name not in SOCKETIO_TRANSPORT_CHOICES]
+    if unknown or not names:
+        raise ValueError(f"SOCKETIO_TRANSPORTS must be a comma-separated list of "
+                         f"{' and '.join(SOCKETIO_TRANSPORT_CHOICES)} (e.g. 'websocket' or "
+                         f"'polling,websocket'), not {value!r}")
+    return list(dict.fromkeys(names))
 
 
 def celery_settings(broker_url: str) -> dict:

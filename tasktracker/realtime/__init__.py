@@ -38,8 +38,13 @@ def init_socketio(app: Flask) -> None:
       always passed explicitly, so re-initialising the shared ``socketio`` object
       for another app never inherits a previous queue.
     - CORS: ``CORS_ORIGINS`` when set, else same origin only.
+    - Engine.IO ``transports`` from ``SOCKETIO_TRANSPORTS`` (``polling`` and/or
+      ``websocket``; anything else raises ``ValueError``). A transport left out is
+      refused with a 400 ("Invalid transport"). Always passed, so a previous app's
+      choice is never inherited either.
     - presence in Redis (``REDIS_URL``) or in memory.
     """
+    from tasktracker.config import socketio_transports
     from tasktracker.realtime import handlers  # noqa: F401 - registers handlers before init_app
     from tasktracker.realtime import emitter, queue
     from tasktracker.realtime.presence import MemoryPresence, RedisPresence
@@ -47,6 +52,7 @@ def init_socketio(app: Flask) -> None:
     async_mode = app.config["SOCKETIO_ASYNC_MODE"]
     if async_mode not in ASYNC_MODES:
         raise ValueError(f"SOCKETIO_ASYNC_MODE must be one of {ASYNC_MODES}, not {async_mode!r}")
+    transports = socketio_transports(app.config["SOCKETIO_TRANSPORTS"])
     url = app.config["SOCKETIO_MESSAGE_QUEUE"] or None
     channel = app.config["SOCKETIO_CHANNEL"]
     if url:
@@ -54,7 +60,7 @@ def init_socketio(app: Flask) -> None:
         manager.control_handler = emitter.control_handler(app)
     else:
         manager = _socketio.Manager()
-    socketio.init_app(app, async_mode=async_mode, client_manager=manager,
+    socketio.init_app(app, async_mode=async_mode, client_manager=manager, transports=transports,
                       cors_allowed_origins=app.config["CORS_ORIGINS"] or None)
 
     if app.config["REDIS_URL"]:
