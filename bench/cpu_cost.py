@@ -1,17 +1,18 @@
 """CPU time per request, in process: what one request costs the web process in
 Python, whatever else the (shared, noisy) machine is doing.
 
-    .venv/bin/python bench/cpu_cost.py [--n 400] [--profile list_hit]
+    .venv/bin/python bench/cpu_cost.py [--n 1000] [--rounds 5] [--profile list_hit [--pyinstrument]]
 
 Builds the production app (``ProductionConfig``) on a fresh PostgreSQL database
 with Redis (list cache) and no broker traffic, seeds one user with 100 tasks,
 and drives it with Flask's test client (WSGI, no sockets, no gunicorn) beside
 the bare route of ``bench/bare_app.py``. For each request kind it prints the
-process CPU time per request (``time.process_time``, ms) and the wall time.
+process CPU time per request (``time.process_time``, ms) and the wall time, in
+rounds that interleave the kinds (min and median over rounds).
 ``--profile KIND`` prints the top functions of that kind under cProfile.
 
 Kinds: ``bare`` (GET /bare), ``list_miss`` (GET /api/tasks?per_page=100 with the
-read cache empty: a new data version each time), ``list_hit`` (same, cached
+read cache's store switched off: rendered every time), ``list_hit`` (same, cached
 body), ``list_304`` (same with If-None-Match), ``post`` (POST /api/tasks).
 """
 
@@ -22,6 +23,7 @@ import cProfile
 import io
 import os
 import pstats
+import statistics
 import secrets
 import sys
 import time
@@ -67,7 +69,8 @@ def build(dbname: str):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=400, help="requests per kind")
+    p.add_argument("--n", type=int, default=1000, help="requests per kind (over all rounds)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds interleaving the kinds")
     p.add_argument("--profile", help="cProfile this kind and print its top functions")
     p.add_argument("--pyinstrument", action="store_true", help="profile with pyinstrument (sampling)")
     args = p.parse_args()
@@ -108,53 +111,70 @@ def run(dbname: str, args) -> int:
                            headers=auth).status_code == 201
 
     url = "/api/tasks?per_page=100"
-    etag = client.get(url, headers=auth).headers["ETag"]
+    etag = {"value": ""}  # the current ETag (POSTs change it), taken before each list_304 batch
     kinds = {
         "bare": lambda: bare_client.get("/bare"),
         "list_miss": lambda: client.get(url, headers=auth),
         "list_hit": lambda: client.get(url, headers=auth),
-        "list_304": lambda: client.get(url, headers={**auth, "If-None-Match": etag}),
+        "list_304": lambda: client.get(url, headers={**auth, "If-None-Match": etag["value"]}),
         "post": lambda: client.post("/api/tasks", json={"title": "Bench", "priority": "low"}, headers=auth),
     }
     expected = {"bare": 200, "list_miss": 200, "list_hit": 200, "list_304": 304, "post": 201}
 
     from tasktracker.tasks import cache as list_cache
 
-    def timed(kind: str):
+    def timed(kind: str, n: int, profile: bool = False) -> tuple[float, float]:
+        """(CPU ms, wall ms) per request of ``n`` requests of ``kind``."""
         fn = kinds[kind]
-        store = None
         if kind == "list_miss":  # the same request with the read cache's store switched off
             with app.app_context():
-                store = app.extensions.get(list_cache._EXTENSION_KEY)
-                app.extensions[list_cache._EXTENSION_KEY] = list_cache.NullStore()
+                store = list_cache.get_store()
+            app.extensions[list_cache._EXTENSION_KEY] = list_cache.NullStore()
+        if kind == "list_304":
+            etag["value"] = client.get(url, headers=auth).headers["ETag"]
+        prof = None
+        if profile:
+            prof = Profiler(interval=0.0002) if args.pyinstrument else cProfile.Profile()
         try:
-            for _ in range(20):  # warm up
+            for _ in range(10):  # warm up
                 assert fn().status_code == expected[kind]
-            prof = None
-            if args.profile == kind:
-                prof = Profiler(interval=0.0002) if args.pyinstrument else cProfile.Profile()
             c0, w0 = time.process_time(), time.perf_counter()
             if prof:
                 prof.start() if args.pyinstrument else prof.enable()
-            for _ in range(args.n):
+            for _ in range(n):
                 r = fn()
                 assert r.status_code == expected[kind], (kind, r.status_code, r.get_data()[:200])
             if prof:
                 prof.stop() if args.pyinstrument else prof.disable()
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         finally:
-            if store is not None:
+            if kind == "list_miss":
                 app.extensions[list_cache._EXTENSION_KEY] = store
-        print(f"{kind:10s} cpu {1000 * cpu / args.n:7.3f} ms/req   wall {1000 * wall / args.n:7.3f} ms/req")
         if prof and args.pyinstrument:
             print(prof.output_text(show_all=False, color=False))
         elif prof:
             out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(int(os.environ.get("BENCH_TOP", "45")))
+            pstats.Stats(prof, stream=out).sort_stats(os.environ.get("BENCH_SORT", "cumulative")) \
+                .print_stats(int(os.environ.get("BENCH_TOP", "45")))
             print(out.getvalue())
+        return 1000 * cpu / n, 1000 * wall / n
 
-    for kind in kinds:
-        timed(kind)
+    # rounds interleave the kinds, so a burst of load elsewhere hits all of them alike;
+    # the minimum over rounds is the least disturbed figure
+    per_round = max(1, args.n // args.rounds)
+    results: dict[str, list] = {kind: [] for kind in kinds}
+    for _ in range(args.rounds):
+        for kind in kinds:
+            results[kind].append(timed(kind, per_round))
+    print(f"{args.rounds} rounds x {per_round} requests; CPU and wall ms per request")
+    print(f"{'kind':10s} {'cpu min':>8s} {'cpu med':>8s} {'wall min':>9s} {'wall med':>9s}  cpu/bare")
+    bare = min(c for c, _ in results["bare"])
+    for kind, values in results.items():
+        cpus, walls = [c for c, _ in values], [w for _, w in values]
+        print(f"{kind:10s} {min(cpus):8.3f} {statistics.median(cpus):8.3f} "
+              f"{min(walls):9.3f} {statistics.median(walls):9.3f}  {min(cpus) / bare:7.1f}x")
+    if args.profile:
+        timed(args.profile, args.n, profile=True)
     return 0
 
 

@@ -395,3 +395,35 @@ def test_version_sees_an_event_committed_out_of_seq_order(app):
         assert list_cache.data_version() == after  # and stable once nothing is in flight
     finally:
         slow.close()
+
+
+def test_version_ignores_writers_of_other_databases(app):
+    """A transaction writing in another database of the same server (another app, a
+    parallel test run) must not change this database's version: it would turn
+    every cached read into a miss."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: one SQLite file is one database")
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    db.session.add(Event(type="test.version", payload={}))
+    db.session.commit()
+    before = list_cache.data_version()
+    db.session.commit()
+    other = sa.create_engine(POSTGRES_ADMIN_URL)  # the server's `test` database
+    try:
+        with other.connect() as conn:
+            conn.execute(sa.text("SELECT pg_current_xact_id()"))  # takes an xid, writes nothing
+            assert list_cache.data_version() == before
+            db.session.commit()
+            # the same in this database does change it (test above: the out-of-order case)
+            mine = db.engine.connect()
+            try:
+                mine.execute(sa.text("SELECT pg_current_xact_id()"))
+                assert list_cache.data_version() != before
+                db.session.commit()
+            finally:
+                mine.close()
+            conn.rollback()
+    finally:
+        other.dispose()
+    assert list_cache.data_version() == before

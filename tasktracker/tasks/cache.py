@@ -11,11 +11,19 @@ being asked for and expire.
 
 On PostgreSQL a sequence value is taken at INSERT, not at COMMIT: a
 transaction may hold ``seq`` 10 uncommitted while ``seq`` 11 is already
-visible. :func:`data_version` therefore also includes the in-progress writing
-transactions of the reading snapshot (``pg_snapshot_xip``; read-only
-transactions have no xid and never appear), so the version read while 10 was
-pending differs from the one read after it committed. SQLite serialises writers,
-so ``max(seq)`` alone is exact there.
+visible. :func:`data_version` therefore also names the transactions that are
+writing in this database at that moment (their xids, from ``pg_stat_activity``:
+read-only transactions have none), so the version read while 10 was pending
+differs from the one read after it committed. Why this is enough: a list is
+rendered *after* its version is read; a body that misses a writer's change was
+rendered while that writer was in progress, hence the writer was in progress
+when the version was read too (or wrote nothing yet, and then its ``seq`` comes
+later and raises the max). Writers of other databases on the same server are
+not listed, so they don't turn hits into misses (the snapshot's own
+``pg_snapshot_xip`` lists the whole server's). ``pg_stat_activity`` shows the
+xids of sessions of the same role (or all, with ``pg_read_all_stats``): every
+writer of the database must connect as the app's role, as the documented
+deployment does. SQLite serialises writers, so ``max(seq)`` alone is exact there.
 
 Stores (:func:`get_store`, one per app, chosen from the config):
 
@@ -53,17 +61,22 @@ _EXTENSION_KEY = "tasktracker_list_cache"
 
 def data_version() -> str:
     """The global data version: ``"<max seq>@<its created_at>"``, on PostgreSQL
-    followed by ``"/<in-progress xids>"``. One statement (a backward index scan of
-    ``events.seq``, one row). The event's time makes versions unique even if
-    the events table is emptied and its sequence restarts (tests, a restore)."""
+    followed by ``"/<xids of this database's transactions writing now>"``.
+
+    One statement (a backward index scan of ``events.seq``, one row). The
+    event's time makes versions unique even if the events table is emptied and
+    its sequence restarts (tests, a restore). PostgreSQL reads
+    ``pg_stat_activity`` once per transaction: call this once per request.
+    """
     newest = sa.select(Event.seq, Event.created_at).order_by(Event.seq.desc()).limit(1)
     if db.session.get_bind().dialect.name != "postgresql":
         row = db.session.execute(newest).first()
         return f"{row[0]}@{row[1].isoformat()}" if row else "0"
     row = db.session.execute(sa.text(
         "SELECT e.seq, e.created_at, "
-        "(SELECT coalesce(string_agg(x::text, ',' ORDER BY x), '') "
-        " FROM pg_snapshot_xip(pg_current_snapshot()) AS x) "
+        "(SELECT coalesce(string_agg(backend_xid::text, ',' ORDER BY backend_xid::text), '') "
+        " FROM pg_stat_activity WHERE datname = current_database() "
+        " AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()) "
         "FROM (SELECT 1) AS one LEFT JOIN "
         "(SELECT seq, created_at FROM events ORDER BY seq DESC LIMIT 1) AS e ON true")).one()
     return f"{row[0] or 0}@{row[1]}/{row[2]}"
