@@ -42,6 +42,12 @@ def access_expires_in() -> int:
     return int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
 
 
+# built once: SQLAlchemy then finds its compiled form without rebuilding the statement
+_SESSION_USER = (sa.select(AuthSession.revoked_at, User)
+                 .join(User, User.id == AuthSession.user_id)
+                 .where(AuthSession.id == sa.bindparam("sid")))
+
+
 def session_user(sid: str | None, user_id: object = None) -> User | None:
     """The user of a live login session (the blocklist check), or None.
 
@@ -52,10 +58,7 @@ def session_user(sid: str | None, user_id: object = None) -> User | None:
     """
     if not sid or not isinstance(sid, str):
         return None
-    row = db.session.execute(
-        sa.select(AuthSession.revoked_at, User)
-        .join(User, User.id == AuthSession.user_id).where(AuthSession.id == sid)
-    ).first()
+    row = db.session.execute(_SESSION_USER, {"sid": sid}).first()
     if row is None or row.revoked_at is not None:
         return None
     if user_id is not None and str(row.User.id) != str(user_id):

@@ -59,6 +59,16 @@ _EXTENSION_KEY = "tasktracker_list_cache"
 # --------------------------------------------------------------------------- version and tags
 
 
+# plain SQL run as is (exec_driver_sql: no statement object to build and key per request)
+_PG_VERSION = (
+    "SELECT e.seq, e.created_at, "
+    "(SELECT coalesce(string_agg(backend_xid::text, ',' ORDER BY backend_xid::text), '') "
+    " FROM pg_stat_activity WHERE datname = current_database() "
+    " AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()) "
+    "FROM (SELECT 1) AS one LEFT JOIN "
+    "(SELECT seq, created_at FROM events ORDER BY seq DESC LIMIT 1) AS e ON true")
+
+
 def data_version() -> str:
     """The global data version: ``"<max seq>@<its created_at>"``, on PostgreSQL
     followed by ``"/<xids of this database's transactions writing now>"``.
@@ -68,17 +78,11 @@ def data_version() -> str:
     its sequence restarts (tests, a restore). PostgreSQL reads
     ``pg_stat_activity`` once per transaction: call this once per request.
     """
-    newest = sa.select(Event.seq, Event.created_at).order_by(Event.seq.desc()).limit(1)
     if db.session.get_bind().dialect.name != "postgresql":
-        row = db.session.execute(newest).first()
+        row = db.session.execute(
+            sa.select(Event.seq, Event.created_at).order_by(Event.seq.desc()).limit(1)).first()
         return f"{row[0]}@{row[1].isoformat()}" if row else "0"
-    row = db.session.execute(sa.text(
-        "SELECT e.seq, e.created_at, "
-        "(SELECT coalesce(string_agg(backend_xid::text, ',' ORDER BY backend_xid::text), '') "
-        " FROM pg_stat_activity WHERE datname = current_database() "
-        " AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()) "
-        "FROM (SELECT 1) AS one LEFT JOIN "
-        "(SELECT seq, created_at FROM events ORDER BY seq DESC LIMIT 1) AS e ON true")).one()
+    row = db.session.connection().exec_driver_sql(_PG_VERSION).one()
     return f"{row[0] or 0}@{row[1]}/{row[2]}"
 
 
