@@ -66,11 +66,6 @@ def session_user(sid: str | None, user_id: object = None) -> User | None:
     return row.User
 
 
-def session_revoked(sid: str | None, user_id: object = None) -> bool:
-    """True if the session is unknown, revoked or not ``user_id``'s (see :func:`session_user`)."""
-    return session_user(sid, user_id) is None
-
-
 def revoke_sessions(user_id: int, *, only: str | None = None, keep: str | None = None) -> int:
     """Revoke one session (``only``) or all of a user's sessions but ``keep``.
 
