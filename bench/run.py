@@ -3,15 +3,16 @@
 
     .venv/bin/python bench/run.py                 # everything (~6-8 minutes)
     .venv/bin/python bench/run.py --quick         # shorter runs (smoke test of the driver)
-    .venv/bin/python bench/run.py --profile       # + py-spy profile of the web worker (list)
+    .venv/bin/python bench/run.py --profile       # + py-spy profile of the web worker (list, 304)
 
 What it does (docs/benchmarks.md explains the figures and targets):
 
 1. creates a fresh PostgreSQL database ``tt_bench_<random>`` (dropped at the end unless
    ``--keep-db``) and migrates it with ``flask db upgrade``;
 2. starts, on free 127.0.0.1 ports, with ``TASKTRACKER_ENV=production`` and the
-   README's production commands: ``gunicorn -c gunicorn.conf.py wsgi:app`` (threading),
-   a second one with ``SOCKETIO_ASYNC_MODE=gevent`` (only for the 1,000-socket test),
+   README's production commands: ``gunicorn -c gunicorn.conf.py wsgi:app`` (production's
+   gevent worker, or ``SOCKETIO_ASYNC_MODE`` from the environment), a second one in the
+   other async mode (only for the 1,000-socket test, for comparison),
    ``celery ... worker``, ``celery ... beat`` and the bare Flask ceiling
    (``gunicorn -c gunicorn.conf.py bench.bare_app:app``); RabbitMQ queue/exchange and
    Redis keys are unique to the run;
@@ -192,6 +193,8 @@ class Bench:
         self.procs = Processes(self.logdir)
         self.results: dict = {"rows": [], "notes": []}
         self.dur = 4 if args.quick else 10
+        # the web server's async mode: production's default unless the caller's environment sets one
+        self.mode = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
         self.pg = None
 
     # ------------------------------------------------------------------ setup
@@ -617,14 +620,18 @@ class Bench:
 
     def fanout_1000(self) -> None:
         n = 200 if self.args.quick else 1000
-        gport = free_port()
-        gevent = self.procs.start("web-gevent", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-                                  self.env(PORT=str(gport), SOCKETIO_ASYNC_MODE="gevent"))
-        wait_http(f"http://127.0.0.1:{gport}/health", gevent)
-        self.gevent = gevent
-        gurl = f"http://127.0.0.1:{gport}"
-        variants = [("threading (gthread, GUNICORN_THREADS=100 default)", self.base, gurl),
-                    ("gevent (SOCKETIO_ASYNC_MODE=gevent)", gurl, self.base)]
+        # the web server in the other async mode beside the production one, for comparison
+        other = "threading" if self.mode == "gevent" else "gevent"
+        oport = free_port()
+        self.other_web = self.procs.start(f"web-{other}", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py",
+                                                          "wsgi:app"],
+                                          self.env(PORT=str(oport), SOCKETIO_ASYNC_MODE=other))
+        wait_http(f"http://127.0.0.1:{oport}/health", self.other_web)
+        ourl = f"http://127.0.0.1:{oport}"
+        label = {"gevent": "gevent (SOCKETIO_ASYNC_MODE=gevent)",
+                 "threading": "threading (gthread, GUNICORN_THREADS=100 default)"}
+        variants = [(label[self.mode] + ", the web server", self.base, ourl),
+                    (label[other], ourl, self.base)]
         self.results["fanout"] = {}
         for label, url, post_url in variants:
             res = asyncio.run(self._fanout(url, post_url, n, 1 if self.args.quick else 3))
@@ -712,37 +719,45 @@ class Bench:
     def memory(self) -> None:
         procs = [("web (gunicorn master)", self.web.pid), ("bare (gunicorn master)", self.bare.pid),
                  ("worker (celery main)", self.worker.pid), ("beat", self.beat.pid)]
-        if getattr(self, "gevent", None):
-            procs.append(("web-gevent (gunicorn master)", self.gevent.pid))
+        if getattr(self, "other_web", None):
+            procs.append((f"web-{'threading' if self.mode == 'gevent' else 'gevent'} (gunicorn master)",
+                          self.other_web.pid))
         mem = []
         for label, pid in procs:
             mem.append((label, pid, rss_mb(pid)))
             for child in children(pid):
                 mem.append((f"  child of {label.split()[0]}", child, rss_mb(child)))
         self.results["memory"] = mem
-        app_procs = [m for m in mem if not m[0].startswith("bare") and "child of bare" not in m[0]]
+        # the production processes (not the bare ceiling, nor the other-mode web of the fan-out test)
+        app_procs = [m for m in mem if m[0].split()[0] not in ("bare", "web-threading", "web-gevent")
+                     and not m[0].strip().startswith(("child of bare", "child of web-"))]
         worst = max((m[2] or 0) for m in app_procs)
         self.row("RSS per web/worker process after the load", "< 150 MB each",
                  ", ".join(f"{label.strip()} {rss:.0f} MB" for label, _pid, rss in app_procs if rss),
                  "", "", "met" if worst < 150 else "MISSED", f"largest {worst:.0f} MB")
 
     def profile(self) -> None:
-        """py-spy the web worker while wrk reads the 100-task list; top frames by own time."""
+        """py-spy the web worker (samples holding the GIL: the CPU the requests cost) while
+        wrk reads the 100-task list, uncached then conditional (304); top frames by own time."""
         kids = children(self.web.pid)
         if not kids:
             return
-        out = self.logdir / "pyspy-list.txt"
-        spy = subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(kids[0]), "-d", "8", "-r", "200",
-                                "-f", "raw", "-o", str(out), "--nonblocking"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(1)
-        wrk(f"{self.base}/api/tasks?per_page=100", "get.lua", duration=8,
-            env_extra={"BENCH_TOKEN": self.alice["token"]})
-        msg, _ = spy.communicate(timeout=60)
-        if not out.exists():
-            self.results["notes"].append(f"py-spy failed: {msg.strip()[-300:]}")
-            return
-        self.results["profile"] = summarize_profile(out)
+        url = f"{self.base}/api/tasks?per_page=100"
+        etag = requests.get(url, headers=self.auth(self.alice), timeout=10).headers.get("ETag", "")
+        for name, inm in (("list", ""), ("list_304", etag)):
+            out = self.logdir / f"pyspy-{name}.txt"
+            spy = subprocess.Popen([str(BIN / "py-spy"), "record", "-p", str(kids[0]), "-d", "8", "-r", "200",
+                                    "--gil", "-f", "raw", "-o", str(out), "--nonblocking"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(1)
+            run = wrk(url, "get.lua", duration=8,
+                      env_extra={"BENCH_TOKEN": self.alice["token"], "BENCH_IF_NONE_MATCH": inm})
+            msg, _ = spy.communicate(timeout=60)
+            if not out.exists():
+                self.results["notes"].append(f"py-spy failed: {msg.strip()[-300:]}")
+                return
+            self.results[f"profile_{name}"] = [f"{run['rps']:.0f} req/s, {run['n304']} answered 304"]
+            self.results[f"profile_{name}"] += summarize_profile(out)
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
@@ -792,8 +807,9 @@ class Bench:
         if "memory" in self.results:
             lines += ["", "| process | pid | RSS MB |", "|---|---|---|"]
             lines += [f"| {label} | {pid} | {fmt(rss)} |" for label, pid, rss in self.results["memory"]]
-        if "profile" in self.results:
-            lines += ["", "py-spy (web worker, GET list, own time):", "```", *self.results["profile"], "```"]
+        for name in ("list", "list_304"):
+            if f"profile_{name}" in self.results:
+                lines += ["", f"py-spy --gil (web worker, GET {name}):", "```", *self.results[f"profile_{name}"], "```"]
         print("\n".join(lines))
         (self.logdir / "results.json").write_text(json.dumps(self.results, default=str, indent=1))
         log(f"raw results: {self.logdir / 'results.json'}")

@@ -152,6 +152,8 @@ class ProductionConfig(Config):
         "pool_pre_ping": True,
         "pool_size": _int("DB_POOL_SIZE", 20),
         "max_overflow": _int("DB_MAX_OVERFLOW", 20),
+        # seconds a request waits for a free connection before its 503 (core/errors.py)
+        "pool_timeout": _float("DB_POOL_TIMEOUT", 30.0),
     }
     SCHEDULER_ENABLED = False  # the Celery beat process does the scans
     LOG_JSON = _bool("LOG_JSON", True)

@@ -178,6 +178,30 @@ def test_database_outage_is_503(down_client, auth):
     assert_error(client.get("/api/auth/profile"), 401)
 
 
+def test_exhausted_connection_pool_is_503_not_500(tmp_path):
+    """Every pooled connection busy past ``pool_timeout`` (overload): 503 in the error
+    shape with Retry-After, and the request's session is released for the next one."""
+    busy = create_app(TestConfig, {
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'pool.db'}",
+        "SQLALCHEMY_ENGINE_OPTIONS": {"poolclass": sa.pool.QueuePool, "pool_size": 1, "max_overflow": 0,
+                                      "pool_timeout": 0.2}})
+    client = busy.test_client()
+    body = {"username": "bob", "email": "bob@example.com", "password": "long-enough"}
+    with busy.app_context():
+        db.create_all()
+        held = db.engine.connect()  # the pool's only connection
+        try:
+            r = client.post("/api/auth/register", json=body)
+            error = assert_error(r, 503, "database_unavailable")
+            assert error["details"] == {"dependency": "database"} and r.headers["Retry-After"] == "1"
+        finally:
+            held.close()
+        r = client.post("/api/auth/register", json=body)  # connection free again: served
+        assert r.status_code == 201, r.get_data(as_text=True)
+        db.session.remove()
+        db.engine.dispose()
+
+
 def test_ready_names_the_failed_database(down_client):
     client = down_client.test_client()
     r = client.get("/ready")

@@ -16,6 +16,7 @@ import logging
 from flask import Flask, jsonify
 from marshmallow import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,16 @@ def handle_db_unavailable(exc: DBAPIError):
     return error_response(500, "internal_error", "Internal server error.")
 
 
+def handle_pool_exhausted(exc: PoolTimeoutError):
+    """Every pooled database connection stayed busy for ``DB_POOL_TIMEOUT`` seconds
+    (overload): 503 ``database_unavailable`` with ``Retry-After``, as for an outage
+    (api-contract.md: 503 when a dependency is unavailable; never 500)."""
+    _reset_session()
+    log.warning("database pool exhausted: %s", exc)
+    return error_response(503, "database_unavailable", "All database connections are busy; retry shortly.",
+                          {"dependency": "database"}, {"Retry-After": "1"})
+
+
 def _reset_session() -> None:
     """Roll back and drop the request's session. A connection the database closed under
     us fails even on ROLLBACK: that is logged and the connection discarded (the pool's
@@ -180,5 +191,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(DBAPIError, handle_db_unavailable)
+    app.register_error_handler(PoolTimeoutError, handle_pool_exhausted)
     app.register_error_handler(Exception, handle_unexpected)
     app.teardown_appcontext(_teardown_session)
