@@ -434,3 +434,27 @@ def test_postgresql_skips_an_event_being_fanned_out_elsewhere(app, auth):
     assert [(r.seq, r.claimed) for r in result] == [(busy, False), (free, True)]
     assert [n.event_seq for n in notifications_for(alice.id)] == [free]
     assert fan_out(busy).claimed  # once the other transaction is gone (the outbox scan's job)
+
+
+def test_fan_out_job_catches_up_with_newer_events_only(auth, monkeypatch, realtime_calls):
+    """A burst leaves one queued job per event: the first job to run also takes the
+    newer undispatched events (a chunk per transaction), the jobs behind it find theirs
+    claimed, nothing is sent twice, and older leftovers stay with the outbox scan."""
+    from tests.factories import TaskFactory
+
+    monkeypatch.setattr(services, "FANOUT_CHUNK", 3)
+    alice = auth.user("alice")
+    task = TaskFactory(owner=orm(alice))
+    older, mine, *newer = [_overdue_event(task.id, alice.id).seq for _ in range(6)]
+
+    assert services.fan_out_job([mine]) == 4  # its own event + one chunk of the newer ones
+    db.session.expire_all()
+    dispatched = {seq: db.session.get(Event, seq).dispatched_at is not None
+                  for seq in [older, mine, *newer]}
+    assert dispatched == {older: False, mine: True, newer[0]: True, newer[1]: True, newer[2]: True,
+                          newer[3]: False}
+    assert services.fan_out_job([newer[0]]) == 1  # its job: claimed already; catches up newer[3]
+    assert services.fan_out_job([newer[3]]) == 0
+    sent = [d["seq"] for _, d, _ in realtime_calls.named("notification:new")]
+    assert sent == [mine, *newer]  # once each, in order; `older` is the outbox's
+    assert sorted(n.event_seq for n in notifications_for(alice.id)) == [mine, *newer]

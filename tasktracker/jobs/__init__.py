@@ -94,13 +94,14 @@ def _publish_fanout(app: Flask, seqs: list[int]) -> None:
 
 
 def run_fanout(app: Flask, seqs: list[int]) -> int:
-    """Fan out ``seqs`` in place, in a fresh app context (so a caller's session is
-    untouched). Returns how many were claimed; a failing event is logged and left
-    to the outbox scan."""
-    from tasktracker.notifications.services import fan_out_many
+    """Fan out ``seqs`` (and newer undispatched events: the same job as Celery's,
+    :func:`~tasktracker.notifications.services.fan_out_job`) in place, in a fresh
+    app context (so a caller's session is untouched). Returns how many were
+    claimed; a failing event is logged and left to the outbox scan."""
+    from tasktracker.notifications.services import fan_out_job
 
     with app.app_context():
-        return sum(r.claimed for r in fan_out_many(seqs))
+        return fan_out_job(seqs)
 
 
 def wait_idle(timeout: float = 30.0) -> bool:

@@ -19,11 +19,12 @@ from tasktracker.jobs import (
 
 @shared_task(name=FANOUT_TASK, ignore_result=True)
 def fanout_events(seqs: list[int]) -> int:
-    """Fan out the events ``seqs`` (a chunk per transaction); returns how many this
+    """Fan out the events ``seqs`` and catch up with newer undispatched ones
+    (:func:`~tasktracker.notifications.services.fan_out_job`); returns how many this
     run claimed. A failing event is logged and left to the outbox scan."""
-    from tasktracker.notifications.services import fan_out_many
+    from tasktracker.notifications.services import fan_out_job
 
-    return sum(r.claimed for r in fan_out_many(seqs))
+    return fan_out_job(seqs)
 
 
 @shared_task(name=SCAN_REMINDERS_TASK, ignore_result=True)

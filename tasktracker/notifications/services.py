@@ -206,6 +206,32 @@ def fan_out_many(seqs, *, now: datetime | None = None) -> list[FanoutResult]:
     return results
 
 
+def fan_out_job(seqs) -> int:
+    """The fan-out job (Celery ``fanout_events``, the in-process runner): fan out
+    ``seqs`` (:func:`fan_out_many`), then catch up with up to :data:`FANOUT_CHUNK`
+    undispatched events *newer* than them, oldest first. Returns how many events
+    this call claimed; never raises for a failing event (logged, left to the outbox).
+
+    Why: each write enqueues one job for its own events, so under a burst of writes
+    the queue holds one job per event and a worker doing one transaction (and one
+    commit) per event falls behind; every event then waits for the whole queue ahead
+    of it. Catching up takes the events written meanwhile a chunk per transaction,
+    and the jobs queued behind find theirs claimed (one cheap claim of nothing).
+    Claims are exclusive (:func:`_claim`), so nothing is sent twice. Older
+    undispatched events are left to the outbox scan: an event that keeps failing
+    is retried there, not by every job.
+    """
+    results = fan_out_many(seqs)
+    if results:
+        newer = list(db.session.scalars(
+            sa.select(Event.seq).where(Event.dispatched_at.is_(None), Event.seq > max(r.seq for r in results))
+            .order_by(Event.seq).limit(FANOUT_CHUNK)))
+        db.session.rollback()  # end the read before the fan-out's own transactions
+        if newer:
+            results += fan_out_many(newer)
+    return sum(r.claimed for r in results)
+
+
 def _fan_out_chunk(seqs: list[int], now: datetime) -> list[FanoutResult]:
     """Claim the undispatched events among ``seqs`` and fan them out, in one
     transaction; then emit. Raises (after a rollback) on database errors."""
