@@ -1,7 +1,7 @@
 """CPU time per request, in process: what one request costs the web process in
 Python, whatever else the (shared, noisy) machine is doing.
 
-    .venv/bin/python bench/cpu_cost.py [--n 1000] [--rounds 5] [--profile list_hit [--pyinstrument]]
+    .venv/bin/python bench/cpu_cost.py [--n 1000] [--rounds 5] [--profile list_hit [--pyinstrument]] [--parts]
 
 Builds the production app (``ProductionConfig``) on a fresh PostgreSQL database
 with Redis (list cache) and no broker traffic, seeds one user with 100 tasks,
@@ -9,7 +9,9 @@ and drives it with Flask's test client (WSGI, no sockets, no gunicorn) beside
 the bare route of ``bench/bare_app.py``. For each request kind it prints the
 process CPU time per request (``time.process_time``, ms) and the wall time, in
 rounds that interleave the kinds (min and median over rounds).
-``--profile KIND`` prints the top functions of that kind under cProfile.
+``--profile KIND`` prints the top functions of that kind under cProfile; ``--parts``
+times the pieces of an authenticated list request on their own (token decoding,
+login-session check, data version, a bare connection round trip).
 
 Kinds: ``bare`` (GET /bare), ``list_miss`` (GET /api/tasks?per_page=100 with the
 read cache's store switched off: rendered every time), ``list_hit`` (same, cached
@@ -73,6 +75,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5, help="rounds interleaving the kinds")
     p.add_argument("--profile", help="cProfile this kind and print its top functions")
     p.add_argument("--pyinstrument", action="store_true", help="profile with pyinstrument (sampling)")
+    p.add_argument("--parts", action="store_true",
+                   help="also time the pieces of an authenticated list request on their own")
     args = p.parse_args()
     if args.pyinstrument:
         global Profiler
@@ -175,7 +179,55 @@ def run(dbname: str, args) -> int:
               f"{min(walls):9.3f} {statistics.median(walls):9.3f}  {min(cpus) / bare:7.1f}x")
     if args.profile:
         timed(args.profile, args.n, profile=True)
+    if args.parts:
+        parts(app, token, args.n)
     return 0
+
+
+def parts(app, token: str, n: int) -> None:
+    """CPU ms of the pieces every authenticated list request runs (``--parts``), each
+    on its own, ``n`` times, inside one request context."""
+    from flask_jwt_extended import decode_token
+
+    from tasktracker.auth.tokens import session_user
+    from tasktracker.extensions import db
+    from tasktracker.tasks.cache import data_version
+
+    with app.test_request_context("/api/tasks", headers={"Authorization": f"Bearer {token}"}):
+        claims = decode_token(token)
+
+        def session_check():
+            session_user(claims["sid"], claims["sub"])
+            db.session.remove()
+
+        def version():
+            data_version()
+            db.session.remove()
+
+        def both():
+            session_user(claims["sid"], claims["sub"])
+            data_version()
+            db.session.remove()
+
+        def ping():
+            with db.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+
+        pieces = [
+            ("decode_token (Flask-JWT-Extended: signature, expiry, claims)", lambda: decode_token(token)),
+            ("login-session check: checkout (pre-ping), 1 query, close", session_check),
+            ("data version: checkout (pre-ping), 1 query, close", version),
+            ("both in one session (what a list request does)", both),
+            ("Core connect + SELECT 1 + close", ping),
+        ]
+        print(f"parts, {n} calls each; CPU ms per call")
+        for label, fn in pieces:
+            for _ in range(20):
+                fn()
+            c0 = time.process_time()
+            for _ in range(n):
+                fn()
+            print(f"  {label:62s} {1000 * (time.process_time() - c0) / n:.3f}")
 
 
 if __name__ == "__main__":

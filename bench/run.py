@@ -140,6 +140,18 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_ticks(pids: list[int]) -> tuple[int, int]:
+    """(user, system) CPU clock ticks used so far by ``pids`` (all their threads)."""
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user, system
+
+
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -157,8 +169,12 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 # --------------------------------------------------------------------------- wrk
 
 def wrk(url: str, script: str, *, duration: int, conns: int = 16, threads: int = 2,
-        env_extra: dict | None = None) -> dict:
+        env_extra: dict | None = None, server: subprocess.Popen | None = None) -> dict:
+    """Run wrk; with ``server`` (a gunicorn master) also the CPU its workers spent per
+    request (``cpu_user_ms``, ``cpu_sys_ms``: /proc ticks over the run / requests)."""
     env = dict(os.environ, **(env_extra or {}))
+    workers = children(server.pid) if server is not None else []
+    ticks0 = cpu_ticks(workers)
     argv = [WRK, f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
             "-s", f"bench/wrk/{script}", url]
     load_before = loadavg()
@@ -173,6 +189,10 @@ def wrk(url: str, script: str, *, duration: int, conns: int = 16, threads: int =
     n304 = next((l for l in out.stdout.splitlines() if l.startswith("BENCH_304 ")), None)
     r["n304"] = int(n304.split()[1]) if n304 else None
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    if workers and r["requests"]:
+        ticks1, hz = cpu_ticks(workers), os.sysconf("SC_CLK_TCK")
+        r["cpu_user_ms"] = (ticks1[0] - ticks0[0]) * 1000 / hz / r["requests"]
+        r["cpu_sys_ms"] = (ticks1[1] - ticks0[1]) * 1000 / hz / r["requests"]
     r["p50_ms"], r["p99_ms"] = r["p50_us"] / 1000, r["p99_us"] / 1000
     r["errors"] = r["connect_errors"] + r["read_errors"] + r["write_errors"] + r["timeouts"] + r["non2xx"]
     r["load"] = f"{load_before} -> {loadavg()}"
@@ -321,9 +341,9 @@ class Bench:
                          if k.lower() in ("etag", "cache-control", "x-cache", "last-modified")}
         self.results["list_headers"] = cache_headers
         tok = {"BENCH_TOKEN": self.alice["token"]}
-        bare = wrk(self.bare_url, "get.lua", duration=self.dur)
-        api = wrk(url100, "get.lua", duration=self.dur, env_extra=tok)
-        bare2 = wrk(self.bare_url, "get.lua", duration=self.dur)
+        bare = wrk(self.bare_url, "get.lua", duration=self.dur, server=self.bare)
+        api = wrk(url100, "get.lua", duration=self.dur, env_extra=tok, server=self.web)
+        bare2 = wrk(self.bare_url, "get.lua", duration=self.dur, server=self.bare)
         ceiling = max(bare["rps"], bare2["rps"])
         self.results["bare_get"] = [bare, bare2]
         self.results["list100"] = api
@@ -332,18 +352,19 @@ class Bench:
         self.row("GET /api/tasks?per_page=100 (100 tasks), 16 conns", ">= 0.3x bare, p99 < 25 ms",
                  f"{api['rps']:.0f} req/s, p50 {api['p50_ms']:.1f} ms, p99 {api['p99_ms']:.1f} ms",
                  f"{ceiling:.0f} req/s (bare, p99 {min(bare['p99_ms'], bare2['p99_ms']):.1f} ms)",
-                 f"{ratio:.2f}x", "met" if ok else "MISSED", f"errors {api['errors']}, load {api['load']}")
+                 f"{ratio:.2f}x", "met" if ok else "MISSED",
+                 f"errors {api['errors']}, load {api['load']}; {cpu_per_request(api, bare)}")
         if etag:
             etag = self.stable_etag(url100)
             cond = wrk(url100, "get.lua", duration=self.dur,
-                       env_extra={**tok, "BENCH_IF_NONE_MATCH": etag})
+                       env_extra={**tok, "BENCH_IF_NONE_MATCH": etag}, server=self.web)
             self.results["list100_conditional"] = cond
             r2 = cond["rps"] / ceiling
             self.row("same, cached (If-None-Match, repeated identical reads)", ">= 0.7x bare",
                      f"{cond['rps']:.0f} req/s, p50 {cond['p50_ms']:.1f} ms, p99 {cond['p99_ms']:.1f} ms",
                      f"{ceiling:.0f} req/s", f"{r2:.2f}x", "met" if r2 >= 0.7 else "MISSED",
                      f"{cond['n304']} of {cond['requests']} answered 304; "
-                     f"non-2xx/3xx {cond['non2xx']}, load {cond['load']}")
+                     f"non-2xx/3xx {cond['non2xx']}, load {cond['load']}; {cpu_per_request(cond, bare)}")
         else:
             self.row("same, cached", ">= 0.7x bare", "n/a: list responses carry no ETag/cache yet",
                      "", "", "not available", f"headers seen: {cache_headers}")
@@ -386,8 +407,8 @@ class Bench:
     def posts(self) -> None:
         body = json.dumps({"title": "bench task", "description": "load", "priority": "high"})
         env = {"BENCH_TOKEN": self.alice["token"], "BENCH_BODY": body}
-        bare = wrk(self.bare_url, "post.lua", duration=self.dur, env_extra={"BENCH_BODY": body})
-        api = wrk(f"{self.base}/api/tasks", "post.lua", duration=self.dur, env_extra=env)
+        bare = wrk(self.bare_url, "post.lua", duration=self.dur, env_extra={"BENCH_BODY": body}, server=self.bare)
+        api = wrk(f"{self.base}/api/tasks", "post.lua", duration=self.dur, env_extra=env, server=self.web)
         self.results["bare_post"], self.results["post"] = bare, api
         settled, pending = self.wait_dispatched(60)
         ratio = api["rps"] / bare["rps"]
@@ -398,7 +419,7 @@ class Bench:
                  f"{bare['rps']:.0f} req/s (bare POST, p99 {bare['p99_ms']:.1f} ms)", f"{ratio:.2f}x",
                  "met" if ok else "MISSED",
                  f"{api['requests']} tasks created, errors {api['errors']}, all dispatched {settled:.1f}s "
-                 f"after the run, load {api['load']}")
+                 f"after the run, load {api['load']}; {cpu_per_request(api, bare)}")
 
     def soak(self) -> None:
         """60 s of 200 concurrent mixed clients (11 users; reads, writes, status changes,
@@ -840,6 +861,15 @@ def summarize_profile(path: Path, top: int = 25) -> list[str]:
     picks = [(f, c) for f, c in incl.items() if "tasktracker/" in f or "marshmallow" in f or "sqlalchemy/orm" in f]
     out += [f"{100 * c / total:5.1f}%  {f[:150]}" for f, c in sorted(picks, key=lambda x: -x[1])[:top]]
     return out
+
+
+def cpu_per_request(api: dict, bare: dict) -> str:
+    """'web worker CPU per request: ... (bare: ...)' from two :func:`wrk` results."""
+    def one(r: dict) -> str:
+        if "cpu_user_ms" not in r:
+            return "n/a"
+        return f"{r['cpu_user_ms']:.2f} ms user + {r['cpu_sys_ms']:.2f} ms system"
+    return f"web worker CPU per request {one(api)} (bare: {one(bare)})"
 
 
 def quantile(values: list[float], q: float) -> float | None:
