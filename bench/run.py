@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """TaskTracker load driver: production stack on this machine, one command.
 
-    .venv/bin/python bench/run.py                 # everything (~6-8 minutes)
+    .venv/bin/python bench/run.py                 # everything (~8-10 minutes)
     .venv/bin/python bench/run.py --quick         # shorter runs (smoke test of the driver)
     .venv/bin/python bench/run.py --profile       # + py-spy profile of the web worker (list, 304)
 
@@ -11,7 +11,7 @@ What it does (docs/benchmarks.md explains the figures and targets):
    ``--keep-db``) and migrates it with ``flask db upgrade``;
 2. starts, on free 127.0.0.1 ports, with ``TASKTRACKER_ENV=production`` and the
    README's production commands: ``gunicorn -c gunicorn.conf.py wsgi:app`` (production's
-   gevent worker, or ``SOCKETIO_ASYNC_MODE`` from the environment), a second one in the
+   default gthread worker, or ``SOCKETIO_ASYNC_MODE`` from the environment), a second one in the
    other async mode (only for the 1,000-socket test, for comparison),
    ``celery ... worker``, ``celery ... beat`` and the bare Flask ceiling
    (``gunicorn -c gunicorn.conf.py bench.bare_app:app``); RabbitMQ queue/exchange and
