@@ -148,7 +148,8 @@ def activate(username: str) -> None:
 
 @reminders_cli.command("dispatch")
 def dispatch_reminders() -> None:
-    """Run one pass of the scans now (due reminders, overdue tasks, outbox) and print the counts."""
+    """Run one pass of the scans now (due reminders, overdue tasks, outbox, expired
+    idempotency keys) and print the counts."""
     from tasktracker.jobs.scans import run_all_scans  # imported lazily: needs the jobs package
 
     counts = run_all_scans(current_app._get_current_object())

@@ -68,6 +68,24 @@ def test_idempotency_key_expires_after_24_hours(client, alice):
     assert count(Task) == 2 and count(IdempotencyKey) == 1
 
 
+def test_expired_idempotency_keys_are_purged_in_batches(app, client, alice):
+    """The scan deletes keys older than IDEMPOTENCY_TTL (unused ones would stay forever
+    otherwise), in batches; fresh keys keep replaying."""
+    for key in ("old-1", "old-2", "old-3", "fresh"):
+        r = client.post("/api/tasks", json={"title": key}, headers={**alice.headers, "Idempotency-Key": key})
+        assert r.status_code == 201
+    db.session.execute(sa.update(IdempotencyKey).where(IdempotencyKey.key.like("old-%"))
+                       .values(created_at=utcnow() - app.config["IDEMPOTENCY_TTL"] - timedelta(seconds=1)))
+    db.session.commit()
+
+    assert services.purge_expired_idempotency_keys(batch=2) == 3
+    assert db.session.scalars(sa.select(IdempotencyKey.key)).all() == ["fresh"]
+    assert services.purge_expired_idempotency_keys() == 0
+    r = client.post("/api/tasks", json={"title": "fresh"}, headers={**alice.headers, "Idempotency-Key": "fresh"})
+    assert r.status_code == 201 and r.headers.get("Idempotent-Replayed") == "true"
+    assert count(Task) == 4  # the purged keys' tasks stay: only the keys go
+
+
 def test_idempotency_key_header_validation_and_failed_first_request(client, alice):
     for bad in ("", "x" * 256, "with space"):
         r = client.post("/api/tasks", json={"title": "a"}, headers={**alice.headers, "Idempotency-Key": bad})

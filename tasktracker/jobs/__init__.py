@@ -32,6 +32,7 @@ FANOUT_TASK = "tasktracker.fanout_events"
 SCAN_REMINDERS_TASK = "tasktracker.scan_reminders"
 SCAN_OVERDUE_TASK = "tasktracker.scan_overdue"
 REDISPATCH_OUTBOX_TASK = "tasktracker.redispatch_outbox"
+PURGE_IDEMPOTENCY_KEYS_TASK = "tasktracker.purge_idempotency_keys"
 
 #: After a failed publish, skip publishing for this long (seconds): while the broker
 #: is down each API write would otherwise wait ``BROKER_PUBLISH_TIMEOUT_SECONDS``.

@@ -1,4 +1,6 @@
-"""The beat's scans: due reminders, overdue tasks, the outbox (DESIGN.md "Events").
+"""The beat's scans: due reminders, overdue tasks, the outbox (DESIGN.md "Events");
+:func:`run_all_scans` also purges expired idempotency keys
+(:func:`tasktracker.tasks.services.purge_expired_idempotency_keys`; the beat does that hourly).
 
 Each scan claims rows with one conditional UPDATE and writes the events in the
 same transaction, so the work happens exactly once:
@@ -201,15 +203,18 @@ def run_all_scans(app: Flask | None = None, now: datetime | None = None) -> dict
 
     Pushes an app context of ``app`` (default: the current app). Returns
     ``{"reminders": reminder.due events written, "overdue": task.overdue
-    events written, "redispatched": outbox events fanned out}``. In embedded
-    (thread) mode it returns once the fan-outs it queued have run.
+    events written, "redispatched": outbox events fanned out, "purged_keys":
+    expired idempotency keys deleted}``. In embedded (thread) mode it returns
+    once the fan-outs it queued have run.
     """
     from tasktracker import jobs
+    from tasktracker.tasks.services import purge_expired_idempotency_keys
 
     app = app or current_app._get_current_object()
     with app.app_context():
         reminders = dispatch_due_reminders(now)["sent"]
         overdue = dispatch_overdue(now)
         redispatched = redispatch_outbox(now)
+        purged = purge_expired_idempotency_keys(now)
         jobs.wait_idle()
-    return {"reminders": reminders, "overdue": overdue, "redispatched": redispatched}
+    return {"reminders": reminders, "overdue": overdue, "redispatched": redispatched, "purged_keys": purged}

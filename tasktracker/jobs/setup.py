@@ -8,7 +8,8 @@ from celery import Celery, Task
 from flask import Flask
 
 from tasktracker.jobs import (
-    FANOUT_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK, jobs_mode,
+    FANOUT_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
+    SCAN_REMINDERS_TASK, jobs_mode,
 )
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ def celery_settings_for(app: Flask) -> dict:
         "scan-reminders": {"task": SCAN_REMINDERS_TASK, "schedule": interval, "options": options},
         "scan-overdue": {"task": SCAN_OVERDUE_TASK, "schedule": interval, "options": options},
         "redispatch-outbox": {"task": REDISPATCH_OUTBOX_TASK, "schedule": interval, "options": options},
+        # keys live 24 h (IDEMPOTENCY_TTL): an hourly purge keeps the table to about a day of keys
+        "purge-idempotency-keys": {"task": PURGE_IDEMPOTENCY_KEYS_TASK, "schedule": 3600.0,
+                                   "options": {"expires": 3600.0}},
     })
     return settings
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from celery import shared_task
 
 from tasktracker.jobs import (
-    FANOUT_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK,
+    FANOUT_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
+    SCAN_REMINDERS_TASK,
 )
 
 
@@ -49,3 +50,11 @@ def redispatch_outbox() -> int:
     from tasktracker.jobs.scans import redispatch_outbox as _redispatch
 
     return _redispatch()
+
+
+@shared_task(name=PURGE_IDEMPOTENCY_KEYS_TASK, ignore_result=True)
+def purge_idempotency_keys() -> int:
+    """Delete idempotency keys older than ``IDEMPOTENCY_TTL``; returns how many."""
+    from tasktracker.tasks.services import purge_expired_idempotency_keys
+
+    return purge_expired_idempotency_keys()

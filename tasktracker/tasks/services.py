@@ -399,6 +399,24 @@ def _request_hash(body: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def purge_expired_idempotency_keys(now: datetime | None = None, *, batch: int = 1000) -> int:
+    """Delete the idempotency keys older than ``IDEMPOTENCY_TTL`` (they would only be
+    replaced on reuse otherwise: the table would grow forever), ``batch`` rows per
+    transaction, oldest first (index on ``created_at``). Returns how many were deleted.
+    Safe beside :func:`create_task`: an expired key is never replayed anyway."""
+    cutoff = (now or utcnow()) - current_app.config["IDEMPOTENCY_TTL"]
+    deleted = 0
+    while True:
+        ids = sa.select(IdempotencyKey.id).where(IdempotencyKey.created_at < cutoff) \
+            .order_by(IdempotencyKey.created_at).limit(batch)
+        count = db.session.execute(sa.delete(IdempotencyKey).where(IdempotencyKey.id.in_(ids.scalar_subquery()))
+                                   .execution_options(synchronize_session=False)).rowcount
+        db.session.commit()
+        deleted += count
+        if count < batch:
+            return deleted
+
+
 def _find_key(user_id: int, key: str) -> IdempotencyKey | None:
     return db.session.scalar(sa.select(IdempotencyKey).where(IdempotencyKey.user_id == user_id,
                                                              IdempotencyKey.key == key))
