@@ -36,6 +36,7 @@ def create_app(config: type | None = None, overrides: dict | None = None) -> Fla
     register_blueprints(app)
     register_cli(app)
     register_jobs(app)
+    register_proxy_fix(app)  # outermost: Socket.IO's middleware sees the client too
     return app
 
 
@@ -43,6 +44,17 @@ def register_logging(app: Flask) -> None:
     from tasktracker.core.logging import configure_logging
 
     configure_logging(app)
+
+
+def register_proxy_fix(app: Flask) -> None:
+    """Behind ``TRUSTED_PROXY_HOPS`` reverse proxies, take the client's address, scheme
+    and host from their ``X-Forwarded-*`` headers (werkzeug ``ProxyFix``): otherwise every
+    client shares the proxy's address, and so its per-IP login limit."""
+    hops = app.config["TRUSTED_PROXY_HOPS"]
+    if hops > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
 
 def register_extensions(app: Flask) -> None:

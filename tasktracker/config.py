@@ -59,6 +59,11 @@ class Config:
     LOGIN_RATE_LIMIT_ACCOUNT = os.environ.get("LOGIN_RATE_LIMIT_ACCOUNT", "10 per minute")
 
     CORS_ORIGINS = [o for o in os.environ.get("CORS_ORIGINS", "").split(",") if o]
+    # Reverse proxies in front of the app that append X-Forwarded-For/-Proto/-Host: with
+    # N > 0 the client address (per-IP rate limits, logs), scheme and host come from
+    # the N-th last entry (werkzeug ProxyFix); 0 trusts no such header (direct clients
+    # could forge them).
+    TRUSTED_PROXY_HOPS = _int("TRUSTED_PROXY_HOPS", 0)
 
     MAX_UPLOAD_BYTES = _int("MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
     UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(BASE_DIR / "instance" / "uploads"))

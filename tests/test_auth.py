@@ -241,9 +241,8 @@ def test_login_bad_bodies(client):
 # --------------------------------------------------------------------------- login rate limits
 
 
-@pytest.fixture
-def limited_client(app, database_url):
-    """A client of a second app with login rate limits on (TestConfig turns them off).
+def _limited_app(database_url: str, **overrides):
+    """A second app with login rate limits on (TestConfig turns them off).
 
     Flask-Limiter 4.1's ``Limiter`` is one process-global object: ``init_app``
     on an app with ``RATELIMIT_ENABLED`` sets ``limiter.enabled`` for every app
@@ -257,6 +256,7 @@ def limited_client(app, database_url):
         "LOGIN_RATE_LIMIT_ACCOUNT": "3 per minute",
         "LOGIN_RATE_LIMIT_IP": "6 per minute",
         "SQLALCHEMY_DATABASE_URI": database_url,
+        **overrides,
     })
     assert limiter.enabled
     yield limited.test_client()
@@ -264,6 +264,17 @@ def limited_client(app, database_url):
     with limited.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def limited_client(app, database_url):
+    yield from _limited_app(database_url)
+
+
+@pytest.fixture
+def proxied_client(app, database_url):
+    """The same, behind one trusted reverse proxy (``TRUSTED_PROXY_HOPS=1``)."""
+    yield from _limited_app(database_url, TRUSTED_PROXY_HOPS=1)
 
 
 def from_ip(ip: str) -> dict:
@@ -327,6 +338,32 @@ def test_login_rate_limited_per_ip(limited_client):
     r = limited_client.post("/api/auth/login", json={"username": users[6].username, "password": PASSWORD},
                             **from_ip("192.0.2.8"))
     assert r.status_code == 200, r.json
+
+
+def test_behind_a_trusted_proxy_the_ip_limit_is_per_forwarded_client(proxied_client):
+    users = UserFactory.create_batch(8)
+
+    def login(user, client_ip: str):
+        return proxied_client.post("/api/auth/login", json={"username": user.username, "password": PASSWORD},
+                                   headers={"X-Forwarded-For": client_ip}, **from_ip("10.0.0.2"))  # the proxy
+
+    for user in users[:6]:  # six accounts from one client, all through the proxy
+        assert login(user, "198.51.100.1").status_code == 200
+    assert_rate_limited(login(users[6], "198.51.100.1"))
+    # another client behind the same proxy has its own limit
+    r = login(users[7], "198.51.100.2")
+    assert r.status_code == 200, r.json
+
+
+def test_without_trusted_proxies_a_forged_forwarded_for_is_ignored(limited_client):
+    users = UserFactory.create_batch(7)
+    for i, user in enumerate(users[:6]):  # a new forged address each time, one real address
+        r = limited_client.post("/api/auth/login", json={"username": user.username, "password": PASSWORD},
+                                headers={"X-Forwarded-For": f"203.0.113.{i}"}, **from_ip("192.0.2.9"))
+        assert r.status_code == 200, r.json
+    r = limited_client.post("/api/auth/login", json={"username": users[6].username, "password": PASSWORD},
+                            headers={"X-Forwarded-For": "203.0.113.99"}, **from_ip("192.0.2.9"))
+    assert_rate_limited(r)
 
 
 def test_rate_limits_of_one_app_do_not_leak_into_another(limited_client, client, app):
