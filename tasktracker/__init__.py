@@ -66,6 +66,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
     jwt.init_app(app)
     tokens.register_jwt_callbacks(jwt)
+    app.before_request(tokens.normalize_bearer_scheme)
     limiter.init_app(app)
     cors.init_app(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
                   expose_headers=["ETag", "Location", "Retry-After"])

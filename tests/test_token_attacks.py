@@ -228,6 +228,15 @@ def test_malformed_authorization_headers(client, victim, method, path):
             assert_unauthorized(r)
 
 
+def test_bearer_scheme_is_case_insensitive(client, victim):
+    """RFC 7235 §2.1: the auth-scheme is case-insensitive; the token itself is not."""
+    for scheme in ("bearer", "BEARER", "bEaReR"):
+        with case(scheme):
+            assert call(client, victim.access_token, scheme=scheme).status_code == 200
+    assert_unauthorized(call(client, victim.access_token.swapcase(), scheme="bearer"))
+    assert_unauthorized(call(client, victim.access_token, scheme="Bearer-ish"))
+
+
 def test_missing_header(client):
     for method, path in PROTECTED + [("post", "/api/auth/refresh")]:
         assert_unauthorized(call(client, None, method, path), "missing_token")

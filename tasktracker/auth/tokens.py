@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 import sqlalchemy as sa
-from flask import current_app, g
+from flask import current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, decode_token
 
 from tasktracker.auth.models import AuthSession, User
@@ -103,6 +103,18 @@ def _active_user(sub: object) -> User | None:
         return None
     user = db.session.get(User, int(sub))
     return user if user is not None and user.active else None
+
+
+def normalize_bearer_scheme() -> None:
+    """``before_request``: spell the ``Authorization`` scheme ``Bearer`` whatever its
+    case. RFC 7235 §2.1 makes the auth-scheme case-insensitive (``bearer``,
+    ``BEARER``: RFC 6750 bearer tokens all the same); Flask-JWT-Extended compares it
+    case-sensitively. Other schemes and the credentials are left as they are."""
+    header = request.environ.get("HTTP_AUTHORIZATION")
+    if header:
+        scheme, sep, rest = header.strip().partition(" ")
+        if sep and scheme != "Bearer" and scheme.lower() == "bearer":
+            request.environ["HTTP_AUTHORIZATION"] = "Bearer " + rest
 
 
 def _unauthorized(message: str, code: str = "invalid_token"):
