@@ -190,7 +190,9 @@ def validate_production(config: dict) -> None:
 
     Raises :class:`ConfigError` naming every problem: a default or short
     (< 32 chars) ``JWT_SECRET_KEY``, a SQLite ``DATABASE_URL``, a missing
-    ``CELERY_BROKER_URL``, a ``CELERY_TASK_QUEUE`` equal to ``SOCKETIO_CHANNEL``.
+    ``CELERY_BROKER_URL``, a missing ``SOCKETIO_MESSAGE_QUEUE`` (the workers' live
+    events would reach no client), a missing ``REDIS_URL`` (presence and the list
+    cache would be per process), a ``CELERY_TASK_QUEUE`` equal to ``SOCKETIO_CHANNEL``.
     """
     problems = []
     secret = config.get("JWT_SECRET_KEY") or ""
@@ -200,6 +202,12 @@ def validate_production(config: dict) -> None:
         problems.append("DATABASE_URL must point at PostgreSQL in production, not SQLite")
     if not config.get("CELERY_BROKER_URL"):
         problems.append("CELERY_BROKER_URL (RabbitMQ) is required in production")
+    if not config.get("SOCKETIO_MESSAGE_QUEUE"):
+        problems.append("SOCKETIO_MESSAGE_QUEUE is required in production (the Celery workers push live "
+                        "events through it; without it they reach no client), e.g. the broker's amqp:// URL")
+    if not config.get("REDIS_URL"):
+        problems.append("REDIS_URL is required in production (presence and the list cache shared by "
+                        "every process)")
     if config.get("CELERY_TASK_QUEUE") == config.get("SOCKETIO_CHANNEL"):
         problems.append("CELERY_TASK_QUEUE and SOCKETIO_CHANNEL must differ (RabbitMQ refuses "
                         "a queue and a fanout exchange of the same name)")

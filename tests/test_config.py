@@ -9,6 +9,8 @@ GOOD = {
     "JWT_SECRET_KEY": "x" * 40,
     "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+    "SOCKETIO_MESSAGE_QUEUE": "amqp://guest:guest@127.0.0.1:5672//",
+    "REDIS_URL": "redis://127.0.0.1:6379/15",
     "LOG_JSON": False,  # keep the test session's log handlers
 }
 
@@ -23,6 +25,8 @@ def test_production_starts_with_safe_settings():
     ({"JWT_SECRET_KEY": "short-secret"}, "JWT_SECRET_KEY"),
     ({"SQLALCHEMY_DATABASE_URI": "sqlite:///prod.db"}, "SQLite"),
     ({"CELERY_BROKER_URL": ""}, "CELERY_BROKER_URL"),
+    ({"SOCKETIO_MESSAGE_QUEUE": ""}, "SOCKETIO_MESSAGE_QUEUE"),
+    ({"REDIS_URL": ""}, "REDIS_URL"),
     ({"CELERY_TASK_QUEUE": "same", "SOCKETIO_CHANNEL": "same"}, "must differ"),
 ])
 def test_production_refuses_unsafe_settings(override, words):
