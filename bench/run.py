@@ -215,6 +215,7 @@ class Bench:
         self.dur = 4 if args.quick else 10
         # the web server's async mode: production's default unless the caller's environment sets one
         self.mode = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
+        self.other_mode = "threading" if self.mode == "gevent" else "gevent"  # fan-out comparison
         self.pg = None
 
     # ------------------------------------------------------------------ setup
@@ -647,7 +648,7 @@ class Bench:
     def fanout_1000(self) -> None:
         n = 200 if self.args.quick else 1000
         # the web server in the other async mode beside the production one, for comparison
-        other = "threading" if self.mode == "gevent" else "gevent"
+        other = self.other_mode
         oport = free_port()
         self.other_web = self.procs.start(f"web-{other}", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py",
                                                           "wsgi:app"],
@@ -746,8 +747,7 @@ class Bench:
         procs = [("web (gunicorn master)", self.web.pid), ("bare (gunicorn master)", self.bare.pid),
                  ("worker (celery main)", self.worker.pid), ("beat", self.beat.pid)]
         if getattr(self, "other_web", None):
-            procs.append((f"web-{'threading' if self.mode == 'gevent' else 'gevent'} (gunicorn master)",
-                          self.other_web.pid))
+            procs.append((f"web-{self.other_mode} (gunicorn master)", self.other_web.pid))
         mem = []
         for label, pid in procs:
             mem.append((label, pid, rss_mb(pid)))

@@ -399,12 +399,17 @@ def _request_hash(body: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _idempotency_cutoff(now: datetime | None = None) -> datetime:
+    """Keys created before this are expired (``IDEMPOTENCY_TTL`` ago)."""
+    return (now or utcnow()) - current_app.config["IDEMPOTENCY_TTL"]
+
+
 def purge_expired_idempotency_keys(now: datetime | None = None, *, batch: int = 1000) -> int:
     """Delete the idempotency keys older than ``IDEMPOTENCY_TTL`` (they would only be
     replaced on reuse otherwise: the table would grow forever), ``batch`` rows per
     transaction, oldest first (index on ``created_at``). Returns how many were deleted.
     Safe beside :func:`create_task`: an expired key is never replayed anyway."""
-    cutoff = (now or utcnow()) - current_app.config["IDEMPOTENCY_TTL"]
+    cutoff = _idempotency_cutoff(now)
     deleted = 0
     while True:
         ids = sa.select(IdempotencyKey.id).where(IdempotencyKey.created_at < cutoff) \
@@ -456,7 +461,7 @@ def create_task(actor: User, data: dict, *, idempotency_key: str | None = None,
     request_hash = _request_hash(raw_body if raw_body is not None else {})
     if idempotency_key is not None:
         record = _find_key(actor.id, idempotency_key)
-        cutoff = utcnow() - current_app.config["IDEMPOTENCY_TTL"]
+        cutoff = _idempotency_cutoff()
         if record is not None and record.created_at < cutoff:
             # expired: the key may be used again (a bulk DELETE, so a concurrent twin
             # that deleted it first is no error)
