@@ -59,6 +59,7 @@ def register_proxy_fix(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from tasktracker.auth import tokens
+    from tasktracker.core import hotcache
     from tasktracker.events.services import register_event_hooks
     from tasktracker.core.db import register_sqlite_pragmas
 
@@ -72,6 +73,9 @@ def register_extensions(app: Flask) -> None:
                   expose_headers=["ETag", "Location", "Retry-After"])
     register_sqlite_pragmas(app)
     register_event_hooks()
+    hotcache.init_hotcache(app)
+    hotcache.register_invalidation_hooks()
+    tokens.register_invalidation()
     from tasktracker.realtime import init_socketio
 
     init_socketio(app)

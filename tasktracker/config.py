@@ -94,6 +94,12 @@ class Config:
     LIST_CACHE_TTL_SECONDS = _int("LIST_CACHE_TTL_SECONDS", 60)
     LIST_CACHE_MAX_ENTRIES = _int("LIST_CACHE_MAX_ENTRIES", 256)
     LIST_CACHE_KEY_PREFIX = os.environ.get("LIST_CACHE_KEY_PREFIX", "tasktracker:lists")
+    # Hot-path cache (tasktracker/core/hotcache.py): login sessions and the list data
+    # version kept in process, dropped in every process by a Redis broadcast
+    # (HOT_CACHE_CHANNEL) after each commit that changes them; TTL seconds is the bound
+    # while that broadcast is down (0: off, every request reads the database).
+    HOT_CACHE_TTL_SECONDS = _float("HOT_CACHE_TTL_SECONDS", 3.0)
+    HOT_CACHE_CHANNEL = os.environ.get("HOT_CACHE_CHANNEL", "tasktracker:hotcache")
     SCAN_INTERVAL_SECONDS = _float("SCAN_INTERVAL_SECONDS", 60.0)
     OUTBOX_REDISPATCH_AFTER_SECONDS = _float("OUTBOX_REDISPATCH_AFTER_SECONDS", 30.0)
     SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)

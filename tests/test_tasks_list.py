@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from tasktracker.auth.models import User
+from tasktracker.core.hotcache import hot_state
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Reminder, Task
@@ -214,13 +215,15 @@ def test_search_in_trash(client, alice):
 # --------------------------------------------------------------------------- query count
 
 
-def _statements(client, url, headers) -> tuple[int, dict]:
+def _statements(client, url, headers, *, warm: bool = False) -> tuple[int, dict]:
     statements = []
 
     def count(conn, cursor, statement, parameters, context, executemany):
         statements.append(statement)
 
     db.session.remove()  # a fresh session, as in a real request: nothing cached
+    if not warm:  # nor in the hot cache (login session, data version)
+        hot_state(client.application).cache.clear()
     event.listen(db.engine, "before_cursor_execute", count)
     try:
         r = client.get(url, headers=headers)
@@ -248,6 +251,10 @@ def test_list_uses_a_bounded_number_of_queries(client, people):
     # auth (session joined with its user) + data version (ETag) + count
     # + page (owner/assignee joined) + reminders
     assert large == 5, large
+    # the common case: session and data version from the hot cache, no round trip for them
+    warm, body_warm = _statements(client, "/api/tasks?per_page=100", people.owner.headers, warm=True)
+    assert body_warm == body_large
+    assert warm == 3, warm
     search, body = _statements(client, "/api/tasks/search?q=t&per_page=100", people.owner.headers)
     assert len(body["items"]) == 100 and search == large
 

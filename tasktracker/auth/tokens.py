@@ -15,6 +15,7 @@ from flask_jwt_extended import JWTManager, create_access_token, create_refresh_t
 
 from tasktracker.auth.models import AuthSession, User
 from tasktracker.core.errors import error_response
+from tasktracker.core.hotcache import SESSIONS, defer_invalidation, hot_state
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 
@@ -46,6 +47,25 @@ def access_expires_in() -> int:
 _SESSION_USER = (sa.select(AuthSession.revoked_at, User)
                  .join(User, User.id == AuthSession.user_id)
                  .where(AuthSession.id == sa.bindparam("sid")))
+# ``last_seen_at`` is left out: it changes by bulk UPDATE on every socket connect
+# (no invalidation), so it is loaded from the database if read.
+_USER_COLUMNS = tuple(attr.key for attr in sa.inspect(User).column_attrs if attr.key != "last_seen_at")
+
+
+def _load_session(sid: str) -> dict | None:
+    """The column values of the user of live session ``sid``; None if unknown or revoked."""
+    row = db.session.execute(_SESSION_USER, {"sid": sid}).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return {key: getattr(row.User, key) for key in _USER_COLUMNS}
+
+
+def _attached_user(columns: dict) -> User:
+    """A persistent :class:`User` in the current DB session built from cached column
+    values, without a query (SQLAlchemy's ``make_transient_to_detached`` + ``merge(load=False)``)."""
+    user = User(**columns)
+    sa.orm.make_transient_to_detached(user)
+    return db.session.merge(user, load=False)
 
 
 def session_user(sid: str | None, user_id: object = None) -> User | None:
@@ -53,17 +73,23 @@ def session_user(sid: str | None, user_id: object = None) -> User | None:
 
     None when ``sid`` is unknown or revoked, or when ``user_id`` (a token's
     ``sub``) names another user: a token's ``sid`` and ``sub`` must belong
-    together. One round trip: the session row joined with its user. Whether the
-    user is active is the caller's check.
+    together. Whether the user is active is the caller's check.
+
+    The answer comes from the hot cache (:mod:`tasktracker.core.hotcache`) in the
+    common case, without a database round trip; otherwise one round trip (the
+    session row joined with its user). Any change to a session or a user drops
+    the cached answers in every process after its commit (:func:`revoke_sessions`,
+    the flush hook of :func:`register_invalidation`), and no answer is older than
+    ``HOT_CACHE_TTL_SECONDS``.
     """
     if not sid or not isinstance(sid, str):
         return None
-    row = db.session.execute(_SESSION_USER, {"sid": sid}).first()
-    if row is None or row.revoked_at is not None:
+    columns = hot_state().lookup(SESSIONS, sid, lambda: _load_session(sid))
+    if columns is None:
         return None
-    if user_id is not None and str(row.User.id) != str(user_id):
+    if user_id is not None and str(columns["id"]) != str(user_id):
         return None
-    return row.User
+    return _attached_user(columns)
 
 
 def revoke_sessions(user_id: int, *, only: str | None = None, keep: str | None = None) -> int:
@@ -77,7 +103,27 @@ def revoke_sessions(user_id: int, *, only: str | None = None, keep: str | None =
         stmt = stmt.where(AuthSession.id == only)
     if keep is not None:
         stmt = stmt.where(AuthSession.id != keep)
+    defer_invalidation(db.session, SESSIONS)
     return db.session.execute(stmt.values(revoked_at=utcnow())).rowcount
+
+
+def _invalidate_changed_users(session, _flush_context, _instances) -> None:
+    """``before_flush``: a user or session row changed or deleted in this flush drops the
+    cached sessions everywhere once the transaction commits."""
+    for obj in (*session.dirty, *session.deleted):
+        if isinstance(obj, (User, AuthSession)) and (obj in session.deleted
+                                                     or session.is_modified(obj)):
+            defer_invalidation(session, SESSIONS)
+            return
+
+
+def register_invalidation() -> None:
+    """Install the flush hook of :func:`_invalidate_changed_users` (idempotent)."""
+    from sqlalchemy import event as sa_event
+    from sqlalchemy.orm import Session
+
+    if not sa_event.contains(Session, "before_flush", _invalidate_changed_users):
+        sa_event.listen(Session, "before_flush", _invalidate_changed_users)
 
 
 def user_from_access_token(token: str) -> User | None:

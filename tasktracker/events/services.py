@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from tasktracker.core.hotcache import VERSION, defer_invalidation
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
 
@@ -31,6 +32,7 @@ def record_event(type: str, *, actor_id: int | None, task_id: int | None = None,
                   payload=payload or {})
     db.session.add(event)
     db.session.info.setdefault(_PENDING_KEY, []).append(event)
+    defer_invalidation(db.session, VERSION)  # a new data version, in every process
     return event
 
 

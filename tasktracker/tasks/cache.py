@@ -48,6 +48,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
+from tasktracker.core.hotcache import VERSION, hot_state
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
 
@@ -73,11 +74,20 @@ def data_version() -> str:
     """The global data version: ``"<max seq>@<its created_at>"``, on PostgreSQL
     followed by ``"/<xids of this database's transactions writing now>"``.
 
-    One statement (a backward index scan of ``events.seq``, one row). The
-    event's time makes versions unique even if the events table is emptied and
-    its sequence restarts (tests, a restore). PostgreSQL reads
-    ``pg_stat_activity`` once per transaction: call this once per request.
+    From the hot cache (:mod:`tasktracker.core.hotcache`) in the common case: every
+    commit that writes an event drops it in every process (a read then sees the
+    new version within the broadcast delay, at once in the writing process, and
+    never later than ``HOT_CACHE_TTL_SECONDS``); the in-flight xids keep the
+    argument above valid for versions read before such a commit.
     """
+    return hot_state().lookup(VERSION, None, read_data_version)
+
+
+def read_data_version() -> str:
+    """:func:`data_version` from the database: one statement (a backward index scan of
+    ``events.seq``, one row). The event's time makes versions unique even if the
+    events table is emptied and its sequence restarts (tests, a restore).
+    PostgreSQL reads ``pg_stat_activity`` once per transaction."""
     if db.session.get_bind().dialect.name != "postgresql":
         row = db.session.execute(
             sa.select(Event.seq, Event.created_at).order_by(Event.seq.desc()).limit(1)).first()
