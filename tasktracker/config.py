@@ -73,7 +73,16 @@ class Config:
     # and an in-process scheduler thread does the beat's work.
     CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
     SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE", "")
-    SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
+    # Which process this is (README, "Production"): "all" (embedded: REST + Socket.IO on
+    # one address), "api" (REST API only, no Socket.IO endpoint) or "gateway" (Socket.IO).
+    TASKTRACKER_ROLE = os.environ.get("TASKTRACKER_ROLE", "all")
+    # gevent: one greenlet per connection, so idle sockets never take the threads REST
+    # needs; threading (simple-websocket): a thread per websocket (GUNICORN_THREADS).
+    SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE", "gevent")
+    # Engine.IO connections without an authenticated Socket.IO connect after this many
+    # seconds are closed; at most this many open connections per client address.
+    SOCKETIO_CONNECT_TIMEOUT_SECONDS = _float("SOCKETIO_CONNECT_TIMEOUT_SECONDS", 10.0)
+    SOCKETIO_MAX_CONNECTIONS_PER_IP = _int("SOCKETIO_MAX_CONNECTIONS_PER_IP", 50)
     # Engine.IO transports accepted (comma list, see socketio_transports): "websocket"
     # alone lets one host run several gunicorn workers (gunicorn.conf.py, GUNICORN_WORKERS).
     SOCKETIO_TRANSPORTS = os.environ.get("SOCKETIO_TRANSPORTS", "polling,websocket")
@@ -175,6 +184,7 @@ class TestConfig(Config):
 
     TESTING = True
     ENV = "testing"
+    SOCKETIO_ASYNC_MODE = "threading"  # in-process test clients, no monkey-patching
     SQLALCHEMY_DATABASE_URI = "sqlite://"
     RATELIMIT_ENABLED = False
     SCHEDULER_ENABLED = False

@@ -26,6 +26,7 @@ from tasktracker.realtime.emitter import emit, get_state, sync_membership  # noq
 log = logging.getLogger(__name__)
 
 ASYNC_MODES = ("threading", "gevent")
+ROLES = ("all", "api", "gateway")
 
 
 def init_socketio(app: Flask) -> None:
@@ -43,6 +44,11 @@ def init_socketio(app: Flask) -> None:
       refused with a 400 ("Invalid transport"). Always passed, so a previous app's
       choice is never inherited either.
     - presence in Redis (``REDIS_URL``) or in memory.
+    - ``TASKTRACKER_ROLE=api`` (a REST API process): no Socket.IO server is mounted
+      (``/socket.io/`` is a 404 there; emits go through the message queue, which
+      the gateways read); ``all`` (embedded) and ``gateway`` serve Socket.IO.
+    - connection limits (:mod:`tasktracker.realtime.limits`):
+      ``SOCKETIO_CONNECT_TIMEOUT_SECONDS`` and ``SOCKETIO_MAX_CONNECTIONS_PER_IP``.
     """
     from tasktracker.config import socketio_transports
     from tasktracker.realtime import handlers  # noqa: F401 - registers handlers before init_app
@@ -60,8 +66,22 @@ def init_socketio(app: Flask) -> None:
         manager.control_handler = emitter.control_handler(app)
     else:
         manager = _socketio.Manager()
-    socketio.init_app(app, async_mode=async_mode, client_manager=manager, transports=transports,
-                      cors_allowed_origins=app.config["CORS_ORIGINS"] or None)
+    role = app.config["TASKTRACKER_ROLE"]
+    if role not in ROLES:
+        raise ValueError(f"TASKTRACKER_ROLE must be one of {ROLES}, not {role!r}")
+    guard = None
+    if role == "api":
+        if not url:
+            raise ValueError("TASKTRACKER_ROLE=api needs SOCKETIO_MESSAGE_QUEUE: its events reach "
+                             "the clients through the gateways")
+        socketio.server = None  # never an Engine.IO endpoint here (a previous app's is dropped)
+    else:
+        socketio.init_app(app, async_mode=async_mode, client_manager=manager, transports=transports,
+                          cors_allowed_origins=app.config["CORS_ORIGINS"] or None)
+        from tasktracker.realtime.limits import ConnectionGuard
+
+        guard = ConnectionGuard(socketio.server, app.config["SOCKETIO_CONNECT_TIMEOUT_SECONDS"],
+                                app.config["SOCKETIO_MAX_CONNECTIONS_PER_IP"])
 
     if app.config["REDIS_URL"]:
         presence = RedisPresence.from_url(app.config["REDIS_URL"], app.config["PRESENCE_KEY_PREFIX"],
@@ -72,5 +92,6 @@ def init_socketio(app: Flask) -> None:
                         "is tracked per process only")
         presence = MemoryPresence()
     app.extensions["tt_realtime"] = state = emitter.RealtimeState(app, presence, url, channel)
-    state.server = socketio.server  # the Socket.IO server bound for this app
+    state.server = socketio.server  # the Socket.IO server bound for this app (None: api role)
+    state.guard = guard
     emitter.set_last_app(app)

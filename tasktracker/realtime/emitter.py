@@ -40,6 +40,7 @@ class RealtimeState:
         self.queue_url = queue_url
         self.channel = channel
         self.server = None
+        self.guard = None  # realtime.limits.ConnectionGuard of a process serving Socket.IO
         self._heartbeat_pid: int | None = None
         self._lock = threading.Lock()
 

@@ -79,6 +79,8 @@ def _connect(auth) -> None:
     services.touch_last_seen(user_id)
 
     state = get_state()
+    if state.guard is not None:
+        state.guard.authenticated(socketio.server.manager.eio_sid_from_sid(sid, NAMESPACE))
     try:
         state.ensure_heartbeat()
         if state.presence.add(user_id, sid):
