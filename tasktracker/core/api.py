@@ -10,6 +10,7 @@ from flask_restful import Api as _RestfulApi
 from marshmallow import Schema, fields
 
 from tasktracker.core.errors import BadRequest, ApiError, Unprocessable
+from tasktracker.core.serialization import dumps
 
 
 class Api(_RestfulApi):
@@ -20,11 +21,25 @@ class Api(_RestfulApi):
     :mod:`tasktracker.core.errors`, which answer in the contract's shape.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.representations = {"application/json": output_json}
+
     def handle_error(self, e):  # noqa: D401 - flask-restful hook
         raise e
 
     def error_router(self, original_handler, e):
         return original_handler(e)
+
+
+def output_json(data: Any, code: int, headers: dict | None = None) -> Response:
+    """flask-restful's ``application/json`` representation, through :func:`dumps`
+    (flask-restful calls the stdlib's ``json.dumps`` itself, bypassing Flask's JSON
+    provider, so ``app.json`` would change nothing for Resources)."""
+    response = current_app.response_class(dumps(data), status=code, mimetype="application/json")
+    if headers:
+        response.headers.extend(headers)
+    return response
 
 
 def json_body() -> dict:

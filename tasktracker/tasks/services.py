@@ -32,6 +32,7 @@ from tasktracker.auth.models import User
 from tasktracker.attachments import storage
 from tasktracker.core.db import commit_keeping_loaded
 from tasktracker.core.pagination import paginate
+from tasktracker.core.serialization import dumps
 from tasktracker.core.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
 from tasktracker.core.fields import UTCDateTime as UTCDateTimeField
 from tasktracker.core.types import utcnow
@@ -369,7 +370,7 @@ def task_page(actor: User, args: dict, *, search: bool = False,
     def render() -> bytes:
         query = search_query(actor, args) if search else list_query(actor, args)
         page = paginate(query, args["page"], args["per_page"], fetch=page_items)
-        return current_app.json.dumps(page).encode()
+        return dumps(page)
 
     if "overdue" in args:
         return ListResult(etag=None, body=render())
