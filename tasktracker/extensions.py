@@ -1,13 +1,14 @@
 """Unbound Flask extensions; `create_app` binds them (cookiecutter-flask style)."""
 
 from flask_cors import CORS
-from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
+
+from tasktracker.core.jwt_cache import CachingJWTManager
 
 # Deterministic constraint names so Alembic migrations work on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -20,7 +21,7 @@ NAMING_CONVENTION = {
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 migrate = Migrate()
-jwt = JWTManager()
+jwt = CachingJWTManager()  # verifies each token string once per process
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 cors = CORS()
 socketio = SocketIO()

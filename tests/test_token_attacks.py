@@ -160,6 +160,30 @@ def test_expired_access_token(client, victim):
     assert_unauthorized(call(client, expired), "token_expired")
 
 
+def test_a_token_verified_once_still_expires(client, victim):
+    """The per-process memo of verified tokens (core/jwt_cache.py) never outlives ``exp``."""
+    import time
+
+    sid = decode_token(victim.access_token)["sid"]
+    short = create_access_token(identity=str(victim.id), additional_claims={"sid": sid},
+                                expires_delta=timedelta(seconds=2))
+    assert call(client, short).status_code == 200
+    assert call(client, short).status_code == 200  # from the memo
+    assert short in client.application.extensions["tt_verified_tokens"]._claims
+    time.sleep(max(0.0, decode_token(short)["exp"] - time.time()) + 0.05)
+    assert_unauthorized(call(client, short), "token_expired")
+
+
+def test_a_tampered_copy_of_a_verified_token_is_refused(client, victim):
+    assert call(client, victim.access_token).status_code == 200  # verified, in the memo
+    header, payload, signature = victim.access_token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = str(int(claims["sub"]) + 1)
+    forged = ".".join([header, base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode(),
+                       signature])
+    assert_unauthorized(call(client, forged), "invalid_token")
+
+
 def test_expired_refresh_token(client, victim):
     sid = decode_token(victim.access_token)["sid"]
     expired = create_refresh_token(identity=str(victim.id), additional_claims={"sid": sid},

@@ -9,6 +9,7 @@ when its user is deactivated.
 from __future__ import annotations
 
 import uuid
+
 import sqlalchemy as sa
 from flask import current_app, g, request
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, decode_token
@@ -193,3 +194,4 @@ def register_jwt_callbacks(jwt: JWTManager) -> None:
     jwt.user_lookup_error_loader(lambda h, p: _unauthorized("User is inactive or unknown.", "user_inactive"))
     jwt.needs_fresh_token_loader(lambda h, p: _unauthorized("Fresh token required."))
     jwt.token_verification_failed_loader(lambda h, p: _unauthorized("Invalid token."))
+
