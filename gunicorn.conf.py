@@ -1,4 +1,7 @@
-"""gunicorn settings for the web process (REST API + Socket.IO):
+"""gunicorn settings for the processes that serve Socket.IO: the embedded default
+(``make run``, ``TASKTRACKER_ROLE=all``: REST API and Socket.IO on one address) and the
+production real-time gateways (``TASKTRACKER_ROLE=gateway``). Production's REST API
+processes run on granian instead (README, "Production").
 
     gunicorn -c gunicorn.conf.py wsgi:app
 
@@ -12,10 +15,12 @@
   (``CELERY_BROKER_URL`` set, or ``SCHEDULER_ENABLED=false``: it would run in every
   worker). ``REDIS_URL`` keeps presence right across workers. Long-polling clients:
   more single-worker processes behind a proxy with sticky sessions instead.
-* The worker class follows ``SOCKETIO_ASYNC_MODE``: ``threading`` (the default)
-  uses ``gthread`` and websockets run on simple-websocket, one thread per open
-  websocket, so ``GUNICORN_THREADS`` bounds concurrent connections + requests
-  per worker; ``gevent`` uses the gevent worker (greenlets; needs the gevent package).
+* The worker class follows ``SOCKETIO_ASYNC_MODE``: ``gevent`` (the default) uses the
+  gevent worker, a greenlet per connection, up to ``GUNICORN_WORKER_CONNECTIONS``
+  (default 10000) open connections, so idle or slow connections never take what a
+  REST request needs; ``threading`` uses ``gthread`` and websockets run on
+  simple-websocket, one thread per open websocket, so ``GUNICORN_THREADS`` bounds
+  concurrent connections + requests per worker.
 * ``HOST``/``PORT`` choose the bind address (default ``127.0.0.1:8000``; the
   container sets ``HOST=0.0.0.0``). Access and error logs go to stdout/stderr.
 * The app's settings are read with ``tasktracker/config.py`` itself (the ``.env``
@@ -60,7 +65,7 @@ bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = _positive_int("GUNICORN_WORKERS", "1")
 if _async_mode == "gevent":
     worker_class = "gevent"
-    worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+    worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))
 else:
     worker_class = "gthread"
     threads = int(os.environ.get("GUNICORN_THREADS", "100"))

@@ -52,7 +52,7 @@ def server(tmp_path_factory):
     env = {**os.environ,
            "DATABASE_URL": database_url, "FLASK_APP": "wsgi.py",
            "TASKTRACKER_ENV": "development", "CELERY_BROKER_URL": "", "SOCKETIO_MESSAGE_QUEUE": "",
-           "SOCKETIO_ASYNC_MODE": "threading", "SCHEDULER_ENABLED": "false",
+           "SOCKETIO_ASYNC_MODE": "gevent", "SCHEDULER_ENABLED": "false",
            "RATELIMIT_ENABLED": "false", "UPLOAD_DIR": str(logs / "uploads"),
            "HOST": "127.0.0.1", "PORT": str(port)}
     with open(logs / "migrate.log", "wb") as out:

@@ -19,6 +19,7 @@ def test_embedded_server_sends_a_due_reminder_without_any_request(tmp_path, data
         pytest.skip("the embedded mode is SQLite; the PostgreSQL half has nothing to add")
     url = f"sqlite:///{tmp_path / 'embedded.db'}"
     env = base_env(DATABASE_URL=url, SCHEDULER_ENABLED="true", SCAN_INTERVAL_SECONDS="0.5",
+                   SOCKETIO_ASYNC_MODE="gevent",  # the embedded default
                    UPLOAD_DIR=str(tmp_path / "uploads"))
     migrate(url, tmp_path, env)
     engine = sa.create_engine(url)
