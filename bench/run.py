@@ -91,10 +91,10 @@ class Processes:
         log(f"started {name} pid={proc.pid}")
         return proc
 
-    def stop(self, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    def stop(self, proc: subprocess.Popen, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
         if proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -467,8 +467,14 @@ class Bench:
             raise
         return sio
 
-    async def _latency(self, n: int, gap: float, label: str) -> dict:
+    async def _latency(self, n: int, gap: float, label: str, sock_url: str | None = None,
+                       post_url: str | None = None, listener: dict | None = None, poster: dict | None = None,
+                       team_id: int | None = None) -> dict:
+        """``n`` sequential team-task POSTs by ``poster`` (default alice) to ``post_url``, each
+        timed until ``listener`` (default bob), connected to ``sock_url``, gets task:created."""
         import aiohttp
+        sock_url, post_url = sock_url or self.base, post_url or self.base
+        listener, poster = listener or self.bob, poster or self.alice
         arrivals: dict[int, list[float]] = {}
         seqs: list[int] = []
         waiters: dict[int, asyncio.Event] = {}
@@ -484,10 +490,10 @@ class Bench:
             else:
                 early.add(tid)
 
-        sio = await self._client(self.base, self.bob["token"], {"task:created": on_created})
+        sio = await self._client(sock_url, listener["token"], {"task:created": on_created})
         lat, post_ms, missing, retries = [], [], 0, 0
         sent_ids: list[int] = []
-        body = {"title": "latency probe", "team_id": self.team_id}
+        body = {"title": "latency probe", "team_id": team_id or self.team_id}
         deadline = time.monotonic() + 120
 
         async def post(http) -> tuple[int, float]:
@@ -497,7 +503,7 @@ class Bench:
             key = secrets.token_hex(16)
             for attempt in range(3):
                 try:
-                    async with http.post(self.base + "/api/tasks", json=body,
+                    async with http.post(post_url + "/api/tasks", json=body,
                                          headers={"Idempotency-Key": key}) as resp:
                         t1 = time.perf_counter()
                         assert resp.status == 201, await resp.text()
@@ -509,7 +515,7 @@ class Bench:
             raise AssertionError("unreachable")
 
         try:
-            async with aiohttp.ClientSession(headers=self.auth(self.alice)) as http:
+            async with aiohttp.ClientSession(headers=self.auth(poster)) as http:
                 for i in range(n):
                     if time.monotonic() > deadline:
                         break
@@ -891,15 +897,44 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--topology", choices=("split", "single"), default="split",
+                   help="split (default): granian REST API + gevent gateways + nginx (bench/split.py); "
+                        "single: the former one-gunicorn web process and its steps")
     p.add_argument("--quick", action="store_true", help="short runs, fewer writes/sockets/reminders")
-    p.add_argument("--profile", action="store_true", help="py-spy the web worker during a list run")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy the REST workers (split: uncached list and POST runs; single: list, 304)")
     p.add_argument("--keep-db", action="store_true", help="keep the tt_bench_* database")
-    p.add_argument("--workers", type=int, default=1,
-                   help="GUNICORN_WORKERS of the web and bare servers (>1: websocket transport only)")
     p.add_argument("--scan-interval", type=float, default=10.0,
                    help="SCAN_INTERVAL_SECONDS of the beat (default 10; production default 60)")
-    p.add_argument("--only", nargs="*", help="steps to run: list_reads posts socket_latency fanout_1000 reminders soak")
-    return Bench(p.parse_args()).run()
+    p.add_argument("--only", nargs="*", help="steps to run; split: rest latency flood sockets memory embedded; "
+                                             "single: list_reads posts socket_latency fanout_1000 reminders soak")
+    g = p.add_argument_group("split topology")
+    g.add_argument("--skip", nargs="*", help="steps not to run (split)")
+    g.add_argument("--api-workers", type=int, default=2, help="granian --workers of the REST API (default 2)")
+    g.add_argument("--api-threads", type=int, default=8, help="granian --blocking-threads (default 8)")
+    g.add_argument("--gateways", type=int, default=2, help="real-time gateway processes (default 2)")
+    g.add_argument("--sockets", type=int, default=None,
+                   help="websockets of figure 6 (default 10000, --quick 2000; 0 skips the step)")
+    g.add_argument("--socket-addrs", type=int, default=8,
+                   help="loopback source addresses 127.0.0.2.. for those sockets (default 8)")
+    g.add_argument("--socket-procs", type=int, default=0, help="client processes (default: one per 2,500 sockets)")
+    g.add_argument("--socket-concurrency", type=int, default=50,
+                   help="handshakes in flight per client process (default 50)")
+    g.add_argument("--gateway-worker-connections", type=int, default=0,
+                   help="GUNICORN_WORKER_CONNECTIONS of the gateways in figure 6 (default: sockets + 1000)")
+    g.add_argument("--flood-ws", type=int, default=None, help="idle websockets of figure 7 (default 2000)")
+    g.add_argument("--flood-slow", type=int, default=None, help="slow-header connections of figure 7 (default 500)")
+    g.add_argument("--flood-addr", default="127.0.0.200", help="source address of the flood (default 127.0.0.200)")
+    g = p.add_argument_group("single topology")
+    g.add_argument("--workers", type=int, default=1,
+                   help="GUNICORN_WORKERS of the web and bare servers (>1: websocket transport only)")
+    args = p.parse_args()
+    if args.topology == "split":
+        args.workers = 1  # Bench.env(): no GUNICORN_WORKERS for every process
+        sys.path.insert(0, str(ROOT))
+        from bench.split import SplitBench
+        return SplitBench(args).run()
+    return Bench(args).run()
 
 
 if __name__ == "__main__":
