@@ -247,6 +247,83 @@ class CeleryProc(Proc):
         assert ok and self.alive(), f"{self.name} did not start:\n{self.log_tail()}"
 
 
+class ApiServer(Proc):
+    """A REST API process as production runs it: ``TASKTRACKER_ROLE=api granian --interface
+    wsgi --host 127.0.0.1 --port <free> --workers N --blocking-threads 8 --no-ws wsgi:app``."""
+
+    def __init__(self, name: str, env: dict, log_dir: Path, workers: int = 1, **settings: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(name, [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1",
+                                "--port", str(self.port), "--workers", str(workers),
+                                "--blocking-threads", "8", "--no-ws", "wsgi:app"],
+                         {**env, "TASKTRACKER_ROLE": "api", **settings}, log_dir)
+
+    wait_ready = Web.wait_ready
+
+
+def gateway_settings(**settings: str) -> dict:
+    """The environment additions of a real-time gateway (``TASKTRACKER_ROLE=gateway``,
+    gevent) started by :class:`Web` (``gunicorn -c gunicorn.conf.py wsgi:app``)."""
+    return {"TASKTRACKER_ROLE": "gateway", "SOCKETIO_ASYNC_MODE": "gevent", **settings}
+
+
+def nginx_binary() -> str:
+    """nginx from Debian's package; missing: fails under CI=true, else skips."""
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if not found:
+        require_service("nginx", "no nginx binary on PATH or at /usr/sbin/nginx (apt-get install nginx)")
+    return found
+
+
+class Nginx(Proc):
+    """``deploy/nginx.conf`` rendered into ``log_dir/<name>`` with its addresses replaced
+    (listen 127.0.0.1:8080 -> a free port; the API upstream 127.0.0.1:8001 -> ``api_ports``;
+    the gateways 127.0.0.1:8101/8102 -> ``gateway_ports``), run in the foreground:
+    ``nginx -p <dir> -c <dir>/nginx.conf -g 'daemon off;'``."""
+
+    CONF = ROOT / "deploy" / "nginx.conf"
+
+    def __init__(self, name: str, log_dir: Path, api_ports: list[int], gateway_ports: list[int]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.prefix = log_dir / f"{name}-{uuid.uuid4().hex[:4]}"
+        self.prefix.mkdir()
+        self.conf_path = self.prefix / "nginx.conf"
+        self.conf_path.write_text(self.render(self.CONF.read_text(), self.port, api_ports, gateway_ports))
+        super().__init__(name, [nginx_binary(), "-p", str(self.prefix), "-e", str(self.prefix / "error.log"),
+                                "-c", str(self.conf_path), "-g", "daemon off;"], dict(os.environ), log_dir)
+
+    @staticmethod
+    def render(conf: str, port: int, api_ports: list[int], gateway_ports: list[int]) -> str:
+        """The conf with the four addresses of deploy/nginx.conf replaced (text substitution).
+        More API servers than one, or gateways than two, are added on the same line as the
+        conf's last server of that upstream (``server a; server b;``)."""
+        for address in ("127.0.0.1:8080;", "127.0.0.1:8001;", "127.0.0.1:8101;", "127.0.0.1:8102;"):
+            assert conf.count(address) == 1, f"deploy/nginx.conf: expected {address} once"
+        assert api_ports and len(gateway_ports) >= 2, "deploy/nginx.conf lists 1 API server, 2 gateways"
+
+        def servers(ports: list[int]) -> str:
+            return " server ".join(f"127.0.0.1:{p};" for p in ports)
+
+        conf = conf.replace("127.0.0.1:8080;", f"127.0.0.1:{port};")
+        conf = conf.replace("127.0.0.1:8001;", servers(api_ports))
+        conf = conf.replace("127.0.0.1:8101;", servers(gateway_ports[:1]))
+        return conf.replace("127.0.0.1:8102;", servers(gateway_ports[1:]))
+
+    def log(self) -> str:
+        errors = self.prefix / "error.log"
+        return super().log() + (errors.read_text(errors="replace") if errors.exists() else "")
+
+    def log_tail(self, n: int = 40) -> str:
+        return (f"--- {self.name} ({self.log_path})\n{tail(self.log_path, n)}\n"
+                f"--- {self.name} error.log\n{tail(self.prefix / 'error.log', n)}")
+
+    def wait_ready(self, timeout: float = 15) -> "Nginx":
+        """Listening and proxying: ``/health`` through it answers 200."""
+        return Web.wait_ready(self, timeout)
+
+
 class Stack:
     """Processes of one test (or module), stopped in reverse order by ``stop_all``."""
 
@@ -261,6 +338,19 @@ class Stack:
 
     def web(self, name: str, **settings: str) -> Web:
         return self.add(Web(name, self.env, self.log_dir, **settings)).wait_ready()
+
+    def api(self, name: str, wait: bool = True, workers: int = 1, **settings: str) -> ApiServer:
+        """A REST API process (granian, ``TASKTRACKER_ROLE=api``)."""
+        proc = self.add(ApiServer(name, self.env, self.log_dir, workers=workers, **settings))
+        return proc.wait_ready() if wait else proc
+
+    def gateway(self, name: str, wait: bool = True, **settings: str) -> Web:
+        """A real-time gateway (gunicorn gevent, ``TASKTRACKER_ROLE=gateway``)."""
+        proc = self.add(Web(name, self.env, self.log_dir, **gateway_settings(**settings)))
+        return proc.wait_ready() if wait else proc
+
+    def nginx(self, api_ports: list[int], gateway_ports: list[int], name: str = "nginx") -> Nginx:
+        return self.add(Nginx(name, self.log_dir, api_ports, gateway_ports)).wait_ready()
 
     def worker(self, name: str = "worker", wait: bool = True, **settings: str) -> CeleryProc:
         proc = CeleryProc.worker(name, {**self.env, **settings}, self.log_dir, wait=False)
@@ -320,13 +410,14 @@ class User:
 
 
 class SioClient:
-    """A python-socketio client (websocket) recording every event it receives."""
+    """A python-socketio client (websocket) recording every event it receives.
+    ``client_options`` go to ``socketio.Client`` (e.g. ``websocket_extra_options``)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, **client_options):
         import socketio
 
         self.name = name
-        self.sio = socketio.Client(reconnection=False)
+        self.sio = socketio.Client(reconnection=False, **client_options)
         self.events: list[tuple[str, object]] = []
         self._cond = threading.Condition()
 
@@ -336,8 +427,8 @@ class SioClient:
                 self.events.append((event, args[0] if args else None))
                 self._cond.notify_all()
 
-    def connect(self, url: str, token: str) -> "SioClient":
-        self.sio.connect(url, auth={"token": token}, transports=["websocket"], wait_timeout=10)
+    def connect(self, url: str, token: str, transports: tuple[str, ...] = ("websocket",)) -> "SioClient":
+        self.sio.connect(url, auth={"token": token}, transports=list(transports), wait_timeout=10)
         return self
 
     def named(self, name: str) -> list:
@@ -574,7 +665,7 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-__all__ = ["BIN", "CeleryProc", "Db", "PASSWORD", "PrivatePostgres", "Proc", "ROOT", "SioClient", "Stack",
-           "TcpProxy", "User", "Web", "base_env", "check_rabbitmq", "check_redis", "delete_queue",
-           "delete_redis_keys", "free_port", "migrate", "migrated_database", "skip_unless_postgres",
-           "tail", "wait_for"]
+__all__ = ["ApiServer", "BIN", "CeleryProc", "Db", "Nginx", "PASSWORD", "PrivatePostgres", "Proc", "ROOT",
+           "SioClient", "Stack", "TcpProxy", "User", "Web", "base_env", "check_rabbitmq", "check_redis",
+           "delete_queue", "delete_redis_keys", "free_port", "gateway_settings", "migrate",
+           "migrated_database", "nginx_binary", "skip_unless_postgres", "tail", "wait_for"]
