@@ -1,7 +1,9 @@
-# One image for every TaskTracker process (web, worker, beat, migrate); the
-# command chooses the role, exactly as in the README's production section:
-#   web:     gunicorn -c gunicorn.conf.py wsgi:app            (default CMD)
-#   worker:  celery -A celery_worker.celery worker --loglevel=info
+# One image for every TaskTracker process; the command (and TASKTRACKER_ROLE) choose
+# the role, exactly as in the README's production section:
+#   api:     granian --interface wsgi --no-ws --workers 2 --blocking-threads 8 wsgi:app
+#            (default CMD, TASKTRACKER_ROLE=api: the REST API, no Socket.IO endpoint)
+#   gateway: gunicorn -c gunicorn.conf.py wsgi:app            (TASKTRACKER_ROLE=gateway)
+#   worker:  celery -A celery_worker.celery worker -n worker1@%h --loglevel=info
 #   beat:    celery -A celery_worker.celery beat --loglevel=info --schedule /tmp/celerybeat-schedule
 #   migrate: flask db upgrade
 # See docker-compose.yml for a complete deployment.
@@ -20,8 +22,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     FLASK_APP=wsgi.py \
     TASKTRACKER_ENV=production \
+    TASKTRACKER_ROLE=api \
     HOST=0.0.0.0 \
     PORT=8000 \
+    GRANIAN_HOST=0.0.0.0 \
+    GRANIAN_PORT=8000 \
     UPLOAD_DIR=/data/uploads
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
@@ -34,4 +39,4 @@ VOLUME ["/data/uploads"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+CMD ["granian", "--interface", "wsgi", "--no-ws", "--workers", "2", "--blocking-threads", "8", "wsgi:app"]

@@ -41,14 +41,23 @@ def test_readme_starts_with_the_two_commands():
 def test_containers_run_the_readme_production_commands():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "rabbitmq", "redis", "migrate", "web", "worker", "beat"} <= set(services)
+    assert {"postgres", "rabbitmq", "redis", "migrate", "api", "gateway1", "gateway2", "worker", "beat",
+            "nginx"} <= set(services)
     production = README[README.index("## Production"):]
-    for name in ("migrate", "web", "worker", "beat"):
+    for name in ("migrate", "api", "gateway1", "gateway2", "worker", "beat"):
         command = " ".join(services[name]["command"])
         assert command in production, f"{name}: {command!r} is not the README's command"
+    roles = {name: services[name]["environment"]["TASKTRACKER_ROLE"] for name in ("api", "gateway1", "gateway2")}
+    assert roles == {"api": "api", "gateway1": "gateway", "gateway2": "gateway"}
+    # nginx runs the repository's own config, unchanged, as the README does
+    assert "./deploy/nginx.conf:/etc/tasktracker/nginx.conf:ro" in services["nginx"]["volumes"]
+    assert 'nginx -p /tmp/tasktracker-nginx -c "$PWD/deploy/nginx.conf"' in production
+    published = {p.split(":")[1] for name in ("api", "gateway1", "gateway2") for p in services[name]["ports"]}
+    nginx_conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert all(f"127.0.0.1:{port};" in nginx_conf for port in published), published
     dockerfile = (ROOT / "Dockerfile").read_text()
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
-    assert cmd == services["web"]["command"]
+    assert cmd == services["api"]["command"]
     assert re.search(r"^USER app$", dockerfile, re.M) and "HEALTHCHECK" in dockerfile
     assert "/health" in dockerfile
     # No default secrets anywhere in the deployment files.
