@@ -11,8 +11,8 @@ beat, on a fresh migrated PostgreSQL database, RabbitMQ and Redis.
 - a logout is refused by the other REST process within 1 s (hot-cache broadcast), and
   within 5 s while the broadcast is down (a third REST process reaches Redis through a
   TcpProxy that the test cuts; HOT_CACHE_TTL_SECONDS bounds staleness);
-- (xfail, a bug of deploy/nginx.conf) a same-origin websocket through nginx on its own
-  port is refused: nginx forwards ``Host``/``X-Forwarded-Host`` without the port.
+- a same-origin websocket through nginx on its own port is accepted (nginx forwards
+  ``Host``/``X-Forwarded-Host`` with the port: the gateways' origin check compares them).
 
 Unique Celery queue, Socket.IO channel, hot-cache channel and Redis key prefixes per run
 (deleted afterwards). PostgreSQL half only.
@@ -351,16 +351,9 @@ def test_logout_refused_within_5s_while_the_broadcast_is_down(split):
     assert elapsed is not None and elapsed < 1.0, elapsed
 
 
-# --------------------------------------------------------------------------- known bug
+# --------------------------------------------------------------------------- origin check behind nginx
 
 
-@pytest.mark.xfail(strict=True, raises=websocket.WebSocketBadStatusException, reason=(
-    "deploy/nginx.conf forwards 'Host $host' and 'X-Forwarded-Host $host' (no port): behind it "
-    "on a non-default port (its own 127.0.0.1:8080) the gateways' same-origin check "
-    "(python-engineio, cors_allowed_origins=None) compares Origin 'http://127.0.0.1:<port>' "
-    "with 'http://127.0.0.1' and answers 400 'Not an accepted origin' to every same-origin "
-    "client (browsers, python-socketio's websocket transport; polling requests with an Origin "
-    "too); $http_host would keep the port"))
 def test_same_origin_websocket_through_nginx(split):
     nginx = split["nginx"]
     ws = websocket.create_connection(f"ws://127.0.0.1:{nginx.port}/socket.io/?EIO=4&transport=websocket",
