@@ -375,6 +375,79 @@ def test_rate_limits_of_one_app_do_not_leak_into_another(limited_client, client,
     assert login(client, username="alice").status_code == 200
 
 
+# --------------------------------------------------------------------------- unstorable text in rate-limited and keyed paths
+
+#: JSON texts with an unpaired UTF-16 surrogate (or NUL): no driver, cache or
+#: rate-limit storage can encode them.
+UNSTORABLE = ['"\\ud800"', '"a\\udfffb@example.com"', '"x\\u0000y"']
+
+
+def _raw_post(client, url: str, body: str, **kwargs):
+    return client.post(url, data=body, content_type="application/json", **kwargs)
+
+
+@pytest.mark.parametrize("field", ["email", "username", "password"])
+@pytest.mark.parametrize("raw", UNSTORABLE)
+def test_unstorable_login_identifier_is_422_with_rate_limits_on(limited_client, field, raw):
+    """The per-account key function runs before the body is validated: text the
+    database cannot take (``"\\ud800"``) must not reach it there (it answered 500)."""
+    UserFactory(username="alice", email="alice@example.com")
+    ident = {} if field in ("email", "username") else {"email": '"alice@example.com"'}
+    body = {**ident, "password": '"x"', field: raw}
+    body = "{" + ", ".join(f'"{k}": {v}' for k, v in body.items()) + "}"
+    r = _raw_post(limited_client, "/api/auth/login", body)
+    assert_error(r, 422, "validation_error")
+    assert field in r.json["error"]["details"]
+    # such bodies share one bucket (never a key of their own) and still count against the IP limit
+    for _ in range(2):
+        assert _raw_post(limited_client, "/api/auth/login", body).status_code == 422
+    assert_rate_limited(_raw_post(limited_client, "/api/auth/login", body))
+
+
+@pytest.mark.parametrize("raw", UNSTORABLE)
+def test_unstorable_login_identifier_is_422_without_rate_limits(client, raw):
+    assert_error(_raw_post(client, "/api/auth/login", '{"email": ' + raw + ', "password": "x"}'), 422)
+    assert_error(_raw_post(client, "/api/auth/login", '{"username": ' + raw + ', "password": "x"}'), 422)
+
+
+@pytest.mark.parametrize("field", ["username", "email", "password", "full_name"])
+def test_unstorable_registration_is_422_with_rate_limits_on(limited_client, field):
+    body = {"username": '"alice"', "email": '"alice@example.com"', "password": '"long-enough-1"',
+            field: '"\\ud800"'}
+    body = "{" + ", ".join(f'"{k}": {v}' for k, v in body.items()) + "}"
+    r = _raw_post(limited_client, "/api/auth/register", body)
+    assert_error(r, 422, "validation_error")
+    assert field in r.json["error"]["details"]
+    assert user_count() == 0
+
+
+def test_refresh_with_unstorable_body_or_token_never_500(limited_client, auth):
+    s = auth.user("alice")
+    r = _raw_post(limited_client, "/api/auth/refresh", '{"email": "\\ud800"}', headers=bearer(s.refresh_token))
+    assert r.status_code == 200, r.json  # the body of a refresh is not read
+    # a token made of bytes that decode to no text is simply not a token
+    r = limited_client.post("/api/auth/refresh", headers={"Authorization": "Bearer \xed\xa0\x80"})
+    assert_error(r, 401)
+
+
+def test_idempotency_key_path_with_unstorable_text_is_422(limited_client, auth):
+    """POST /api/tasks keys on ``Idempotency-Key`` and hashes the body: an unstorable
+    body is refused before either, and a non-ASCII key is a 422 on the header."""
+    from tasktracker.tasks.models import IdempotencyKey, Task
+
+    s = auth.user("alice")
+    r = _raw_post(limited_client, "/api/tasks", '{"title": "\\ud800"}',
+                  headers={**s.headers, "Idempotency-Key": "k-1"})
+    assert_error(r, 422, "validation_error")
+    assert "title" in r.json["error"]["details"]
+    r = _raw_post(limited_client, "/api/tasks", '{"title": "ok"}',
+                  headers={**s.headers, "Idempotency-Key": "\xed\xa0\x80"})
+    assert_error(r, 422, "validation_error")
+    assert "Idempotency-Key" in r.json["error"]["details"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Task)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(IdempotencyKey)) == 0
+
+
 # --------------------------------------------------------------------------- refresh
 
 

@@ -8,6 +8,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from tasktracker.auth.models import User
 from tasktracker.auth.tokens import access_expires_in, issue_tokens, revoke_sessions
+from tasktracker.core.api import storable_text
 from tasktracker.core.errors import Conflict, NotFound, Unauthorized
 from tasktracker.extensions import db
 
@@ -81,13 +82,17 @@ def login_account_key(email: object, username: object) -> str:
     An existing account is keyed by its id, so naming it by email, by username
     or in another case all count against one limit; an unknown identifier is
     keyed by its normalised text. Values a login could never match (not a
-    string, too long, NUL) share one bucket and never reach the database.
+    string, too long, NUL, an unpaired surrogate such as JSON ``"\\ud800"``
+    that no driver or limiter storage can encode) share one bucket and never
+    reach the database: this runs before the body is validated (the view then
+    answers 422).
     """
+    email = email if isinstance(email, str) else None
+    username = username if isinstance(username, str) else None
     ident = email or username
-    if not isinstance(ident, str) or not ident.strip() or len(ident) > 254 or "\x00" in ident:
+    if not ident or not ident.strip() or len(ident) > 254 or not storable_text(ident):
         return "login-account:?"
-    user = find_login_user(email if isinstance(email, str) else None,
-                           username if isinstance(username, str) else None)
+    user = find_login_user(email, username)
     if user is not None:
         return f"login-account:user:{user.id}"
     return "login-account:" + ident.strip().lower()

@@ -76,19 +76,27 @@ def json_body() -> dict:
 _UNSTORABLE_MESSAGE = "NUL characters and unpaired surrogates are not allowed."
 
 
+def storable_text(text: str) -> bool:
+    """True if ``text`` can be stored as text and sent to the database or a cache
+    key: no NUL and valid UTF-8 (no unpaired UTF-16 surrogate such as JSON
+    ``"\\ud800"``, which the drivers refuse to encode)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _unstorable_text(value: Any) -> bool:
     """True if a string anywhere in ``value`` (keys included) cannot be stored as
-    text: it contains NUL or is not valid UTF-8 (an unpaired UTF-16 surrogate
-    such as JSON ``"\\ud800"``). Iterative: any depth."""
+    text (see :func:`storable_text`). Iterative: any depth."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return True
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
+            if not storable_text(item):
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
