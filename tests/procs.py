@@ -298,18 +298,26 @@ class Nginx(Proc):
     def render(conf: str, port: int, api_ports: list[int], gateway_ports: list[int]) -> str:
         """The conf with the four addresses of deploy/nginx.conf replaced (text substitution).
         More API servers than one, or gateways than two, are added on the same line as the
-        conf's last server of that upstream (``server a; server b;``)."""
+        conf's last server of that upstream (``server a; server b;``); with one gateway the
+        line of the second is left out."""
         for address in ("127.0.0.1:8080;", "127.0.0.1:8001;", "127.0.0.1:8101;", "127.0.0.1:8102;"):
             assert conf.count(address) == 1, f"deploy/nginx.conf: expected {address} once"
-        assert api_ports and len(gateway_ports) >= 2, "deploy/nginx.conf lists 1 API server, 2 gateways"
+        assert api_ports and gateway_ports, "at least one API server and one gateway"
+        if len(gateway_ports) == 1:
+            conf = "".join(line for line in conf.splitlines(keepends=True)
+                           if "server 127.0.0.1:8102;" not in line)
+            conf = conf.replace("127.0.0.1:8101;", f"127.0.0.1:{gateway_ports[0]};")
+            gateway_ports = []
 
         def servers(ports: list[int]) -> str:
             return " server ".join(f"127.0.0.1:{p};" for p in ports)
 
         conf = conf.replace("127.0.0.1:8080;", f"127.0.0.1:{port};")
         conf = conf.replace("127.0.0.1:8001;", servers(api_ports))
-        conf = conf.replace("127.0.0.1:8101;", servers(gateway_ports[:1]))
-        return conf.replace("127.0.0.1:8102;", servers(gateway_ports[1:]))
+        if gateway_ports:
+            conf = conf.replace("127.0.0.1:8101;", servers(gateway_ports[:1]))
+            conf = conf.replace("127.0.0.1:8102;", servers(gateway_ports[1:]))
+        return conf
 
     def log(self) -> str:
         errors = self.prefix / "error.log"

@@ -37,12 +37,6 @@ from tests.procs import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]  # hard bound incl. setup/teardown
 
-#: websocket-client sends ``Origin: http://<host>:<port>`` by default; through nginx that
-#: is refused (see test_same_origin_websocket_through_nginx): clients through nginx send
-#: none, as non-browser clients may.
-NO_ORIGIN = {"websocket_extra_options": {"suppress_origin": True}}
-
-
 def _redis_via(port: int) -> str:
     """REDIS_URL with its address replaced by 127.0.0.1:``port`` (the same database number)."""
     return urlsplit(REDIS_URL)._replace(netloc=f"127.0.0.1:{port}").geturl()
@@ -185,7 +179,7 @@ def test_rest_event_reaches_both_gateways_and_nginx_once_each(split, sockets):
     team_id = _team(alice, db, bob)
     clients = [sockets("bob@gateway1").connect(gw1.url, bob.access),
                sockets("bob@gateway2").connect(gw2.url, bob.access),
-               sockets("bob@nginx", **NO_ORIGIN).connect(nginx.url, bob.access)]
+               sockets("bob@nginx").connect(nginx.url, bob.access)]
     assert all(c.sio.transport() == "websocket" for c in clients)
     _warm_up(split, alice, team_id, clients)
 
@@ -362,3 +356,11 @@ def test_same_origin_websocket_through_nginx(split):
         assert ws.recv().startswith("0{")
     finally:
         ws.close()
+    # a browser's polling requests carry an Origin too
+    r = requests.get(f"{nginx.url}/socket.io/?EIO=4&transport=polling", headers={"Origin": nginx.url},
+                     timeout=5)
+    assert r.status_code == 200 and r.text.startswith("0{"), r.text
+    # another origin is still refused (no CORS_ORIGINS)
+    r = requests.get(f"{nginx.url}/socket.io/?EIO=4&transport=polling",
+                     headers={"Origin": "http://evil.example"}, timeout=5)
+    assert r.status_code == 400, r.text
