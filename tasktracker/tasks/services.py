@@ -117,6 +117,31 @@ def _check_assignee(assignee: User | None, team_id: int | None) -> None:
         raise Unprocessable(details={"assignee_id": ["The assignee is not a member of the task's team."]})
 
 
+def _confirm_assignee_membership(task: Task) -> None:
+    """After the task's row is written (flushed): a team task's assignee must still be
+    a member of the team, read under a lock a concurrent removal has to wait for.
+
+    The check before the write (:func:`_check_assignee`) answers the sequential
+    case; this one settles a race with ``DELETE /api/teams/<id>/members/<user>``
+    (tasktracker.teams.services.remove_member deletes the membership first, then
+    unassigns the member's tasks). On PostgreSQL the membership row is read ``FOR
+    KEY SHARE``: a removal that deleted it first makes us wait and then see it
+    gone; one that comes later waits for our commit and then finds (and
+    unassigns) this task. On SQLite our flush holds the database's write lock, so
+    no removal commits between this read and our commit. If the member is gone,
+    the transaction is rolled back: 422 on ``assignee_id``, nothing changed.
+    """
+    if task.team_id is None or task.assignee_id is None:
+        return
+    member = db.session.scalar(
+        sa.select(TeamMember.user_id)
+        .where(TeamMember.team_id == task.team_id, TeamMember.user_id == task.assignee_id)
+        .with_for_update(read=True, key_share=True))
+    if member is None:
+        db.session.rollback()
+        raise Unprocessable(details={"assignee_id": ["The assignee is not a member of the task's team."]})
+
+
 def _check_transition(old: str, new: str) -> None:
     if (old, new) not in TRANSITIONS:
         raise Conflict(f"Cannot change status from {old} to {new}.", code="invalid_transition",
@@ -497,6 +522,7 @@ def create_task(actor: User, data: dict, *, idempotency_key: str | None = None,
     db.session.add(task)
     try:
         db.session.flush()
+        _confirm_assignee_membership(task)
         if record is not None:
             record.task_id = task.id
         _record("task.created", actor, task)
@@ -568,6 +594,8 @@ def update_task(actor: User, task_id: int, data: dict, *, if_match: list[int] | 
     if "due_at" in changes and (task.due_at is None or task.due_at > now):
         task.overdue_notified_at = None  # a new deadline earns a new overdue notice
     _write(if_match)
+    if "team_id" in changes or "assignee_id" in changes:
+        _confirm_assignee_membership(task)
     plain = {k: v for k, v in changes.items() if k in PLAIN_FIELDS or k == "reminders"}
     if plain:
         _record("task.updated", actor, task, changes=plain)
@@ -603,8 +631,9 @@ def assign_task(actor: User, task_id: int, assignee_id: int | None, *,
     """``PATCH /api/tasks/<id>/assign``: set or clear (None) the assignee.
 
     Needs manage rights (403). The assignee must be an active user and, for a
-    team task, a member of the team (422). Assigning the current assignee again
-    changes nothing. Writes ``task.assigned``.
+    team task, a member of the team (422; also when the membership is removed
+    concurrently: :func:`_confirm_assignee_membership`). Assigning the current
+    assignee again changes nothing. Writes ``task.assigned``.
     """
     task = _managed_task(actor, task_id)
     _check_if_match(task, if_match)
@@ -617,6 +646,7 @@ def assign_task(actor: User, task_id: int, assignee_id: int | None, *,
     task.assignee_id = assignee_id
     task.updated_at = utcnow()
     _write(if_match)
+    _confirm_assignee_membership(task)
     _record("task.assigned", actor, task, changes={"assignee_id": [old, assignee_id]})
     _write(if_match, commit=True)
     return task

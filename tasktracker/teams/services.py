@@ -241,6 +241,14 @@ def remove_member(user: User, team_id: int, member_user_id: int) -> None:
     and, as access is checked against the memberships on every request, the
     member loses access to the team and its tasks immediately. Records
     ``member.removed {user_id, role}``.
+
+    The membership row is deleted first and the tasks are looked up after, in
+    the same transaction, so a concurrent assignment to this member is settled
+    by the database: one that read the membership first (``FOR KEY SHARE`` on
+    PostgreSQL, the write lock on SQLite; see
+    ``tasks.services._confirm_assignee_membership``) commits before our DELETE
+    goes through and its task is found and unassigned here; a later one finds
+    the membership gone (422). A concurrent removal of the same member: 404.
     """
     team, role = get_team_for(user, team_id)
     member = _get_member(team_id, member_user_id)
@@ -251,8 +259,17 @@ def remove_member(user: User, team_id: int, member_user_id: int) -> None:
         raise Conflict("The team owner cannot leave or be removed.", code="owner_cannot_leave")
     if not leaving and role == "admin" and member.role == "admin":
         raise Forbidden("Only the team owner may remove an admin.", code="owner_required")
+    member_id, member_role = member.user_id, member.role
+    deleted = db.session.execute(
+        sa.delete(TeamMember).where(TeamMember.team_id == team.id, TeamMember.user_id == member_id)
+        .execution_options(synchronize_session=False)).rowcount
+    if deleted != 1:  # removed meanwhile by someone else
+        db.session.rollback()
+        raise NotFound("Member not found.", code="member_not_found")
+    db.session.expunge(member)
     tasks = db.session.scalars(sa.select(Task).where(
-        Task.team_id == team.id, Task.assignee_id == member.user_id).order_by(Task.id)).all()
+        Task.team_id == team.id, Task.assignee_id == member_id).order_by(Task.id)
+        .execution_options(populate_existing=True)).all()
     now = utcnow()
     for task in tasks:
         task.assignee_id = None
@@ -262,10 +279,9 @@ def remove_member(user: User, team_id: int, member_user_id: int) -> None:
     for task in tasks:
         record_event("task.assigned", actor_id=user.id, task_id=task.id, team_id=team.id,
                      payload={"task": task_payload(task),
-                              "changes": {"assignee_id": [member.user_id, None]}})
+                              "changes": {"assignee_id": [member_id, None]}})
     record_event("member.removed", actor_id=user.id, team_id=team.id,
-                 payload={"user_id": member.user_id, "role": member.role})
-    db.session.delete(member)
+                 payload={"user_id": member_id, "role": member_role})
     db.session.commit()
 
 

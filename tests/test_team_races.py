@@ -1,0 +1,170 @@
+"""Races between team operations, settled by the database (on SQLite and PostgreSQL).
+
+Each race is tested twice: once with a forced interleaving (one request paused
+at the dangerous point while the other runs), which is deterministic, and once
+with real concurrent threads over several rounds. Whatever the interleaving,
+no request answers 500 and the invariant holds afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from tasktracker.auth.models import User
+from tasktracker.auth.tokens import issue_tokens
+from tasktracker.extensions import db
+from tasktracker.tasks.models import Task
+from tasktracker.teams.models import Team, TeamMember
+from tests.factories import TaskFactory, TeamFactory, UserFactory, add_member
+
+ROUNDS = 12
+
+
+def headers(user: User) -> dict:
+    tokens = issue_tokens(user)
+    db.session.commit()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def run_together(app, *calls, timeout: float = 60):
+    """Run each ``call(client)`` in its own thread, released together; returns their
+    responses (or the exception a thread raised) in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def worker(i, call):
+        try:
+            with app.test_client() as client:
+                barrier.wait(timeout=30)
+                results[i] = call(client)
+        except Exception as exc:  # pragma: no cover - reported by the caller
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a request hung"
+    return results
+
+
+def in_thread(app, call):
+    """Start ``call(client)`` in a thread; returns (thread, result list)."""
+    result: list = []
+
+    def worker():
+        with app.test_client() as client:
+            result.append(call(client))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    return thread, result
+
+
+def is_member(team_id: int, user_id: int) -> bool:
+    db.session.expire_all()
+    return db.session.get(TeamMember, (team_id, user_id)) is not None
+
+
+def assignee_of(task_id: int) -> int | None:
+    db.session.expire_all()
+    return db.session.scalar(sa.select(Task.assignee_id).where(Task.id == task_id))
+
+
+# --------------------------------------------------------------------------- assign vs remove
+
+
+def assign_world():
+    """A team (owner + member ``m``) and an unassigned team task; returns ids and headers."""
+    team = TeamFactory()
+    member = UserFactory()
+    add_member(team, member)
+    task = TaskFactory(owner=team.owner, team_id=team.id)
+    return team.id, member.id, task.id, headers(team.owner)
+
+
+def _assign(task_id, user_id, h):
+    return lambda client: client.patch(f"/api/tasks/{task_id}/assign", json={"assignee_id": user_id}, headers=h)
+
+
+def _remove(team_id, user_id, h):
+    return lambda client: client.delete(f"/api/teams/{team_id}/members/{user_id}", headers=h)
+
+
+ASSIGNING_REQUESTS = {
+    "assign": lambda team_id, task_id, user_id: ("PATCH", f"/api/tasks/{task_id}/assign",
+                                                 {"assignee_id": user_id}),
+    "patch": lambda team_id, task_id, user_id: ("PATCH", f"/api/tasks/{task_id}", {"assignee_id": user_id}),
+    "create": lambda team_id, task_id, user_id: ("POST", "/api/tasks",
+                                                 {"title": "new", "team_id": team_id, "assignee_id": user_id}),
+}
+
+
+@pytest.mark.parametrize("kind", list(ASSIGNING_REQUESTS))
+def test_assign_checked_then_member_removed_before_the_write(app, client, monkeypatch, kind):
+    """The assignment saw the membership; the removal then runs completely before the
+    assignment writes. The assignment must fail (422), not assign a non-member."""
+    from tasktracker.tasks import services as task_services
+
+    team_id, member_id, task_id, owner_h = assign_world()
+    method, url, body = ASSIGNING_REQUESTS[kind](team_id, task_id, member_id)
+    real_check = task_services._check_assignee
+
+    def check_then_removed(assignee, team):
+        real_check(assignee, team)
+        thread, result = in_thread(app, _remove(team_id, member_id, owner_h))
+        thread.join(30)
+        assert result and result[0].status_code == 204, result
+
+    monkeypatch.setattr(task_services, "_check_assignee", check_then_removed)
+    r = client.open(url, method=method, json=body, headers=owner_h)
+    assert r.status_code == 422, (r.status_code, r.json)
+    assert "assignee_id" in r.json["error"]["details"]
+    assert not is_member(team_id, member_id)
+    db.session.expire_all()
+    assert db.session.scalars(sa.select(Task.id)).all() == [task_id]  # nothing created
+    assert assignee_of(task_id) is None
+
+
+def test_member_removal_paused_while_assigned(app, client, monkeypatch):
+    """The removal has looked for the member's tasks; an assignment to that member
+    arrives before the removal commits. The member must not stay assignee."""
+    from tasktracker.teams import services as team_services
+
+    team_id, member_id, task_id, owner_h = assign_world()
+    real_commit = team_services._commit_task_changes
+    assigned: list = []
+
+    def assignment_meanwhile():
+        thread, result = in_thread(app, _assign(task_id, member_id, owner_h))
+        thread.join(0.5)  # it may finish (no protection) or wait for us (the database settles it)
+        assigned.append((thread, result))
+        real_commit()
+
+    monkeypatch.setattr(team_services, "_commit_task_changes", assignment_meanwhile)
+    r = _remove(team_id, member_id, owner_h)(client)
+    assert r.status_code == 204, r.json
+    thread, result = assigned[0]
+    thread.join(30)
+    assert result and result[0].status_code in (200, 409, 422), result
+    assert not is_member(team_id, member_id)
+    assert assignee_of(task_id) is None, "a non-member is the assignee of a team task"
+
+
+def test_assign_vs_remove_member_concurrently(app):
+    """Real threads, several rounds: the task never ends assigned to a non-member."""
+    bad = []
+    for round_ in range(ROUNDS):
+        team_id, member_id, task_id, owner_h = assign_world()
+        assign, remove = run_together(app, _assign(task_id, member_id, owner_h),
+                                      _remove(team_id, member_id, owner_h))
+        assert not isinstance(assign, Exception) and not isinstance(remove, Exception), (assign, remove)
+        assert remove.status_code == 204, remove.json
+        assert assign.status_code in (200, 409, 422), (assign.status_code, assign.json)
+        if assignee_of(task_id) == member_id and not is_member(team_id, member_id):
+            bad.append(round_)
+    assert not bad, f"rounds {bad} of {ROUNDS} left a non-member assignee"
