@@ -921,7 +921,7 @@ def main() -> int:
     g.add_argument("--socket-concurrency", type=int, default=50,
                    help="handshakes in flight per client process (default 50)")
     g.add_argument("--gateway-worker-connections", type=int, default=0,
-                   help="GUNICORN_WORKER_CONNECTIONS of the gateways in figure 6 (default: sockets + 1000)")
+                   help="GUNICORN_WORKER_CONNECTIONS of the gateways in figure 6 (default: gunicorn.conf.py's)")
     g.add_argument("--flood-ws", type=int, default=None, help="idle websockets of figure 7 (default 2000)")
     g.add_argument("--flood-slow", type=int, default=None, help="slow-header connections of figure 7 (default 500)")
     g.add_argument("--flood-addr", default="127.0.0.200", help="source address of the flood (default 127.0.0.200)")

@@ -89,6 +89,7 @@ class SocketsMode:
         self.errors: Counter = Counter()
         self.closed_by_server = 0
         self.connect_ms: list[float] = []
+        self.done_at: list[float] = []  # monotonic time each connect completed
         self.tasks: list[asyncio.Task] = []
         self.wss: dict[int, aiohttp.ClientWebSocketResponse] = {}
         self.stopping = False
@@ -127,6 +128,7 @@ class SocketsMode:
                 connected.set()
                 return
         self.connect_ms.append((time.monotonic() - t0) * 1000)
+        self.done_at.append(time.monotonic())
         self.open.add(idx)
         self.wss[idx] = ws
         connected.set()
@@ -175,7 +177,7 @@ class SocketsMode:
         except asyncio.TimeoutError:
             self.errors["connect phase over budget"] += sum(1 for e in events if not e.is_set())
         out({"type": "ready", "n": n, "connected": len(self.open), "connect_s": time.monotonic() - t0,
-             **self.status()})
+             "done_at": [round(t, 3) for t in sorted(self.done_at)], **self.status()})
         reader = await stdin_lines()
         deadline = time.monotonic() + cfg.get("max_life", 900)
         try:

@@ -26,6 +26,7 @@ Many-connection clients run in ``bench/sockets_client.py`` subprocesses.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import os
@@ -34,6 +35,7 @@ import queue
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +46,7 @@ from pathlib import Path
 import psycopg
 import requests
 
-from bench.run import (BIN, PG_ADMIN, ROOT, WRK, Bench, children, cpu_per_request, fmt, free_port,
+from bench.run import (BIN, PASSWORD, PG_ADMIN, ROOT, WRK, Bench, children, cpu_per_request, cpu_ticks, fmt, free_port,
                        loadavg, log, quantile, rss_mb, summarize_profile, wait_http, wrk)
 
 STEPS = ("rest", "latency", "flood", "sockets", "memory", "embedded")
@@ -209,14 +211,9 @@ class SplitBench(Bench):
                "TRUSTED_PROXY_HOPS": "1"}
         if variant == "many":  # figure 6: the per-address cap and gevent's connection pool raised
             env["SOCKETIO_MAX_CONNECTIONS_PER_IP"] = "100000"
-            env["GUNICORN_WORKER_CONNECTIONS"] = str(self.gateway_worker_connections())
+            if self.args.gateway_worker_connections:  # else gunicorn.conf.py's default
+                env["GUNICORN_WORKER_CONNECTIONS"] = str(self.args.gateway_worker_connections)
         return env
-
-    def gateway_worker_connections(self) -> int:
-        if self.args.gateway_worker_connections:
-            return self.args.gateway_worker_connections
-        # nginx's address hash need not split evenly: room for all sockets in each gateway
-        return max(1000, self.n_sockets + 1000)
 
     def ensure_gateways(self, variant: str) -> None:
         """The G gateways with the environment ``variant`` ("default": production defaults;
@@ -306,17 +303,35 @@ class SplitBench(Bench):
             if time.monotonic() > deadline or self.worker.poll() is not None:
                 raise RuntimeError("celery worker did not become ready")
             time.sleep(0.5)
-        r = requests.get(self.front + "/socket.io/?EIO=4&transport=polling", timeout=5)
-        r2 = requests.get(self.base + "/socket.io/?EIO=4&transport=polling", timeout=5)
-        self.results["notes"].append(f"Engine.IO handshake through nginx -> {r.status_code}; "
-                                     f"on the REST API directly -> {r2.status_code} (api role: no endpoint)")
+        # routing check that opens no Engine.IO session (an abandoned polling session would
+        # count against the per-address cap and the connect deadline of a gateway)
+        r = requests.get(self.front + "/socket.io/?EIO=4&transport=bench-invalid", timeout=5)
+        r2 = requests.get(self.base + "/socket.io/?EIO=4&transport=bench-invalid", timeout=5)
+        self.results["notes"].append(f"/socket.io/ with an invalid transport through nginx -> {r.status_code} "
+                                     f"(a gateway's Engine.IO); on the REST API directly -> {r2.status_code} "
+                                     f"(api role: no endpoint)")
         self.results["notes"].append(
             f"processes: api (granian) pid {self.api.pid} on {self.port} ({self.args.api_workers} workers x "
             f"{self.args.api_threads} blocking threads, workers {children(self.api.pid)}); gateways "
             + ", ".join(f"pid {p.pid} on {port}" for port, p in self.gateways)
             + f"; nginx pid {self.nginx.pid} on {self.nginx_port}; bare pid {self.bare.pid}")
 
+    def user(self, name: str) -> dict:
+        """Register and log in ``name`` as a client at a per-run address (X-Forwarded-For; the
+        API trusts one proxy hop): the per-address login limit lives in Redis, which the
+        runs share, so back-to-back runs from 127.0.0.1 would get 429s."""
+        hdr = {"X-Forwarded-For": self.seed_addr}
+        r = requests.post(self.base + "/api/auth/register", timeout=10, headers=hdr,
+                          json={"username": name, "email": f"{name}@bench.test", "password": PASSWORD})
+        r.raise_for_status()
+        r = requests.post(self.base + "/api/auth/login", timeout=10, headers=hdr,
+                          json={"email": f"{name}@bench.test", "password": PASSWORD})
+        r.raise_for_status()
+        body = r.json()
+        return {"id": body["user"]["id"], "token": body["access_token"], "name": name}
+
     def seed(self) -> None:
+        self.seed_addr = "10.{}.{}.{}".format(*secrets.token_bytes(3))
         super().seed()  # alice's 100 tasks; "Bench team" (owner alice) with bob and the members
         # the real-time team: bob (owner) and the 8 members, not alice, so that the team
         # events of figures 5-6 never change what alice's list shows (figures 1-3, 6, 7)
@@ -626,8 +641,7 @@ class SplitBench(Bench):
             self.results[f"flood_embedded_{cap or 'default'}"] = res
             self.flood_row("7b" if cap is None else "7c", f"embedded mode ({variant}, direct from "
                            f"{self.args.flood_addr})", res,
-                           f"; embedded server: gunicorn.conf.py defaults (gevent worker, GUNICORN_WORKER_CONNECTIONS "
-                           f"1000), SQLite, no broker; RSS after {', '.join(f'{fmt(r)} MB' for _, r in res['rss'])}")
+                           f"; embedded server: gunicorn.conf.py defaults, SQLite, no broker, TASKTRACKER_ENV unset; RSS after {', '.join(f'{fmt(r)} MB' for _, r in res['rss'])}")
 
     def _embedded_seed(self, base: str) -> dict:
         name = "embalice"
@@ -656,10 +670,10 @@ class SplitBench(Bench):
         self.ensure_gateways("many")
         tok = {"BENCH_TOKEN": self.alice["token"]}
         list_url = self.front + "/api/tasks?per_page=100"
-        short = max(3, self.dur // 2)
+        short = self.dur
         idle = wrk(list_url, "get.lua", duration=short, env_extra=tok, server=self.api)
         nproc = self.args.socket_procs or max(1, math.ceil(n / 2500))
-        addrs = [f"127.0.0.{2 + i}" for i in range(self.args.socket_addrs)]
+        addrs, probes = self.balanced_addrs(self.args.socket_addrs)
         tokens = [u["token"] for u in self.rt_users]
         kids = []
         t0 = time.monotonic()
@@ -670,7 +684,7 @@ class SplitBench(Bench):
                 "mode": "sockets", "url": self.front, "addrs": my_addrs, "n": share, "tokens": tokens,
                 "concurrency": self.args.socket_concurrency, "timeout": 30, "connect_budget": 400,
                 "max_life": 1200}))
-        res: dict = {"n": n, "procs": nproc, "addrs": addrs, "idle": idle, "events": []}
+        res: dict = {"n": n, "procs": nproc, "addrs": addrs, "probes": probes, "idle": idle, "events": []}
         try:
             readies = [kid.expect("ready", 420) for kid in kids]
             connect_s = time.monotonic() - t0
@@ -680,6 +694,10 @@ class SplitBench(Bench):
             for r in readies:
                 for k, v in ((r or {}).get("errors") or {}).items():
                     errors[k] = errors.get(k, 0) + v
+            done = sorted(t for r in readies for t in (r or {}).pop("done_at", []))
+            step = max(1, n // 10)
+            # seconds since the clients started until each tenth of the sockets was connected
+            res["connect_timeline"] = {i: round(done[i - 1] - t0, 1) for i in range(step, len(done) + 1, step)}
             res.update(connected=connected, connect_s=connect_s, errors=errors)
             res["per_gateway"] = {port: established(port) for port, _ in self.gateways}
             log(f"sockets: {connected}/{n} connected in {connect_s:.1f}s; per gateway {res['per_gateway']}; "
@@ -728,6 +746,8 @@ class SplitBench(Bench):
             # 10,000 disconnects keep the gateways busy (presence, last_seen_at): wait for
             # them to settle, bounded, so that the next step is not measured on top of it
             res["gateway_settle_s"] = self.wait_quiet([p for _, p in self.gateways], 60)
+        # the idle value again, after: how much the machine's noise alone moves it
+        res["idle_after"] = wrk(list_url, "get.lua", duration=short, env_extra=tok, server=self.api)
         self.results["sockets"] = res
         evs = res["events"]
         worst = max((e["all_ms"] or 1e9) for e in evs) if evs else None
@@ -738,12 +758,13 @@ class SplitBench(Bench):
                   f"{res['connected']}/{n} connected in {res['connect_s']:.0f}s; "
                   + "; ".join(f"{e['delivered']} got it, last after {fmt(e['all_ms'])} ms" for e in evs),
                   "", "", "met" if ok else "MISSED",
-                  f"{nproc} client processes, source addresses {addrs[0]}..{addrs[-1]}; connections per gateway "
+                  f"{nproc} client processes, source addresses {' '.join(addrs)} (picked by probing nginx's hash for an even "
+                  f"split); connected by time (sockets: s) {res.get('connect_timeline')}; connections per gateway "
                   f"(ESTABLISHED on its port) {res['per_gateway']}; connect errors {res['errors']}; first arrival "
                   + ", ".join(f"{fmt(e['first_ms'])} ms" for e in evs)
                   + f"; dup {sum(e['duplicates'] for e in evs)}; closing all took {res['close_s']:.1f}s, gateways "
-                  f"quiet after {fmt(res['gateway_settle_s'])} s more; gateway env: SOCKETIO_MAX_CONNECTIONS_PER_IP="
-                  f"100000 GUNICORN_WORKER_CONNECTIONS={self.gateway_worker_connections()}")
+                  f"quiet after {fmt(res['gateway_settle_s'])} s more; gateway env: "
+                  + " ".join(f"{k}={v}" for k, v in self.gateway_env("many").items()))
         during = res.get("during")
         if during:
             ratio = during["p99_ms"] / idle["p99_ms"] if idle["p99_ms"] else 0
@@ -751,18 +772,68 @@ class SplitBench(Bench):
                       "p99 <= 2x idle", f"p99 {during['p99_ms']:.1f} ms (idle {idle['p99_ms']:.1f} ms), "
                       f"{during['rps']:.0f} req/s (idle {idle['rps']:.0f})", "", f"{ratio:.2f}x idle",
                       "met" if ratio <= 2 and during["errors"] == 0 else "MISSED",
-                      f"wrk -c16 -d{short}s; errors {during['errors']} (idle {idle['errors']}); load {idle['load']} / "
-                      f"{during['load']}")
+                      f"wrk -c16 -d{short}s; errors {during['errors']} (idle {idle['errors']}); idle again after the "
+                      f"sockets closed: p99 {res['idle_after']['p99_ms']:.1f} ms, {res['idle_after']['rps']:.0f} req/s "
+                      f"(the machine's noise); load idle {idle['load']}, connected {during['load']}")
         self.frow("6c", f"RSS of all gateway processes with {res['connected']:,} sockets", "< 1.5 GB together",
                   f"{res['rss_total_mb']:.0f} MB", "", "", "met" if res["rss_total_mb"] < 1536 else "MISSED",
                   ", ".join(f"{label} pid {pid} {fmt(r)} MB" for label, pid, r in res["rss"]))
+
+    def probe_gateway(self, addr: str) -> int | None:
+        """The gateway port nginx's address hash picks for clients at ``addr``: a websocket
+        upgrade from there, then which gateway holds one more ESTABLISHED connection."""
+        before = {port: established(port) for port, _ in self.gateways}
+        with socket.create_connection(("127.0.0.1", self.nginx_port), timeout=5, source_address=(addr, 0)) as sock:
+            key = base64.b64encode(secrets.token_bytes(16)).decode()
+            sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                          f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+            head = sock.recv(4096)
+            if b" 101 " not in head.split(b"\r\n", 1)[0]:
+                return None
+            after = {port: established(port) for port, _ in self.gateways}
+            for _ in range(20):  # the upstream connection may trail the 101 by a moment
+                if sum(after.values()) > sum(before.values()):
+                    break
+                time.sleep(0.05)
+                after = {port: established(port) for port, _ in self.gateways}
+        grown = [port for port in before if after[port] > before[port]]
+        for _ in range(40):  # wait for that connection to go before the next probe
+            if sum(established(port) for port in before) <= sum(before.values()):
+                break
+            time.sleep(0.05)
+        return grown[0] if len(grown) == 1 else None
+
+    def balanced_addrs(self, k: int) -> tuple[list[str], dict]:
+        """``k`` source addresses 127.0.0.2.. that nginx's hash spreads evenly over the
+        gateways (probed one by one, at most 8k candidates); the first ``k`` if probing fails."""
+        gws = [port for port, _ in self.gateways]
+        want = {port: k // len(gws) + (1 if i < k % len(gws) else 0) for i, port in enumerate(gws)}
+        picked, probes = [], {}
+        for i in range(min(250, 8 * k)):
+            if len(picked) >= k:
+                break
+            addr = f"127.0.0.{2 + i}"
+            if addr == self.args.flood_addr:
+                continue
+            try:
+                port = self.probe_gateway(addr)
+            except OSError:
+                port = None
+            probes[addr] = port
+            if port in want and want[port] > 0:
+                want[port] -= 1
+                picked.append(addr)
+        if len(picked) < k:
+            self.results["notes"].append(f"balanced_addrs: probing found {len(picked)} of {k}; probes {probes}")
+            picked = [f"127.0.0.{2 + i}" for i in range(k)]
+        return picked, probes
 
     def wait_quiet(self, procs: list[subprocess.Popen], timeout: float) -> float | None:
         """Seconds until ``procs`` (and children) use < 10% CPU over 1 s; None after ``timeout``."""
         t0 = time.monotonic()
         hz = os.sysconf("SC_CLK_TCK")
         pids = [p.pid for p in procs] + [c for p in procs for c in children(p.pid)]
-        from bench.run import cpu_ticks
         while time.monotonic() - t0 < timeout:
             a = sum(cpu_ticks(pids))
             time.sleep(1)
