@@ -23,6 +23,7 @@ from tasktracker.extensions import db
 from tasktracker.jobs import scans
 from tasktracker.notifications.models import Notification
 from tasktracker.tasks import cache as list_cache
+from tests.procs import wait_for
 from tests.conftest import REDIS_URL, require_service
 from tests.test_tasks_support import create_task, people  # noqa: F401 - fixtures
 
@@ -352,8 +353,11 @@ def test_redis_cache_is_shared_between_instances(app, client, people):
                 second = get(two.test_client(), people.owner)
             assert second.json == first.json and second.headers["ETag"] == etag
             assert _touches_tasks(hit) == [], hit
-            # a write through one instance is seen by the other (new version, new key)
+            # a write through one instance is seen by the other (new version, new key) once
+            # the hot-cache broadcast arrives (milliseconds; asynchronous across processes)
             create_task(two.test_client(), people.owner, title="Newer")
+            assert wait_for(lambda: get(one.test_client(), people.owner, LIST, etag).status_code == 200,
+                            timeout=1.0, interval=0.01)
             r = fresh(one.test_client(), people.owner, etag)
             assert [t["title"] for t in r.json["items"]] == ["Newer", "Shared cache"]
     finally:

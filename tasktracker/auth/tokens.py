@@ -16,7 +16,7 @@ from flask_jwt_extended import JWTManager, create_access_token, create_refresh_t
 
 from tasktracker.auth.models import AuthSession, User
 from tasktracker.core.errors import error_response
-from tasktracker.core.hotcache import SESSIONS, defer_invalidation, hot_state
+from tasktracker.core.hotcache import SESSIONS, USERS, defer_invalidation, hot_state
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 
@@ -63,10 +63,15 @@ def _load_session(sid: str) -> dict | None:
 
 def _attached_user(columns: dict) -> User:
     """A persistent :class:`User` in the current DB session built from cached column
-    values, without a query (SQLAlchemy's ``make_transient_to_detached`` + ``merge(load=False)``)."""
+    values, without a query: the session's own instance if it holds one, else a new one
+    attached as loaded (SQLAlchemy's ``make_transient_to_detached``, then ``add``)."""
+    existing = db.session.identity_map.get(db.session.identity_key(User, columns["id"]))
+    if existing is not None:
+        return existing
     user = User(**columns)
     sa.orm.make_transient_to_detached(user)
-    return db.session.merge(user, load=False)
+    db.session.add(user)
+    return user
 
 
 def session_user(sid: str | None, user_id: object = None) -> User | None:
@@ -105,6 +110,7 @@ def revoke_sessions(user_id: int, *, only: str | None = None, keep: str | None =
     if keep is not None:
         stmt = stmt.where(AuthSession.id != keep)
     defer_invalidation(db.session, SESSIONS)
+    defer_invalidation(db.session, USERS, [user_id])  # their live sockets are re-checked
     return db.session.execute(stmt.values(revoked_at=utcnow())).rowcount
 
 
@@ -115,7 +121,7 @@ def _invalidate_changed_users(session, _flush_context, _instances) -> None:
         if isinstance(obj, (User, AuthSession)) and (obj in session.deleted
                                                      or session.is_modified(obj)):
             defer_invalidation(session, SESSIONS)
-            return
+            defer_invalidation(session, USERS, [obj.id if isinstance(obj, User) else obj.user_id])
 
 
 def register_invalidation() -> None:
@@ -138,7 +144,13 @@ def user_from_access_token(token: str) -> User | None:
         claims = decode_token(token)
     except Exception:  # noqa: BLE001 - any decoding failure means "invalid token"
         return None
-    if claims.get("type") != "access":
+    return user_from_claims(claims)
+
+
+def user_from_claims(claims: dict) -> User | None:
+    """The active user of verified access-token ``claims`` whose session is live, else
+    None (a refresh token's claims, a revoked session, an inactive user)."""
+    if claims.get("type") != "access" or not isinstance(claims.get("exp"), (int, float)):
         return None
     user = session_user(claims.get("sid"), claims.get("sub"))
     return user if user is not None and user.active else None

@@ -42,9 +42,11 @@ _EXTENSION_KEY = "tt_hotcache"
 
 #: Namespaces used by the app: login sessions with their user's row (key: the session
 #: id; any change to a user or a session drops the whole namespace), the data version
-#: (key: None).
+#: (key: None), and the ids of users whose sessions or rows changed (nothing is cached
+#: under it: listeners, such as the real-time gateways, re-check those users' connections).
 SESSIONS = "s"
 VERSION = "v"
+USERS = "u"
 
 MISSING = object()
 
@@ -64,6 +66,10 @@ class HotCache:
         self._lock = threading.Lock()
         #: Whether the cross-process subscription is up (informational: /ready, tests).
         self.subscribed = False
+        #: Callables ``(message)`` run after every applied invalidation, local or received;
+        #: ``message`` is ``{namespace: [keys] | None}`` (``{USERS: None, ...}`` after a
+        #: (re)subscription: everything may have changed). They must not block.
+        self.listeners: list[Callable[[dict], None]] = []
 
     @property
     def enabled(self) -> bool:
@@ -109,15 +115,24 @@ class HotCache:
     def clear(self) -> None:
         """Drop everything (after a (re)subscription: messages may have been missed)."""
         with self._lock:
-            for namespace in list(self._generations) + [SESSIONS, VERSION]:
+            for namespace in list(self._generations) + [SESSIONS, VERSION, USERS]:
                 self._generations[namespace] = self._generations.get(namespace, 0) + 1
             self._data.clear()
+        self._notify({SESSIONS: None, VERSION: None, USERS: None})
 
     def apply(self, message: dict) -> None:
-        """Apply an invalidation message ``{namespace: [keys] | null}``."""
+        """Apply an invalidation message ``{namespace: [keys] | null}``, then tell the listeners."""
         for namespace, keys in message.items():
             if isinstance(namespace, str):
                 self.drop(namespace, keys if isinstance(keys, list) else None)
+        self._notify(message)
+
+    def _notify(self, message: dict) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(message)
+            except Exception:  # noqa: BLE001 - a listener never breaks invalidation
+                log.exception("hot cache: invalidation listener failed")
 
 
 class Broadcaster:
@@ -138,6 +153,7 @@ class Broadcaster:
         self._started = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._first_subscription = threading.Event()
 
     def publish(self, message: dict) -> None:
         try:
@@ -146,16 +162,22 @@ class Broadcaster:
             log.warning("hot cache: publishing an invalidation failed; other processes "
                         "will see it within %.0f s (TTL)", self.cache.ttl, exc_info=True)
 
+    #: The first lookup of a process waits this long for the subscription, so that what
+    #: other processes publish right after it is not missed (then the TTL bound applies).
+    FIRST_SUBSCRIPTION_WAIT_SECONDS = 1.0
+
     def ensure_started(self) -> None:
-        """Start the subscriber once per process (call after a fork, e.g. on first use)."""
+        """Start the subscriber once per process (call after a fork, e.g. on first use);
+        the first call waits up to :data:`FIRST_SUBSCRIPTION_WAIT_SECONDS` for it."""
         if self._started:
             return
         with self._lock:
             if self._started:
                 return
-            self._started = True
             thread = threading.Thread(target=self._run, name="hotcache-subscriber", daemon=True)
             thread.start()
+            self._first_subscription.wait(self.FIRST_SUBSCRIPTION_WAIT_SECONDS)
+            self._started = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -173,6 +195,7 @@ class Broadcaster:
                     if message["type"] == "subscribe":
                         self.cache.clear()  # anything published while we were away is lost
                         self.cache.subscribed = True
+                        self._first_subscription.set()
                     elif message["type"] == "message":
                         try:
                             payload = json.loads(message["data"])
@@ -201,6 +224,13 @@ class HotState:
         self.cache = cache
         self.broadcaster = broadcaster
 
+    def listen(self, listener: Callable[[dict], None]) -> None:
+        """Run ``listener(message)`` after every invalidation this process applies (local
+        commits and other processes' broadcasts). Starts the subscriber."""
+        self.cache.listeners.append(listener)
+        if self.broadcaster is not None:
+            self.broadcaster.ensure_started()
+
     def lookup(self, namespace: str, key: Hashable, load: Callable[[], Any]) -> Any:
         """The cached value of ``(namespace, key)``, or ``load()``'s, then cached."""
         if not self.cache.enabled:
@@ -215,7 +245,10 @@ class HotState:
         return value
 
     def invalidate(self, message: dict) -> None:
-        """Drop ``{namespace: [keys] | None}`` here at once and in every other process."""
+        """Drop ``{namespace: [keys] | None}`` here at once and in every other process.
+
+        Without the cache (``HOT_CACHE_TTL_SECONDS=0``) the message is still
+        broadcast: listeners (revocation of live sockets) depend on it."""
         self.cache.apply(message)
         if self.broadcaster is not None:
             self.broadcaster.publish(message)
@@ -226,7 +259,7 @@ def init_hotcache(app: Flask) -> HotState:
     ``HOT_CACHE_CHANNEL``."""
     cache = HotCache(app.config["HOT_CACHE_TTL_SECONDS"])
     broadcaster = None
-    if cache.enabled and app.config.get("REDIS_URL"):
+    if app.config.get("REDIS_URL"):
         broadcaster = Broadcaster(cache, app.config["REDIS_URL"], app.config["HOT_CACHE_CHANNEL"])
     state = app.extensions[_EXTENSION_KEY] = HotState(cache, broadcaster)
     return state

@@ -145,13 +145,16 @@ class FanoutResult:
     else happened. ``failed`` is True when a database error left it undispatched
     (the outbox scan retries it). ``notification_ids`` are the rows created;
     ``emits`` the ``(event, data, rooms)`` sent to Socket.IO after the commit;
-    ``memberships`` the ``(user_id, team_id, joined)`` room changes requested.
+    ``memberships`` the ``(user_id, team_id, joined)`` room changes requested;
+    ``rechecks`` the task ids whose ``task:<id>`` room is re-checked before the emits
+    (who sees the task changed: contract v1.1, "Real time").
     """
 
     seq: int
     claimed: bool = False
     failed: bool = False
     notification_ids: list[int] = field(default_factory=list)
+    rechecks: list[int] = field(default_factory=list)
     emits: list[tuple[str, dict, list[str]]] = field(default_factory=list)
     memberships: list[tuple[int, int, bool]] = field(default_factory=list)
 
@@ -255,6 +258,7 @@ def _fan_out_chunk(seqs: list[int], now: datetime) -> list[FanoutResult]:
             result = results[event.seq]
             result.claimed = True
             result.memberships = _plan_memberships(event)
+            result.rechecks = _plan_rechecks(event)
             if event.task_id is not None and event.task_id not in alive:
                 continue  # the task was purged meanwhile: nothing to tell anyone
             mine = by_event.get(event.seq, [])
@@ -269,6 +273,8 @@ def _fan_out_chunk(seqs: list[int], now: datetime) -> list[FanoutResult]:
         result = results[seq]
         for user_id, team_id, joined in result.memberships:
             _realtime("sync_membership", user_id, team_id, joined)
+        for task_id in result.rechecks:
+            _realtime("recheck_task_room", task_id)
         for name, data, rooms in result.emits:
             _realtime("emit", name, data, rooms)
     return [results[seq] for seq in seqs]
@@ -526,6 +532,21 @@ def _plan_emits(event: Event) -> list[tuple[str, dict, list[str]]]:
         users.append(old_assignee[0])  # the previous assignee learns they were unassigned
     rooms += [f"user:{u}" for u in _unique(users, None)]
     return [(name, {**resource, "actor_id": event.actor_id, "seq": event.seq}, rooms)]
+
+
+#: Task fields whose change can hide the task from someone (api-contract.md, "Tasks": who sees a task).
+_ACCESS_FIELDS = frozenset({"owner_id", "assignee_id", "team_id"})
+
+
+def _plan_rechecks(event: Event) -> list[int]:
+    """``[task_id]`` when the event can hide its task from a subscriber: a soft delete,
+    or a change of owner, assignee or team."""
+    if event.task_id is None or not (event.type or "").startswith("task."):
+        return []
+    changes = (event.payload or {}).get("changes")
+    if event.type == "task.deleted" or (isinstance(changes, dict) and _ACCESS_FIELDS & set(changes)):
+        return [event.task_id]
+    return []
 
 
 def _plan_memberships(event: Event) -> list[tuple[int, int, bool]]:

@@ -6,6 +6,8 @@ Public interface for the rest of the app (the notification fan-out, team service
 - :func:`emit` ``(event, data, rooms)``: send to the union of rooms, each connection once.
 - :func:`sync_membership` ``(user_id, team_id, joined)``: move a user's live
   connections in every server process in or out of ``team:<id>``.
+- :func:`recheck_task_room` ``(task_id)``: every server process drops from
+  ``task:<id>`` the connections whose user no longer sees the task.
 
 Rooms: ``user:<id>`` and ``team:<id>`` (joined at connect), ``task:<id>``
 (``task:subscribe``). Handlers live in :mod:`tasktracker.realtime.handlers`,
@@ -21,7 +23,9 @@ import socketio as _socketio
 from flask import Flask
 
 from tasktracker.extensions import socketio
-from tasktracker.realtime.emitter import emit, get_state, sync_membership  # noqa: F401 - public API
+from tasktracker.realtime.emitter import (  # noqa: F401 - public API
+    emit, get_state, recheck_task_room, sync_membership,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,4 +98,8 @@ def init_socketio(app: Flask) -> None:
     app.extensions["tt_realtime"] = state = emitter.RealtimeState(app, presence, url, channel)
     state.server = socketio.server  # the Socket.IO server bound for this app (None: api role)
     state.guard = guard
+    if socketio.server is not None:  # connections follow their session (realtime/sessions.py)
+        from tasktracker.realtime import sessions
+
+        sessions.install(app, socketio.server, state.live)
     emitter.set_last_app(app)

@@ -22,6 +22,7 @@ from flask import Flask, current_app, has_app_context
 
 from tasktracker.extensions import socketio
 from tasktracker.realtime import queue
+from tasktracker.realtime.sessions import LiveConnections
 from tasktracker.realtime.services import task_room, team_ids_of, team_room, touch_last_seen, user_room
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class RealtimeState:
         self.channel = channel
         self.server = None
         self.guard = None  # realtime.limits.ConnectionGuard of a process serving Socket.IO
+        self.live = LiveConnections()  # authenticated connections of this process
         self._heartbeat_pid: int | None = None
         self._lock = threading.Lock()
 
@@ -153,17 +155,58 @@ def sync_membership(user_id: int, team_id: int, joined: bool) -> None:
     Never raises: errors are logged.
     """
     try:
-        message = {"user_id": int(user_id), "team_id": int(team_id), "joined": bool(joined)}
-        app = _current_app()
-        state = get_state(app)
-        apply_membership(app, message)
-        if state.queue_url:
-            if serves_sockets() and isinstance(socketio.server.manager, queue.ControlMixin):
-                socketio.server.manager.publish_control(message)
-            else:
-                queue.write_only_manager(state.queue_url, state.channel).publish_control(message)
+        _control({"user_id": int(user_id), "team_id": int(team_id), "joined": bool(joined)})
     except Exception:  # noqa: BLE001
         log.exception("realtime: sync_membership(%r, %r, %r) failed", user_id, team_id, joined)
+
+
+def recheck_task_room(task_id: int) -> None:
+    """Make every server process drop, from room ``task:<task_id>``, the connections
+    whose user no longer sees the task (unassigned, moved out of their team). Call it
+    after the change is committed and before emitting its event: the control message
+    travels ahead of the emit on the same queue. Never raises: errors are logged."""
+    try:
+        _control({"kind": "task", "task_id": int(task_id)})
+    except Exception:  # noqa: BLE001
+        log.exception("realtime: recheck_task_room(%r) failed", task_id)
+
+
+def _control(message: dict) -> None:
+    """Apply a control message to this process's connections, then to every other
+    server process's through the message queue (if any)."""
+    app = _current_app()
+    state = get_state(app)
+    apply_control(app, message)
+    if state.queue_url:
+        if serves_sockets() and isinstance(socketio.server.manager, queue.ControlMixin):
+            socketio.server.manager.publish_control(message)
+        else:
+            queue.write_only_manager(state.queue_url, state.channel).publish_control(message)
+
+
+def apply_control(app: Flask, message: dict) -> None:
+    """Apply a control message (membership or task re-check) to this process's connections."""
+    if message.get("kind") == "task":
+        apply_task_recheck(app, message)
+    else:
+        apply_membership(app, message)
+
+
+def apply_task_recheck(app: Flask, message: dict) -> None:
+    """Leave ``task:<id>`` for this process's connections whose user cannot see the task."""
+    server = socketio.server
+    if server is None or not server.manager_initialized:
+        return
+    task_id = int(message["task_id"])
+    manager, room = server.manager, task_room(task_id)
+    live = get_state(app).live
+    by_user: dict[int, list[str]] = {}
+    for sid, _ in list(manager.get_participants(NAMESPACE, room)):
+        entry = live.get(sid)
+        if entry is not None:
+            by_user.setdefault(entry.user_id, []).append(sid)
+    for user_id, sids in by_user.items():
+        drop_invisible_task_rooms(app, manager, user_id, sids, only={task_id})
 
 
 def apply_membership(app: Flask, message: dict) -> None:
@@ -183,15 +226,24 @@ def apply_membership(app: Flask, message: dict) -> None:
         except (KeyError, ValueError):  # the connection closed meanwhile
             continue
     if sids and not message.get("joined"):
-        _drop_invisible_task_rooms(app, manager, user_id, sids)
+        drop_invisible_task_rooms(app, manager, user_id, sids)
 
 
-def _drop_invisible_task_rooms(app: Flask, manager, user_id: int, sids: list[str]) -> None:
+def drop_invisible_task_rooms(app: Flask, manager, user_id: int, sids: list[str],
+                              only: set[int] | None = None) -> None:
+    """Make connections ``sids`` of ``user_id`` leave the ``task:<id>`` rooms (of
+    ``only``, default all they joined) of tasks the user no longer sees (database read)."""
     task_ids = set()
     for sid in sids:
-        for name in manager.get_rooms(sid, NAMESPACE):
+        try:
+            rooms = manager.get_rooms(sid, NAMESPACE)
+        except (KeyError, ValueError):  # closed meanwhile
+            continue
+        for name in rooms:
             if isinstance(name, str) and name.startswith("task:") and name[5:].isdigit():
                 task_ids.add(int(name[5:]))
+    if only is not None:
+        task_ids &= only
     if not task_ids:
         return
     if has_app_context() and current_app._get_current_object() is app:
@@ -223,7 +275,7 @@ def control_handler(app: Flask):
     """The listener-thread callback for control messages from other processes."""
 
     def handle(message: dict) -> None:
-        apply_membership(app, message)
+        apply_control(app, message)
 
     return handle
 

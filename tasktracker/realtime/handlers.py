@@ -1,9 +1,9 @@
 """Socket.IO event handlers on namespace ``/`` (api-contract.md, "Real time").
 
 - ``connect`` with ``auth={"token": "<access_token>", "last_seq"?: int}``: refused
-  (``connect_error`` with ``{"message", "data": {"code"}}``) for a missing,
-  malformed, expired, revoked or refresh token and for an inactive user
-  (``invalid_token``), for a bad ``last_seq`` (``invalid_last_seq``) and when a
+  (``connect_error`` with ``{"message", "data": {"code"}}``) for an expired token
+  (``token_expired``, contract v1.1), a missing, malformed, revoked or refresh
+  token and an inactive user (``invalid_token``), for a bad ``last_seq`` (``invalid_last_seq``) and when a
   dependency is down (``unavailable``). Accepted: joins ``user:<id>`` and
   ``team:<id>`` of each team, records presence (``presence:update`` to the teams
   on the first connection), updates ``last_seen_at``, and replays the caller's
@@ -15,21 +15,27 @@
 - ``task:unsubscribe {task_id}`` -> leaves ``task:<id>``, ack ``{ok: true}``.
 - ``disconnect``: presence (``presence:update`` offline after the last
   connection) and ``last_seen_at``.
+- ``connect``/``disconnect`` events *emitted* by a connected client are ignored.
+- The connection is closed by the server at its token's expiry, and when its session
+  is revoked or its user deactivated, in every process (:mod:`tasktracker.realtime.sessions`).
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import current_app, request
+from flask import current_app, has_request_context, request
 from flask_socketio import ConnectionRefusedError, join_room, leave_room
 
-from tasktracker.auth.models import User
-from tasktracker.auth.tokens import user_from_access_token
+from flask_jwt_extended import decode_token
+from jwt import ExpiredSignatureError
+
+from tasktracker.auth.tokens import session_user, user_from_claims
 from tasktracker.core.errors import NotFound
 from tasktracker.extensions import db, socketio
 from tasktracker.realtime import services
 from tasktracker.realtime.emitter import NAMESPACE, broadcast_presence, get_state
+from tasktracker.realtime.sessions import Live
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +46,15 @@ def _refuse(code: str, message: str):
     raise ConnectionRefusedError(message, {"code": code})
 
 
+def _registered() -> bool:
+    """Whether this request's connection already completed its authenticated connect."""
+    return has_request_context() and get_state().live.get(request.sid) is not None
+
+
 @socketio.on("connect")
 def on_connect(auth=None):
+    if _registered():
+        return None  # a "connect" event emitted by a connected client: ignored (contract v1.1)
     try:
         return _connect(auth)
     except ConnectionRefusedError:
@@ -67,7 +80,13 @@ def _connect(auth) -> None:
     if not isinstance(auth, dict) or not isinstance(auth.get("token"), str) or not auth["token"]:
         _refuse("missing_token", 'Authentication required: auth={"token": "<access_token>"}.')
     last_seq = _parse_last_seq(auth)
-    user = user_from_access_token(auth["token"])
+    try:
+        claims = decode_token(auth["token"])
+    except ExpiredSignatureError:
+        _refuse("token_expired", "Token has expired: refresh it and reconnect.")
+    except Exception:  # noqa: BLE001 - any other decoding failure: an invalid token
+        _refuse("invalid_token", "Invalid, expired or revoked token, or inactive user.")
+    user = user_from_claims(claims)
     if user is None:
         db.session.rollback()
         _refuse("invalid_token", "Invalid, expired or revoked token, or inactive user.")
@@ -81,6 +100,8 @@ def _connect(auth) -> None:
     state = get_state()
     if state.guard is not None:
         state.guard.authenticated(socketio.server.manager.eio_sid_from_sid(sid, NAMESPACE))
+    state.live.add(sid, Live(user_id, claims["sid"], float(claims["exp"])))
+    state.live.ensure_sweeper(socketio.server)
     try:
         state.ensure_heartbeat()
         if state.presence.add(user_id, sid):
@@ -97,7 +118,12 @@ def _connect(auth) -> None:
 
 
 @socketio.on("disconnect")
-def on_disconnect(reason=None):
+def on_disconnect(reason=None, *_extra):
+    if socketio.server.manager.is_connected(request.sid, NAMESPACE):
+        # python-socketio marks a closing connection disconnected before this handler
+        # runs: still connected means a client emitted "disconnect" itself (ignored)
+        return
+    get_state().live.remove(request.sid)
     try:
         user_id, went_offline = get_state().presence.remove(request.sid)
     except Exception:  # noqa: BLE001
@@ -129,8 +155,8 @@ def on_task_subscribe(data=None, *_extra):
     if task_id is None:
         return {"ok": False, "error": "invalid"}
     try:
-        user_id = get_state().presence.user_of(request.sid)
-        user = db.session.get(User, user_id) if user_id is not None else None
+        entry = get_state().live.get(request.sid)
+        user = session_user(entry.auth_sid, entry.user_id) if entry is not None else None
         if user is None or not user.active:
             return {"ok": False, "error": "unauthorized"}
         from tasktracker.tasks.permissions import get_visible_task
