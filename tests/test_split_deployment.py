@@ -293,6 +293,22 @@ def test_logout_is_refused_by_the_other_rest_process_within_1s(split, sockets, v
     assert [r.get("data", {}).get("code") for r in refusals] == ["invalid_token"], refusals
 
 
+def test_logout_closes_open_sockets_on_both_gateways_within_1s(split, sockets):
+    """Contract v1.1: logout closes the session's connections in every process within 1 s
+    (the REST process that revokes broadcasts it; each gateway re-checks its sockets)."""
+    mallory = User(split["api1"].url, _name("mallory"))
+    on_gw1 = sockets("mallory@gateway1").connect(split["gw1"].url, mallory.access)
+    on_gw2 = sockets("mallory@gateway2").connect(split["gw2"].url, mallory.access)
+    assert on_gw1.sio.connected and on_gw2.sio.connected
+    start = time.monotonic()
+    assert mallory.request("POST", "/api/auth/logout").status_code == 204
+    closed = wait_for(lambda: not on_gw1.sio.connected and not on_gw2.sio.connected, timeout=3, interval=0.02)
+    elapsed = time.monotonic() - start
+    assert closed, split["stack"].logs()
+    assert elapsed < 1.0, f"sockets closed after {elapsed:.3f} s (contract: < 1 s)"
+    print(f"logout: sockets on both gateways closed after {elapsed:.3f} s")
+
+
 def test_logout_refused_within_5s_while_the_broadcast_is_down(split):
     """api3 reaches Redis through a proxy: cut it, so api3 neither hears the other
     processes' invalidations nor publishes its own. HOT_CACHE_TTL_SECONDS (3) bounds
