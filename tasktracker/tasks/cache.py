@@ -28,7 +28,8 @@ deployment does. SQLite serialises writers, so ``max(seq)`` alone is exact there
 Stores (:func:`get_store`, one per app, chosen from the config):
 
 - ``LIST_CACHE_TTL_SECONDS`` = 0: no server-side cache (tags and 304 still work);
-- ``REDIS_URL`` set: Redis, ``SET ... EX`` with the TTL, keys ``<LIST_CACHE_KEY_PREFIX>:<tag>``;
+- ``REDIS_URL`` set: Redis, ``SET ... EX`` with the TTL, keys ``<LIST_CACHE_KEY_PREFIX>:<tag>``,
+  behind an in-process LRU of ``LIST_CACHE_MAX_ENTRIES`` bodies (:class:`TieredStore`);
   any Redis error is logged and the request is computed as if the cache were
   empty (Redis is then skipped for :data:`RedisStore.RETRY_AFTER_SECONDS`);
 - otherwise: a bounded in-process LRU (``LIST_CACHE_MAX_ENTRIES``) with the same TTL.
@@ -220,6 +221,30 @@ class RedisStore:
             self._failed("SET")
 
 
+class TieredStore:
+    """An in-process :class:`LocalStore` in front of a shared store (Redis): a body is
+    looked up here first, then in the shared store (and kept here). Safe because a
+    key is the entity tag of the body, which names its data version: a body never
+    changes under its key, so a local copy can never be stale (REST processes skip
+    the Redis round trip on a repeated read)."""
+
+    def __init__(self, local: LocalStore, shared):
+        self.local = local
+        self.shared = shared
+
+    def get(self, key: str) -> bytes | None:
+        body = self.local.get(key)
+        if body is None:
+            body = self.shared.get(key)
+            if body is not None:
+                self.local.set(key, body)
+        return body
+
+    def set(self, key: str, value: bytes) -> None:
+        self.local.set(key, value)
+        self.shared.set(key, value)
+
+
 def get_store():
     """The list cache of the current app (created on first use from its config)."""
     extensions = current_app.extensions
@@ -230,8 +255,9 @@ def get_store():
         if ttl <= 0:
             store = NullStore()
         elif config.get("REDIS_URL"):
-            store = RedisStore(config["REDIS_URL"], ttl,
-                               config.get("LIST_CACHE_KEY_PREFIX", "tasktracker:lists"))
+            store = TieredStore(LocalStore(ttl, int(config.get("LIST_CACHE_MAX_ENTRIES", 256))),
+                                RedisStore(config["REDIS_URL"], ttl,
+                                           config.get("LIST_CACHE_KEY_PREFIX", "tasktracker:lists")))
         else:
             store = LocalStore(ttl, int(config.get("LIST_CACHE_MAX_ENTRIES", 256)))
         extensions[_EXTENSION_KEY] = store
