@@ -187,6 +187,108 @@ def test_my_invitations_case_insensitive_and_private(client, auth):
     assert client.get("/api/invitations").status_code == 401
 
 
+# --------------------------------------------------------------------------- revoke
+
+
+def revoke(client, session, team_id: int, invitation_id: int):
+    return client.delete(f"/api/teams/{team_id}/invitations/{invitation_id}",
+                         headers=session.headers if session else {})
+
+
+def test_revoke_pending_invitation(client, auth):
+    owner, bob = auth.user("owner"), auth.user("bob")
+    team_id = create_team(client, owner)
+    inv = invite(client, owner, team_id, "bob@example.com").json
+
+    response = revoke(client, owner, team_id, inv["id"])
+    assert response.status_code == 204 and response.data == b""
+    db.session.expire_all()
+    row = db.session.get(Invitation, inv["id"])
+    assert row.status == "revoked" and row.responded_at is not None
+    [event] = events("invitation.revoked")
+    assert event.team_id == team_id and event.actor_id == owner.id
+    assert event.payload["invitation"]["id"] == inv["id"]
+    assert event.payload["invitation"]["status"] == "revoked"
+    # gone from both lists; the invitee can no longer answer it
+    assert client.get(f"/api/teams/{team_id}/invitations", headers=owner.headers).json["total"] == 0
+    assert client.get("/api/invitations", headers=bob.headers).json["total"] == 0
+    for action in ("accept", "decline"):
+        late = client.post(f"/api/invitations/{inv['id']}/{action}", headers=bob.headers)
+        assert late.status_code == 409 and error_code(late) == "invitation_not_pending"
+    assert role_of(team_id, bob.id) is None
+    # revoked already: nothing left to revoke
+    again = revoke(client, owner, team_id, inv["id"])
+    assert again.status_code == 404 and error_code(again) == "invitation_not_found"
+    # and the address may be invited again
+    assert invite(client, owner, team_id, "bob@example.com").status_code == 201
+
+
+def test_revoke_permissions(client, auth):
+    owner, admin, member = auth.user("owner"), auth.user("admin"), auth.user("member")
+    outsider, root, bob = auth.user("outsider"), auth.user("root", admin=True), auth.user("bob")
+    team_id = create_team(client, owner)
+    join(team_id, admin, "admin")
+    join(team_id, member)
+    inv_id = invite(client, owner, team_id, "bob@example.com", role="admin").json["id"]
+
+    assert revoke(client, None, team_id, inv_id).status_code == 401
+    response = revoke(client, member, team_id, inv_id)
+    assert response.status_code == 403 and error_code(response) == "forbidden"
+    for session in (outsider, bob):  # not in the team (the invitee neither): the team is not revealed
+        response = revoke(client, session, team_id, inv_id)
+        assert response.status_code == 404 and error_code(response) == "team_not_found"
+    db.session.expire_all()
+    assert db.session.get(Invitation, inv_id).status == "pending"
+    assert events("invitation.revoked") == []
+    # a team admin may revoke (even an admin invitation the owner sent); so may a site admin
+    assert revoke(client, admin, team_id, inv_id).status_code == 204
+    other = invite(client, owner, team_id, "other@example.com").json["id"]
+    assert revoke(client, root, team_id, other).status_code == 204
+
+
+def test_revoke_not_found_and_not_pending(client, auth):
+    owner, bob, carol = auth.user("owner"), auth.user("bob"), auth.user("carol")
+    team_id, other_team = create_team(client, owner), create_team(client, owner, "Other")
+    elsewhere = invite(client, owner, other_team, "bob@example.com").json["id"]
+    for inv_id in (elsewhere, 999999):  # another team's, missing
+        response = revoke(client, owner, team_id, inv_id)
+        assert response.status_code == 404 and error_code(response) == "invitation_not_found"
+    assert revoke(client, owner, team_id, 99999999999).status_code == 404  # out of range (URL converter)
+    accepted = invite(client, owner, team_id, "bob@example.com").json["id"]
+    declined = invite(client, owner, team_id, "carol@example.com").json["id"]
+    assert client.post(f"/api/invitations/{accepted}/accept", headers=bob.headers).status_code == 200
+    assert client.post(f"/api/invitations/{declined}/decline", headers=carol.headers).status_code == 200
+    for inv_id, status in ((accepted, "accepted"), (declined, "declined")):
+        response = revoke(client, owner, team_id, inv_id)
+        assert response.status_code == 409 and error_code(response) == "invitation_not_pending"
+        db.session.expire_all()
+        assert db.session.get(Invitation, inv_id).status == status
+    # an expired pending invitation may still be revoked
+    old = invite(client, owner, team_id, "old@example.com").json["id"]
+    expire(old)
+    assert revoke(client, owner, team_id, old).status_code == 204
+    assert client.delete(f"/api/teams/999999/invitations/{old}", headers=owner.headers).status_code == 404
+
+
+def test_reinvite_after_expiry_marks_the_old_invitation_expired(client, auth):
+    """Only one pending invitation per team and address is stored (a unique index):
+    the expired one is marked ``expired`` when the address is invited again, and
+    still answers ``invitation_expired``."""
+    owner, bob = auth.user("owner"), auth.user("bob")
+    team_id = create_team(client, owner)
+    old = invite(client, owner, team_id, "bob@example.com").json["id"]
+    expire(old)
+    new = invite(client, owner, team_id, "Bob@example.com")
+    assert new.status_code == 201
+    db.session.expire_all()
+    assert db.session.get(Invitation, old).status == "expired"
+    for action in ("accept", "decline"):
+        response = client.post(f"/api/invitations/{old}/{action}", headers=bob.headers)
+        assert response.status_code == 409 and error_code(response) == "invitation_expired"
+    assert revoke(client, owner, team_id, old).status_code == 409
+    assert client.post(f"/api/invitations/{new.json['id']}/accept", headers=bob.headers).status_code == 200
+
+
 # --------------------------------------------------------------------------- accept / decline
 
 def test_accept_makes_member_with_role_and_events(client, auth):

@@ -9,15 +9,17 @@ no request answers 500 and the invariant holds afterwards.
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from tasktracker.auth.models import User
 from tasktracker.auth.tokens import issue_tokens
+from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
-from tasktracker.teams.models import Team, TeamMember
+from tasktracker.teams.models import Invitation, Team, TeamMember
 from tests.factories import TaskFactory, TeamFactory, UserFactory, add_member
 
 ROUNDS = 12
@@ -168,3 +170,72 @@ def test_assign_vs_remove_member_concurrently(app):
         if assignee_of(task_id) == member_id and not is_member(team_id, member_id):
             bad.append(round_)
     assert not bad, f"rounds {bad} of {ROUNDS} left a non-member assignee"
+
+
+# --------------------------------------------------------------------------- duplicate invitations
+
+
+def invitation_world():
+    team = TeamFactory()
+    return team.id, headers(team.owner)
+
+
+def pending_invitations(team_id: int) -> list[Invitation]:
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(Invitation).where(
+        Invitation.team_id == team_id, Invitation.status == "pending")))
+
+
+def test_invitation_whose_pending_twin_is_not_seen_is_409(client, monkeypatch):
+    """The check for a pending invitation misses a concurrent twin (not yet
+    visible): the database's unique index refuses the second one, answered as
+    the sequential path answers it (409 ``already_invited``)."""
+    from tasktracker.teams import services as team_services
+
+    team_id, owner_h = invitation_world()
+    url = f"/api/teams/{team_id}/invitations"
+    assert client.post(url, json={"email": "dup@example.com"}, headers=owner_h).status_code == 201
+    monkeypatch.setattr(team_services, "_now_pending", lambda: sa.false())  # the twin is invisible
+    r = client.post(url, json={"email": "DUP@example.com"}, headers=owner_h)
+    assert r.status_code == 409, (r.status_code, r.json)
+    assert r.json["error"]["code"] == "already_invited"
+    assert len(pending_invitations(team_id)) == 1
+
+
+def test_concurrent_invitations_of_one_address_create_one(app):
+    for _ in range(3):
+        team_id, owner_h = invitation_world()
+        url = f"/api/teams/{team_id}/invitations"
+        emails = ["same@example.com", "Same@Example.com", "SAME@EXAMPLE.COM"]
+        calls = [(lambda e: lambda c: c.post(url, json={"email": e}, headers=owner_h))(emails[i % 3])
+                 for i in range(15)]
+        results = run_together(app, *calls)
+        assert not [r for r in results if isinstance(r, Exception)], results
+        statuses = sorted(r.status_code for r in results)
+        assert statuses == [201] + [409] * 14, statuses
+        assert {r.json["error"]["code"] for r in results if r.status_code == 409} == {"already_invited"}
+        assert len(pending_invitations(team_id)) == 1
+
+
+def test_accept_vs_revoke_concurrently(app):
+    """Exactly one of them wins; the other is refused in the contract's shape."""
+    for _ in range(ROUNDS):
+        team = TeamFactory()
+        invitee = UserFactory()
+        invitation = Invitation(team_id=team.id, email=invitee.email, role="member", status="pending",
+                                invited_by_id=team.owner_id, expires_at=utcnow() + timedelta(days=1))
+        db.session.add(invitation)
+        db.session.commit()
+        team_id, inv_id, invitee_id = team.id, invitation.id, invitee.id
+        owner_h, invitee_h = headers(team.owner), headers(invitee)
+        accept, revoke = run_together(
+            app, lambda c: c.post(f"/api/invitations/{inv_id}/accept", headers=invitee_h),
+            lambda c: c.delete(f"/api/teams/{team_id}/invitations/{inv_id}", headers=owner_h))
+        assert sorted([accept.status_code, revoke.status_code]) in ([200, 409], [204, 409]), (
+            accept.status_code, accept.json, revoke.status_code)
+        loser = accept if accept.status_code == 409 else revoke
+        assert loser.json["error"]["code"] == "invitation_not_pending"
+        db.session.expire_all()
+        status = db.session.get(Invitation, inv_id).status
+        assert status == ("accepted" if accept.status_code == 200 else "revoked")
+        assert is_member(team_id, invitee_id) == (status == "accepted")

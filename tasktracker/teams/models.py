@@ -11,7 +11,10 @@ from tasktracker.core.types import UTCDateTime, utcnow
 from tasktracker.extensions import db
 
 TEAM_ROLES = ("owner", "admin", "member")
-INVITATION_STATUSES = ("pending", "accepted", "declined", "revoked")
+#: ``expired`` is stored when a pending invitation past ``expires_at`` makes way
+#: for a new one to the same address (the API shows any pending invitation past
+#: ``expires_at`` as ``expired`` anyway).
+INVITATION_STATUSES = ("pending", "accepted", "declined", "revoked", "expired")
 
 
 class Team(db.Model):
@@ -43,7 +46,12 @@ class TeamMember(db.Model):
 
 
 class Invitation(db.Model):
-    """An invitation of an email address into a team; expires after ``INVITATION_TTL``."""
+    """An invitation of an email address into a team; expires after ``INVITATION_TTL``.
+
+    At most one ``pending`` invitation per team and address (case-insensitive):
+    the partial unique index ``uq_invitations_pending_team_email`` settles
+    concurrent invitations (tasktracker.teams.services.create_invitation).
+    """
 
     __tablename__ = "invitations"
 
@@ -58,3 +66,8 @@ class Invitation(db.Model):
     responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     team = relationship("Team", lazy="joined")
+
+
+_PENDING = Invitation.status == "pending"
+sa.Index("uq_invitations_pending_team_email", Invitation.team_id, sa.func.lower(Invitation.email),
+         unique=True, postgresql_where=_PENDING, sqlite_where=_PENDING)

@@ -232,8 +232,11 @@ class TeamInvitationList(Resource):
         description: >-
           Inviting with role `admin` needs the owner or a site admin (403 otherwise).
           409 `already_member` if the address belongs to a member, 409 `already_invited`
-          if a pending invitation for it exists. Expires after INVITATION_TTL (7 days).
-          A registered invitee gets a `team_invitation` notification.
+          if a pending invitation for it (any case) exists: one pending invitation per
+          team and address, also under concurrent requests (the database's unique index
+          refuses the others, answered with the same 409; the existing invitation is
+          not returned). Expires after INVITATION_TTL (7 days). A registered invitee
+          gets a `team_invitation` notification.
         parameters:
           - {in: path, name: team_id, required: true, schema: {type: integer}}
         requestBody:
@@ -255,6 +258,35 @@ class TeamInvitationList(Resource):
         data = load_body(InvitationCreateSchema())
         invitation = services.create_invitation(current_user, team_id, data["email"], data["role"])
         return invitation_schema.dump(invitation), 201
+
+
+class TeamInvitationDetail(Resource):
+    @auth_required
+    def delete(self, team_id: int, invitation_id: int):
+        """Revoke a pending invitation of the team (owner, admin, site admin).
+        ---
+        tags: [invitations]
+        description: >-
+          The invitation's status becomes `revoked`: it leaves the team's and the
+          invitee's lists, the invitee can no longer accept or decline it (409
+          `invitation_not_pending`) and the address may be invited again. A pending
+          invitation past its expires_at may still be revoked. A team member who is
+          not owner or admin gets 403; someone who may not see the team 404
+          `team_not_found`; an invitation that is not the team's, or already revoked,
+          404 `invitation_not_found`; one already accepted, declined or expired
+          409 `invitation_not_pending`.
+        parameters:
+          - {in: path, name: team_id, required: true, schema: {type: integer}}
+          - {in: path, name: invitation_id, required: true, schema: {type: integer}}
+        responses:
+          204: {description: Revoked}
+          401: {$ref: "#/components/responses/Unauthorized"}
+          403: {$ref: "#/components/responses/Forbidden"}
+          404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
+        """
+        services.revoke_invitation(current_user, team_id, invitation_id)
+        return no_content()
 
 
 class MyInvitationList(Resource):
@@ -325,6 +357,7 @@ api.add_resource(TeamDetail, "/teams/<int:team_id>")
 api.add_resource(TeamMemberList, "/teams/<int:team_id>/members")
 api.add_resource(TeamMemberDetail, "/teams/<int:team_id>/members/<int:user_id>")
 api.add_resource(TeamInvitationList, "/teams/<int:team_id>/invitations")
+api.add_resource(TeamInvitationDetail, "/teams/<int:team_id>/invitations/<int:invitation_id>")
 api.add_resource(MyInvitationList, "/invitations")
 api.add_resource(InvitationAccept, "/invitations/<int:invitation_id>/accept")
 api.add_resource(InvitationDecline, "/invitations/<int:invitation_id>/decline")

@@ -104,16 +104,16 @@ class InvitationTeamSchema(Schema):
 class InvitationSchema(Schema):
     """``{id, team: {id, name}, email, role, status, expires_at, created_at}``.
 
-    ``status`` is ``pending | accepted | declined | expired``; ``expired`` is a
-    pending invitation whose ``expires_at`` has passed (it can no longer be
-    accepted or declined).
+    ``status`` is ``pending | accepted | declined | revoked | expired``; ``expired``
+    is a pending invitation whose ``expires_at`` has passed (it can no longer be
+    accepted or declined); ``revoked`` one a team manager withdrew.
     """
 
     id = fields.Integer()
     team = fields.Nested(InvitationTeamSchema)
     email = fields.String()
     role = fields.String(metadata={"enum": list(ASSIGNABLE_ROLES)})
-    status = fields.Method("_status", metadata={"type": "string", "enum": ["pending", "accepted", "declined", "expired"]})
+    status = fields.Method("_status", metadata={"type": "string", "enum": ["pending", "accepted", "declined", "revoked", "expired"]})
     expires_at = UTCDateTime()
     created_at = UTCDateTime()
 

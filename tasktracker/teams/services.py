@@ -14,6 +14,7 @@ site admin has the team owner's powers in every team):
 |                                     | (not other admins); anyone but the owner may leave  |
 | invite (role member / admin)        | owner, admin, site admins / owner, site admins      |
 | list the team's invitations         | owner, admin, site admins                           |
+| revoke an invitation                | owner, admin, site admins                           |
 | accept / decline an invitation      | the user whose email it is addressed to             |
 
 Someone who may not see a team gets 404 (``team_not_found``); a member who may
@@ -299,17 +300,40 @@ def _find_user_by_email(email: str) -> User | None:
     return db.session.scalar(sa.select(User).where(sa.func.lower(User.email) == email.lower()))
 
 
+def _already_invited() -> Conflict:
+    return Conflict("A pending invitation for that email already exists.", code="already_invited")
+
+
+def _invitation_insert_failed(team_id: int, email: str) -> Exception:
+    """What a refused invitation INSERT (rolled back) means, read again after the
+    rollback: a concurrent twin is pending (409 ``already_invited``, as the
+    sequential check answers), the team was deleted meanwhile (404), or some
+    other concurrent change (409 ``concurrent_update``)."""
+    if db.session.scalar(sa.select(Invitation.id).where(
+            Invitation.team_id == team_id, sa.func.lower(Invitation.email) == email,
+            Invitation.status == "pending")) is not None:
+        return _already_invited()
+    if db.session.get(Team, team_id) is None:
+        return NotFound("Team not found.", code="team_not_found")
+    return Conflict("A concurrent change prevented the invitation; retry.", code="concurrent_update")
+
+
 def create_invitation(user: User, team_id: int, email: str, role: str = "member") -> Invitation:
     """Invite ``email`` into the team with ``role`` (owner/admin/site admin; member 403).
 
     - inviting as ``admin`` needs the owner (or a site admin): 403 ``owner_required``;
     - the address belongs to a member: 409 ``already_member``;
-    - a pending, unexpired invitation for that address and team: 409 ``already_invited``.
+    - a pending, unexpired invitation for that address and team: 409 ``already_invited``,
+      also when it is created concurrently: the partial unique index (one
+      ``pending`` invitation per team and ``lower(email)``) refuses the second
+      insert and :func:`_invitation_insert_failed` answers as the sequential check.
 
-    The email is stored lower-cased; ``expires_at`` = now + ``INVITATION_TTL``.
-    Records ``invitation.created {invitation, invitee_user_id}`` (the id of the
-    registered user with that email, or null); the notification fan-out turns it
-    into the invitee's ``team_invitation`` notification.
+    A pending invitation to the address that has expired is marked ``expired``
+    first (it would hold the index). The email is stored lower-cased;
+    ``expires_at`` = now + ``INVITATION_TTL``. Records ``invitation.created
+    {invitation, invitee_user_id}`` (the id of the registered user with that
+    email, or null); the notification fan-out turns it into the invitee's
+    ``team_invitation`` notification.
     """
     team, actor_role = get_team_for(user, team_id)
     _require(actor_role, MANAGERS, "Only the team's owner or admins may invite.")
@@ -322,12 +346,21 @@ def create_invitation(user: User, team_id: int, email: str, role: str = "member"
     pending = db.session.scalar(sa.select(Invitation.id).where(
         Invitation.team_id == team.id, sa.func.lower(Invitation.email) == email, _now_pending()))
     if pending is not None:
-        raise Conflict("A pending invitation for that email already exists.", code="already_invited")
+        raise _already_invited()
+    now = utcnow()
+    db.session.execute(
+        sa.update(Invitation).where(Invitation.team_id == team.id, sa.func.lower(Invitation.email) == email,
+                                    Invitation.status == "pending", Invitation.expires_at <= now)
+        .values(status="expired").execution_options(synchronize_session=False))
     invitation = Invitation(team_id=team.id, team=team, email=email, role=role, status="pending",
-                            invited_by_id=user.id, created_at=utcnow(),
-                            expires_at=utcnow() + current_app.config["INVITATION_TTL"])
+                            invited_by_id=user.id, created_at=now,
+                            expires_at=now + current_app.config["INVITATION_TTL"])
     db.session.add(invitation)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except sa.exc.IntegrityError:
+        db.session.rollback()
+        raise _invitation_insert_failed(team.id, email)
     record_event("invitation.created", actor_id=user.id, team_id=team.id,
                  payload={"invitation": _invitation_payload(invitation),
                           "invitee_user_id": invitee.id if invitee else None})
@@ -341,6 +374,40 @@ def team_invitations_query(user: User, team_id: int) -> sa.Select:
     _require(role, MANAGERS, "Only the team's owner or admins may see its invitations.")
     return (sa.select(Invitation).where(Invitation.team_id == team.id, _now_pending())
             .order_by(Invitation.created_at, Invitation.id))
+
+
+def revoke_invitation(user: User, team_id: int, invitation_id: int) -> None:
+    """Revoke a pending invitation of the team (owner, admin, site admin; a member 403).
+
+    - the caller may not see the team: 404 ``team_not_found``;
+    - no such invitation in this team, or already revoked: 404 ``invitation_not_found``;
+    - already accepted, declined or expired (stored): 409 ``invitation_not_pending``.
+
+    A pending invitation past ``expires_at`` may still be revoked. The change is a
+    conditional UPDATE (``WHERE status = 'pending'``), so a concurrent accept,
+    decline or revoke and this one cannot both win. Sets ``status = revoked`` and
+    ``responded_at``; the invitee can no longer answer it (409), and the address
+    may be invited again. Records ``invitation.revoked {invitation}``.
+    """
+    team, role = get_team_for(user, team_id)
+    _require(role, MANAGERS, "Only the team's owner or admins may revoke invitations.")
+    invitation = db.session.get(Invitation, invitation_id) if valid_id(invitation_id) else None
+    if invitation is None or invitation.team_id != team.id or invitation.status == "revoked":
+        raise NotFound("Invitation not found.", code="invitation_not_found")
+    claimed = db.session.execute(
+        sa.update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "pending")
+        .values(status="revoked", responded_at=utcnow()).execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        db.session.rollback()
+        current = db.session.scalar(sa.select(Invitation.status).where(Invitation.id == invitation_id))
+        if current in (None, "revoked"):
+            raise NotFound("Invitation not found.", code="invitation_not_found")
+        raise Conflict(f"The invitation is already {current}.", code="invitation_not_pending")
+    db.session.refresh(invitation)
+    record_event("invitation.revoked", actor_id=user.id, team_id=team.id,
+                 payload={"invitation": _invitation_payload(invitation)})
+    db.session.commit()
 
 
 def my_invitations_query(user: User) -> sa.Select:
@@ -362,10 +429,10 @@ def _respond(user: User, invitation_id: int, status: str) -> Invitation:
     """Check the invitation can be answered, then claim it with a conditional UPDATE
     (``WHERE status = 'pending'``) so two concurrent answers cannot both win."""
     invitation = _my_invitation(user, invitation_id)
+    if invitation.status == "expired" or (invitation.status == "pending" and invitation.expires_at <= utcnow()):
+        raise Conflict("The invitation has expired.", code="invitation_expired")
     if invitation.status != "pending":
         raise Conflict(f"The invitation is already {invitation.status}.", code="invitation_not_pending")
-    if invitation.expires_at <= utcnow():
-        raise Conflict("The invitation has expired.", code="invitation_expired")
     if status == "accepted" and _membership(user.id, invitation.team_id) is not None:
         raise Conflict("You are already a member of this team.", code="already_member")
     claimed = db.session.execute(

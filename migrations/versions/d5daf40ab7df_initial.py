@@ -1,8 +1,8 @@
 """initial
 
-Revision ID: 8c9dd1677feb
+Revision ID: d5daf40ab7df
 Revises: 
-Create Date: 2026-11-22 04:54:26.919364
+Create Date: 2026-12-01 23:06:52.356993
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '8c9dd1677feb'
+revision = 'd5daf40ab7df'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -92,6 +92,9 @@ def upgrade():
     with op.batch_alter_table('invitations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_invitations_email'), ['email'], unique=False)
         batch_op.create_index(batch_op.f('ix_invitations_team_id'), ['team_id'], unique=False)
+
+    with op.batch_alter_table('invitations', schema=None) as batch_op:
+        batch_op.create_index('uq_invitations_pending_team_email', ['team_id', sa.literal_column('lower(email)')], unique=True, postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
 
     op.create_table('tasks',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -259,6 +262,9 @@ def downgrade():
         batch_op.drop_index('ix_tasks_assignee_created')
 
     op.drop_table('tasks')
+    with op.batch_alter_table('invitations', schema=None) as batch_op:
+        batch_op.drop_index('uq_invitations_pending_team_email', postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
+
     with op.batch_alter_table('invitations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_invitations_team_id'))
         batch_op.drop_index(batch_op.f('ix_invitations_email'))
