@@ -121,12 +121,31 @@ def load_body(schema: Schema, *, partial: bool = False) -> dict:
     return schema.load(json_body(), partial=partial)
 
 
+_LOADED_ARGS: dict[tuple[type, bytes], dict[str, Any]] = {}
+_LOADED_ARGS_MAX = 4096
+
+
 def load_args(schema: Schema) -> dict[str, Any]:
     """Parse the query string with a marshmallow schema (422 on invalid values,
     including a NUL character in any value).
 
     Repeated parameters (``?status=a&status=b``) reach List fields as lists.
+    Successful loads are memoised per (schema class, raw query string): query
+    schemas are built without options and are pure functions of the string (no
+    clock, no caller), and the same list URL comes back on every poll. Each call
+    gets its own copy.
     """
+    memo_key = (type(schema), request.query_string)
+    loaded = _LOADED_ARGS.get(memo_key)
+    if loaded is None:
+        loaded = _load_args(schema)
+        if len(_LOADED_ARGS) >= _LOADED_ARGS_MAX:
+            _LOADED_ARGS.clear()
+        _LOADED_ARGS[memo_key] = loaded
+    return {k: list(v) if isinstance(v, list) else v for k, v in loaded.items()}
+
+
+def _load_args(schema: Schema) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key in request.args:
         values = request.args.getlist(key)
