@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from contextlib import contextmanager
 
 USER_KEYS = {"id", "username", "email", "full_name", "role", "timezone", "active", "created_at"}
@@ -47,3 +48,26 @@ def case(label):
         yield
     except AssertionError as exc:
         raise AssertionError(f"[{label}] {exc}") from exc
+
+
+def run_together(app, *calls, timeout: float = 60):
+    """Run each ``call(client)`` in its own thread, released together; returns their
+    responses (or the exception a thread raised) in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def worker(i, call):
+        try:
+            with app.test_client() as client:
+                barrier.wait(timeout=30)
+                results[i] = call(client)
+        except Exception as exc:  # pragma: no cover - reported by the caller
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a request hung"
+    return results

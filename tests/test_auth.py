@@ -16,7 +16,7 @@ from tasktracker import create_app
 from tasktracker.auth.models import AuthSession, User
 from tasktracker.config import TestConfig
 from tasktracker.extensions import db, limiter
-from tests.helpers import USER_KEYS, assert_error, bearer, case
+from tests.helpers import USER_KEYS, assert_error, bearer, case, run_together
 from tests.factories import PASSWORD, UserFactory
 
 def login(client, password: str = PASSWORD, **ident):
@@ -101,6 +101,87 @@ def test_register_duplicate_username_is_case_insensitive(client):
     error = assert_error(r, 409, "duplicate_username")
     assert "username" in error["details"]
     assert user_count() == 1
+
+
+def _twin_unseen_at_first_look(auth_services):
+    """``_ensure_unique`` as when the twin is not committed yet at the first check
+    (a concurrent registration), and is when the failed write is explained."""
+    real, calls = auth_services._ensure_unique, []
+
+    def check(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > 1:
+            real(*args, **kwargs)
+
+    return check
+
+
+@pytest.mark.parametrize("field, second", [
+    ("username", {"username": "ALICE", "email": "other@example.com"}),
+    ("email", {"username": "alice2", "email": "ALICE@example.com"}),
+])
+def test_register_duplicate_missed_by_the_check_is_409_from_the_database(client, monkeypatch, field, second):
+    """A concurrent twin the check cannot see yet (simulated: the check passes):
+    the database's unique index on lower(username) / lower(email) refuses it, and
+    the answer is the sequential one (409 ``duplicate_<field>``)."""
+    from tasktracker.auth import services as auth_services
+
+    assert client.post("/api/auth/register", json=register_body()).status_code == 201
+    monkeypatch.setattr(auth_services, "_ensure_unique", _twin_unseen_at_first_look(auth_services))
+    r = client.post("/api/auth/register", json=register_body(**second))
+    error = assert_error(r, 409, f"duplicate_{field}")
+    assert field in error["details"]
+    assert user_count() == 1
+
+
+@pytest.mark.parametrize("field, body", [("username", {"username": "BOB"}), ("email", {"email": "Bob@Example.com"})])
+def test_profile_duplicate_missed_by_the_check_is_409_from_the_database(client, auth, monkeypatch, field, body):
+    from tasktracker.auth import services as auth_services
+
+    auth.user("bob")
+    s = auth.user("alice")
+    monkeypatch.setattr(auth_services, "_ensure_unique", _twin_unseen_at_first_look(auth_services))
+    error = assert_error(client.patch("/api/auth/profile", headers=s.headers, json=body),
+                         409, f"duplicate_{field}")
+    assert field in error["details"]
+    db.session.expire_all()
+    assert db.session.get(User, s.id).username == "alice"
+    assert db.session.get(User, s.id).email == "alice@example.com"
+
+
+def test_concurrent_registrations_differing_in_case_create_one_user(app):
+    names = ["foo", "FOO", "Foo", "fOO"] * 3
+    results = run_together(app, *[
+        (lambda i, n: lambda c: c.post("/api/auth/register", json=register_body(
+            username=n, email=f"foo{i}@example.com")))(i, n) for i, n in enumerate(names)])
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [201] + [409] * (len(names) - 1), [(r.status_code, r.json) for r in results]
+    assert {r.json["error"]["code"] for r in results if r.status_code == 409} == {"duplicate_username"}
+    emails = ["same@example.com", "SAME@example.com", "Same@Example.COM"] * 4
+    results = run_together(app, *[
+        (lambda i, e: lambda c: c.post("/api/auth/register", json=register_body(
+            username=f"same{i}", email=e)))(i, e) for i, e in enumerate(emails)])
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [201] + [409] * (len(emails) - 1), [(r.status_code, r.json) for r in results]
+    assert {r.json["error"]["code"] for r in results if r.status_code == 409} == {"duplicate_email"}
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).where(sa.func.lower(User.username) == "foo")) == 1
+    assert db.session.scalar(sa.select(sa.func.count()).where(sa.func.lower(User.email) == "same@example.com")) == 1
+
+
+def test_concurrent_renames_differing_in_case(app, auth):
+    for round_ in range(5):
+        sessions = [auth.user(f"r{round_}u{i}") for i in range(4)]
+        target = f"Taken{round_}"
+        results = run_together(app, *[
+            (lambda s, n: lambda c: c.patch("/api/auth/profile", headers=s.headers, json={"username": n}))(
+                s, target if i % 2 else target.upper()) for i, s in enumerate(sessions)])
+        statuses = sorted(r.status_code for r in results)
+        assert statuses == [200, 409, 409, 409], [(r.status_code, r.json) for r in results]
+        assert {r.json["error"]["code"] for r in results if r.status_code == 409} == {"duplicate_username"}
+        db.session.expire_all()
+        assert db.session.scalar(sa.select(sa.func.count()).where(
+            sa.func.lower(User.username) == target.lower())) == 1
 
 
 def test_register_refuses_unknown_fields_and_never_creates_admin(client):

@@ -21,6 +21,7 @@ from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.teams.models import Invitation, Team, TeamMember
 from tests.factories import TaskFactory, TeamFactory, UserFactory, add_member
+from tests.helpers import run_together
 
 ROUNDS = 12
 
@@ -29,29 +30,6 @@ def headers(user: User) -> dict:
     tokens = issue_tokens(user)
     db.session.commit()
     return {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
-def run_together(app, *calls, timeout: float = 60):
-    """Run each ``call(client)`` in its own thread, released together; returns their
-    responses (or the exception a thread raised) in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def worker(i, call):
-        try:
-            with app.test_client() as client:
-                barrier.wait(timeout=30)
-                results[i] = call(client)
-        except Exception as exc:  # pragma: no cover - reported by the caller
-            results[i] = exc
-
-    threads = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in threads), "a request hung"
-    return results
 
 
 def in_thread(app, call):

@@ -17,14 +17,17 @@ class User(db.Model):
     """A person with an account. ``role`` is ``admin`` or ``member``.
 
     Emails are stored lower-cased; ``password_hash`` is an argon2 hash and is
-    never serialised.
+    never serialised. Usernames and emails are unique case-insensitively: the
+    unique indexes on ``lower(username)`` and ``lower(email)`` settle concurrent
+    registrations and renames (``foo`` and ``FOO`` cannot both exist); they also
+    serve the case-insensitive lookups (login, uniqueness checks).
     """
 
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(sa.String(32), unique=True)
-    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    username: Mapped[str] = mapped_column(sa.String(32))
+    email: Mapped[str] = mapped_column(sa.String(254))
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     full_name: Mapped[str] = mapped_column(sa.String(120), default="")
     role: Mapped[str] = mapped_column(sa.String(16), default="member")
@@ -40,6 +43,10 @@ class User(db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username}>"
+
+
+sa.Index("uq_users_username_lower", sa.func.lower(User.username), unique=True)
+sa.Index("uq_users_email_lower", sa.func.lower(User.email), unique=True)
 
 
 class AuthSession(db.Model):

@@ -40,7 +40,12 @@ def verify_password(user: User | None, password: str) -> bool:
 
 
 def _ensure_unique(username: str | None, email: str | None, exclude_id: int | None = None) -> None:
-    """Raise :class:`Conflict` (409) if the username or email is taken by another user."""
+    """Raise :class:`Conflict` (409 ``duplicate_username`` / ``duplicate_email``) if the
+    username or email is taken by another user, case-insensitively.
+
+    This answers the sequential case; concurrent twins are refused by the unique
+    indexes on ``lower(username)`` / ``lower(email)`` (:func:`_duplicate_after_rollback`).
+    """
     for field, value in (("username", username), ("email", email)):
         if value is None:
             continue
@@ -53,9 +58,23 @@ def _ensure_unique(username: str | None, email: str | None, exclude_id: int | No
                            details={field: [f"That {field} is already taken."]})
 
 
+def _duplicate_after_rollback(username: str | None, email: str | None, exclude_id: int | None = None) -> Conflict:
+    """The 409 for a write the unique indexes refused (already rolled back): a
+    concurrent registration or rename took the username or email first, and it is
+    committed now, so :func:`_ensure_unique` names the field with the same code as
+    the sequential check. ``duplicate_user`` only if neither is found any more."""
+    try:
+        _ensure_unique(username, email, exclude_id)
+    except Conflict as conflict:
+        return conflict
+    return Conflict("That username or email is already taken.", code="duplicate_user")
+
+
 def create_user(username: str, email: str, password: str, full_name: str = "",
                 role: str = "member") -> User:
-    """Create and commit a user. Raises :class:`Conflict` on a duplicate username/email."""
+    """Create and commit a user. Raises :class:`Conflict` (409 ``duplicate_username`` /
+    ``duplicate_email``) on a duplicate, case-insensitively, also against a
+    concurrent registration (settled by the unique indexes)."""
     email = email.strip().lower()
     _ensure_unique(username, email)
     user = User(username=username, email=email, password_hash=hash_password(password),
@@ -65,14 +84,14 @@ def create_user(username: str, email: str, password: str, full_name: str = "",
         db.session.commit()
     except sa.exc.IntegrityError:  # a concurrent registration won the race
         db.session.rollback()
-        raise Conflict("That username or email is already taken.", code="duplicate_user")
+        raise _duplicate_after_rollback(username, email)
     return user
 
 
 def find_login_user(email: str | None, username: str | None) -> User | None:
     """The user named by ``email`` (case-insensitive, trimmed) or else ``username`` (case-insensitive)."""
     if email:
-        return db.session.scalar(sa.select(User).where(User.email == email.strip().lower()))
+        return db.session.scalar(sa.select(User).where(sa.func.lower(User.email) == email.strip().lower()))
     return db.session.scalar(sa.select(User).where(sa.func.lower(User.username) == username.lower()))
 
 
@@ -152,14 +171,17 @@ def update_profile(user: User, data: dict, current_sid: str) -> User:
 
     A new password needs the right ``current_password`` (else 422 on that field,
     so a typo does not look like a logged-out session) and revokes all of the
-    user's other sessions. Username/email must stay unique (409).
+    user's other sessions. Username/email must stay unique, case-insensitively
+    (409 ``duplicate_username`` / ``duplicate_email``, also against a concurrent
+    rename or registration: the unique indexes refuse the second).
     """
     from tasktracker.core.errors import Unprocessable
 
     # Every check runs before anything changes, so a refused request changes nothing.
+    user_id = user.id
     if "email" in data:
         data["email"] = data["email"].strip().lower()
-    _ensure_unique(data.get("username"), data.get("email"), exclude_id=user.id)
+    _ensure_unique(data.get("username"), data.get("email"), exclude_id=user_id)
     if "password" in data and not verify_password(user, data["current_password"]):
         raise Unprocessable(details={"current_password": ["Wrong password."]})
     before = {f: getattr(user, f) for f in EVENT_FIELDS}
@@ -174,7 +196,7 @@ def update_profile(user: User, data: dict, current_sid: str) -> User:
         db.session.commit()
     except sa.exc.IntegrityError:  # a concurrent update took the username/email
         db.session.rollback()
-        raise Conflict("That username or email is already taken.", code="duplicate_user")
+        raise _duplicate_after_rollback(data.get("username"), data.get("email"), exclude_id=user_id)
     return user
 
 

@@ -1,8 +1,8 @@
 """initial
 
-Revision ID: d5daf40ab7df
+Revision ID: cd7d71d7c6c6
 Revises: 
-Create Date: 2026-12-01 23:06:52.356993
+Create Date: 2026-12-01 23:13:52.444967
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'd5daf40ab7df'
+revision = 'cd7d71d7c6c6'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -30,10 +30,12 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_seen_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
-    sa.UniqueConstraint('email', name=op.f('uq_users_email')),
-    sa.UniqueConstraint('username', name=op.f('uq_users_username'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_users'))
     )
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.create_index('uq_users_email_lower', [sa.literal_column('lower(email)')], unique=True)
+        batch_op.create_index('uq_users_username_lower', [sa.literal_column('lower(username)')], unique=True)
+
     op.create_table('auth_sessions',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -283,5 +285,9 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_auth_sessions_user_id'))
 
     op.drop_table('auth_sessions')
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_index('uq_users_email_lower')
+        batch_op.drop_index('uq_users_username_lower')
+
     op.drop_table('users')
     # ### end Alembic commands ###
