@@ -152,6 +152,40 @@ def cpu_ticks(pids: list[int]) -> tuple[int, int]:
     return user, system
 
 
+SERVICES = ("postgres", "redis-server", "beam.smp")  # PostgreSQL, Redis, RabbitMQ (shared with others)
+
+
+def cpu_split() -> tuple[int, int, dict]:
+    """(machine busy, this bench's processes, {service pid: ticks}) in CPU clock ticks so far.
+    Ours: every live descendant of this process plus what the reaped ones used (cutime);
+    services per pid, since PostgreSQL backends come and go."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # minus idle, iowait
+    me = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+    ours = sum(int(x) for x in me[11:15]) + sum(cpu_ticks(children(os.getpid())))
+    services = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in SERVICES:
+                    services.append(int(entry.name))
+            except OSError:
+                continue
+    return busy, ours, {pid: sum(cpu_ticks([pid])) for pid in services}
+
+
+def cpu_split_text(before: tuple, after: tuple, seconds: float) -> str:
+    """'machine busy X% of N cores: bench A%, services B%, others C%' over ``seconds``
+    (services: PostgreSQL, Redis, RabbitMQ, for everyone; a PostgreSQL backend that ended
+    within the interval is lost, so counted in others)."""
+    hz, n = os.sysconf("SC_CLK_TCK"), os.cpu_count() or 1
+    cap = hz * seconds * n / 100 or 1
+    busy, ours = after[0] - before[0], after[1] - before[1]
+    svc = sum(t - before[2].get(pid, 0) for pid, t in after[2].items())
+    return (f"machine busy {busy / cap:.0f}% of {n} cores: bench {ours / cap:.0f}%, services {svc / cap:.0f}%, "
+            f"others {max(0, busy - ours - svc) / cap:.0f}%")
+
+
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,8 +212,10 @@ def wrk(url: str, script: str, *, duration: int, conns: int = 16, threads: int =
     argv = [WRK, f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
             "-s", f"bench/wrk/{script}", url]
     load_before = loadavg()
+    split0, t0 = cpu_split(), time.monotonic()
     out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=duration + 60)
+    cpu = cpu_split_text(split0, cpu_split(), time.monotonic() - t0)
     line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result: {out.stdout}\n{out.stderr}")
@@ -195,7 +231,7 @@ def wrk(url: str, script: str, *, duration: int, conns: int = 16, threads: int =
         r["cpu_sys_ms"] = (ticks1[1] - ticks0[1]) * 1000 / hz / r["requests"]
     r["p50_ms"], r["p99_ms"] = r["p50_us"] / 1000, r["p99_us"] / 1000
     r["errors"] = r["connect_errors"] + r["read_errors"] + r["write_errors"] + r["timeouts"] + r["non2xx"]
-    r["load"] = f"{load_before} -> {loadavg()}"
+    r["load"] = f"{load_before} -> {loadavg()}, {cpu}"
     r["cmd"] = " ".join(argv)
     log(f"wrk {url} {script}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms "
         f"errors {r['errors']} load {r['load']}")

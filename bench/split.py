@@ -46,7 +46,7 @@ from pathlib import Path
 import psycopg
 import requests
 
-from bench.run import (BIN, PASSWORD, PG_ADMIN, ROOT, WRK, Bench, children, cpu_per_request, cpu_ticks, fmt, free_port,
+from bench.run import (BIN, PASSWORD, cpu_split, cpu_split_text, PG_ADMIN, ROOT, WRK, Bench, children, cpu_per_request, cpu_ticks, fmt, free_port,
                        loadavg, log, quantile, rss_mb, summarize_profile, wait_http, wrk)
 
 STEPS = ("rest", "latency", "flood", "sockets", "memory", "embedded")
@@ -175,6 +175,36 @@ class HealthSampler(threading.Thread):
         ms = r["ms"]
         return {"n": len(ms), "ok": r["codes"].get("200", 0), "codes": r["codes"],
                 "p50_ms": quantile(ms, 0.5), "p99_ms": quantile(ms, 0.99), "max_ms": max(ms) if ms else None}
+
+
+class PgSampler(threading.Thread):
+    """PostgreSQL connections once a second (all databases, and this run's), the maximum
+    per step: the gateways' pools under a connect storm meet ``max_connections``."""
+
+    def __init__(self, dsn: str, dbname: str):
+        super().__init__(daemon=True)
+        self.dsn, self.dbname = dsn, dbname
+        self.step = "setup"
+        self.peaks: dict[str, list[int]] = {}
+        self.max_connections = None
+        self.stop_event = threading.Event()
+
+    def run(self):
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                self.max_connections = int(conn.execute("SHOW max_connections").fetchone()[0])
+                while not self.stop_event.wait(1.0):
+                    total, ours = conn.execute("SELECT count(*), count(*) FILTER (WHERE datname = %s) "
+                                               "FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                                               (self.dbname,)).fetchone()
+                    peak = self.peaks.setdefault(self.step, [0, 0])
+                    peak[0], peak[1] = max(peak[0], total), max(peak[1], ours)
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            log(f"pg sampler stopped: {exc!r}")
+
+    def text(self) -> str:
+        return (f"PostgreSQL client connections, peak per step (all databases / this run's; max_connections "
+                f"{self.max_connections}): " + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in self.peaks.items()))
 
 
 class SplitBench(Bench):
@@ -867,17 +897,20 @@ class SplitBench(Bench):
     def run(self) -> int:
         started = datetime.now(timezone.utc)
         self.results["load_at_start"] = loadavg()
-        stat0, t0 = proc_stat(), time.monotonic()
+        stat0, t0, split0 = proc_stat(), time.monotonic(), cpu_split()
         selected = [s for s in STEPS if (not self.args.only or s in self.args.only)
                     and s not in (self.args.skip or [])]
         if self.n_sockets <= 0 and "sockets" in selected:
             selected.remove("sockets")
         self.results["steps"] = selected
+        self.pgs = PgSampler(PG_ADMIN, self.dbname)
+        self.pgs.start()
         try:
             self.setup()
             self.seed()
             for name in selected:
                 log(f"--- {name} (load {loadavg()})")
+                self.pgs.step = name
                 s0 = time.monotonic()
                 try:
                     getattr(self, name)()
@@ -888,6 +921,9 @@ class SplitBench(Bench):
                     self.frow("!", name, "", f"driver error: {exc!r}"[:300], verdict="ERROR")
                 self.results.setdefault("step_seconds", {})[name] = round(time.monotonic() - s0, 1)
         finally:
+            self.pgs.stop_event.set()
+            self.pgs.join(5)
+            self.results["notes"].append(self.pgs.text())
             for kid in self.children_started:
                 if kid.proc.poll() is None:
                     kid.stop(10)
@@ -900,6 +936,7 @@ class SplitBench(Bench):
                         conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
                 except Exception as exc:  # noqa: BLE001
                     log(f"could not drop {self.dbname}: {exc!r}")
+        self.results["cpu_split"] = cpu_split_text(split0, cpu_split(), time.monotonic() - t0)
         stat1 = proc_stat()
         delta = [b - a for a, b in zip(stat0, stat1)]
         total = sum(delta) or 1
@@ -920,7 +957,7 @@ class SplitBench(Bench):
                  f"{cfg['api_threads']} threads, {cfg['gateways']} gevent gateways, nginx), {os.cpu_count()} CPUs "
                  f"({cpu}), {mem_kb / 1024 / 1024:.1f} GiB RAM; load average before {self.results['load_at_start']}, "
                  f"after {loadavg()}; CPU busy {c['busy_pct']}% (steal {c['steal_pct']}%) over the "
-                 f"{c['seconds']:.0f} s run; wrk {cfg['wrk']}; steps {' '.join(self.results['steps'])}; "
+                 f"{c['seconds']:.0f} s run ({self.results['cpu_split']}); wrk {cfg['wrk']}; steps {' '.join(self.results['steps'])}; "
                  f"database {self.dbname}",
                  "", "| # | figure | target | measured | Y | ratio | verdict |", "|---|---|---|---|---|---|---|"]
 
