@@ -94,6 +94,43 @@ else:
     control_socket_disable = True
 
 
+# Request limits gunicorn enforces before the app sees anything (README "Configuration"):
+# a request line over 4094 bytes (414), more than 100 header fields or a header field
+# over 8190 bytes (431). Their answers are given in the API's error shape (JSON), not
+# gunicorn's HTML page: see _write_json_error.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+_GUNICORN_ERROR_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long",
+                         417: "expectation_failed", 431: "header_fields_too_large",
+                         500: "internal_error", 501: "not_implemented"}
+
+
+def _write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own error answers (malformed request line, 414, 431...) in the
+    contract's error shape ``{"error": {"code", "message", "details"}}`` with
+    ``Connection: close``; gunicorn's detail text (which may echo the request) is not
+    sent. Replaces ``gunicorn.util.write_error``, the one function gunicorn's workers
+    write these answers with."""
+    import json
+
+    from gunicorn import util
+
+    body = json.dumps({"error": {"code": _GUNICORN_ERROR_CODES.get(status_int, "bad_request"),
+                                 "message": f"{reason}.", "details": {}}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def on_starting(server):
+    """gunicorn hook (master, before forking workers): JSON error answers in every worker."""
+    from gunicorn import util
+
+    util.write_error = _write_json_error
+
+
 def multiworker_problems(count: int) -> list[str]:
     """Why ``count`` workers in one server would misbehave with these settings: one
     sentence per problem naming the setting to change; ``[]`` when ``count`` is 1

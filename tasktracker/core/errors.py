@@ -74,11 +74,18 @@ class ServiceUnavailable(ApiError):
 
 def error_response(status: int, code: str, message: str, details: dict | None = None,
                    headers: dict | None = None):
-    """Build the contract's error response: ``(Response, status)``."""
+    """Build the contract's error response: ``(Response, status)``.
+
+    A 413 carries ``Connection: close``: the body it refused is left unread, and a
+    server that then drops the connection must not have announced keep-alive
+    (granian passes the header on; gunicorn drops it, reads the rest and keeps the
+    connection)."""
     response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
     response.status_code = status
     for key, value in (headers or {}).items():
         response.headers[key] = value
+    if status == 413:
+        response.headers["Connection"] = "close"
     return response
 
 
