@@ -84,13 +84,19 @@ def check_redis(url: str = REDIS_URL) -> str:
     return url
 
 
-def delete_queue(name: str) -> None:
+def delete_queue(*names: str) -> None:
+    """Delete the RabbitMQ queues *and* exchanges of these names, if they exist: a run's
+    Celery queue (Celery declares a direct exchange of the same name) and its Socket.IO
+    channel (a fanout exchange; kombu's per-server queues expire on their own)."""
     from kombu import Connection
 
     try:
         with Connection(RABBITMQ_URL, connect_timeout=3) as conn:
-            conn.default_channel.queue_delete(name)
-    except Exception:  # noqa: BLE001 - e.g. never declared
+            channel = conn.default_channel
+            for name in names:  # RabbitMQ deletes what does not exist without an error
+                channel.queue_delete(name)
+                channel.exchange_delete(name)
+    except Exception:  # noqa: BLE001 - broker unreachable: nothing to clean
         pass
 
 

@@ -52,7 +52,7 @@ def deployment(database_url, tmp_path_factory):
     finally:
         stack.stop_all()
         db.dispose()
-        delete_queue(env["CELERY_TASK_QUEUE"])
+        delete_queue(env["CELERY_TASK_QUEUE"], env["SOCKETIO_CHANNEL"])
         delete_redis_keys(env["PRESENCE_KEY_PREFIX"])
         drop()
 

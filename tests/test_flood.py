@@ -256,7 +256,7 @@ def behind_nginx(database_url, tmp_path):
         yield {"api": api, "gateway": gateway, "nginx": nginx, "stack": stack}
     finally:
         stack.stop_all()
-        delete_queue(env["CELERY_TASK_QUEUE"])
+        delete_queue(env["CELERY_TASK_QUEUE"], env["SOCKETIO_CHANNEL"])
         delete_redis_keys(f"tt-flood:{run}:")
         drop()
 

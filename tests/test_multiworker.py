@@ -259,7 +259,7 @@ def host(database_url, tmp_path):
         yield {"web": web, "stack": stack, "prefix": env["PRESENCE_KEY_PREFIX"]}
     finally:
         stack.stop_all()
-        delete_queue(env["CELERY_TASK_QUEUE"])
+        delete_queue(env["CELERY_TASK_QUEUE"], env["SOCKETIO_CHANNEL"])
         delete_redis_keys(env["PRESENCE_KEY_PREFIX"])
         drop()
 

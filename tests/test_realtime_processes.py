@@ -27,6 +27,7 @@ import socketio
 from tasktracker.auth.models import User
 from tasktracker.extensions import db
 from tasktracker.teams.models import TeamMember
+from tests.procs import delete_queue
 from tests.conftest import RABBITMQ_URL, REDIS_URL, require_service
 from tests.factories import TaskFactory, TeamFactory, add_member
 
@@ -194,6 +195,7 @@ def stack(app, tmp_path_factory):
             proc.stop()
         import redis
 
+        delete_queue(env["SOCKETIO_CHANNEL"])  # its fanout exchange
         r = redis.Redis.from_url(REDIS_URL)
         keys = list(r.scan_iter(match=f"tt-test:{run}:*"))
         if keys:

@@ -81,7 +81,7 @@ def split(database_url, tmp_path_factory):
         stack.stop_all()
         redis_proxy.close()
         db.dispose()
-        delete_queue(env["CELERY_TASK_QUEUE"])
+        delete_queue(env["CELERY_TASK_QUEUE"], env["SOCKETIO_CHANNEL"])
         delete_redis_keys(f"tt-split:{run}:")
         drop()
 

@@ -32,7 +32,7 @@ from tasktracker.notifications.models import Notification
 from tasktracker.tasks.models import Reminder, Task
 from tests.conftest import RABBITMQ_URL, require_service
 from tests.factories import UserFactory
-from tests.procs import wait_for
+from tests.procs import delete_queue, wait_for
 from tests.test_jobs_support import api_task, events_of, notifications_for
 
 pytestmark = pytest.mark.integration
@@ -75,16 +75,10 @@ def postgres_only(database_url):
 
 @pytest.fixture
 def queue_name(rabbitmq):
-    """A Celery queue of this test only; deleted afterwards."""
-    from kombu import Connection
-
+    """A Celery queue of this test only; deleted afterwards (with its exchange)."""
     name = f"tt-test-{uuid.uuid4().hex[:12]}"
     yield name
-    try:
-        with Connection(RABBITMQ_URL, connect_timeout=3) as conn:
-            conn.default_channel.queue_delete(name)
-    except Exception:  # noqa: BLE001 - e.g. never declared
-        pass
+    delete_queue(name)
 
 
 class Processes:
@@ -282,3 +276,24 @@ def test_broker_down_api_still_answers_and_the_outbox_delivers_later(app, client
     time.sleep(3)
     assert [n.type for n in notifications_for(bob.id)] == ["task_assigned"]
     assert events_of("task.created")[0].dispatched_at is not None
+
+
+def test_cleanup_removes_the_runs_queue_and_exchanges(rabbitmq):
+    """Test runs leave no RabbitMQ objects behind: a Celery queue comes with a direct
+    exchange of its name, a Socket.IO channel is a fanout exchange (issue: ~9 leftover
+    ``tt-test-*`` exchanges per run)."""
+    from kombu import Connection, Exchange, Queue
+
+    name, channel_name = f"tt-test-{uuid.uuid4().hex[:8]}", f"tt-test-sio-{uuid.uuid4().hex[:8]}"
+    with Connection(RABBITMQ_URL, connect_timeout=3) as conn:
+        Queue(name, Exchange(name, "direct"), routing_key=name)(conn.default_channel).declare()
+        Exchange(channel_name, "fanout")(conn.default_channel).declare()
+    delete_queue(name, channel_name)
+    with Connection(RABBITMQ_URL, connect_timeout=3) as conn:
+        for declare in (lambda ch: ch.exchange_declare(name, "direct", passive=True),
+                        lambda ch: ch.exchange_declare(channel_name, "fanout", passive=True),
+                        lambda ch: ch.queue_declare(name, passive=True)):
+            channel = conn.channel()
+            with pytest.raises(Exception, match="NOT_FOUND|404"):
+                declare(channel)
+
