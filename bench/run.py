@@ -1,31 +1,41 @@
 #!/usr/bin/env python
 """TaskTracker load driver: production stack on this machine, one command.
 
-    .venv/bin/python bench/run.py                 # everything (~8-10 minutes)
-    .venv/bin/python bench/run.py --quick         # shorter runs (smoke test of the driver)
-    .venv/bin/python bench/run.py --profile       # + py-spy profile of the web worker (list, 304)
+    .venv/bin/python bench/run.py                 # split topology, every step (~9 minutes)
+    .venv/bin/python bench/run.py --quick         # shorter runs, fewer sockets (smoke test of the driver)
+    .venv/bin/python bench/run.py --profile       # + py-spy of the REST workers (uncached list, POST)
+    .venv/bin/python bench/run.py --only rest latency --sockets 0   # some steps
+    .venv/bin/python bench/run.py --topology single                  # the former one-gunicorn stack
 
-What it does (docs/benchmarks.md explains the figures and targets):
+Default, ``--topology split`` (bench/split.py, the serving-architecture figures 1-8):
+a fresh PostgreSQL database ``tt_bench_<random>`` migrated with ``flask db upgrade``;
+on free 127.0.0.1 ports, with ``TASKTRACKER_ENV=production``: the REST API on granian
+(``TASKTRACKER_ROLE=api``, ``--api-workers``/``--api-threads``), ``--gateways`` gevent
+Socket.IO gateways (``TASKTRACKER_ROLE=gateway``), nginx with a copy of
+``deploy/nginx.conf`` rendered in the log dir, Celery worker and beat, and the
+yardstick Y (``bench/bare_app.py`` on one gunicorn gthread worker, 100 threads).
+Steps: ``rest`` (1-4: list cached / 304 / uncached, POST; each directly and through
+nginx), ``latency`` (5), ``flood`` (7, production), ``sockets`` (6, ``--sockets``),
+``memory`` (8), ``embedded`` (7, one gunicorn with defaults on SQLite). Many-socket
+clients: ``bench/sockets_client.py`` subprocesses. The Markdown table is printed and
+written with the raw figures to ``results.md`` / ``results.json`` in the log dir.
 
-1. creates a fresh PostgreSQL database ``tt_bench_<random>`` (dropped at the end unless
-   ``--keep-db``) and migrates it with ``flask db upgrade``;
-2. starts, on free 127.0.0.1 ports, with ``TASKTRACKER_ENV=production`` and the
-   README's production commands: ``gunicorn -c gunicorn.conf.py wsgi:app`` (production's
-   default gthread worker, or ``SOCKETIO_ASYNC_MODE`` from the environment), a second one in the
-   other async mode (only for the 1,000-socket test, for comparison),
-   ``celery ... worker``, ``celery ... beat`` and the bare Flask ceiling
-   (``gunicorn -c gunicorn.conf.py bench.bare_app:app``); RabbitMQ queue/exchange and
-   Redis keys are unique to the run;
-3. seeds over REST and bulk SQL, measures with ``wrk`` (Lua scripts in ``bench/wrk``)
-   and python-socketio ``AsyncClient`` (needs ``aiohttp``, installed in the venv for the
-   bench only), prints a Markdown table;
-4. stops every process it started, by pid (SIGTERM, then SIGKILL of that pid's own
-   process group after a timeout) -- never by name.
+``--topology single``: the former stack (one ``gunicorn -c gunicorn.conf.py wsgi:app``
+serving REST and Socket.IO, a second one in the other async mode for the 1,000-socket
+comparison) and its steps: list_reads posts socket_latency fanout_1000 reminders soak.
 
-Every loop is bounded in count and time; all traffic goes to 127.0.0.1.
+Both: RabbitMQ queue/exchange and Redis keys are unique to the run; measures with
+``wrk`` (Lua scripts in ``bench/wrk``) and aiohttp / python-socketio ``AsyncClient``
+(needs ``aiohttp``, installed in the venv for the bench only: ``.venv/bin/pip install
+aiohttp``); every process started is stopped by pid (SIGTERM or SIGINT, then SIGKILL
+of that pid's own process group after a timeout) -- never by name.
+
+Every loop is bounded in count and time; all traffic goes to 127.0.0.1 (client source
+addresses 127.0.0.2.. for the many-socket and flood steps).
 Needs: PostgreSQL (``BENCH_POSTGRES_ADMIN``, default ``postgresql://postgres@127.0.0.1:5432/test``),
 RabbitMQ (``BENCH_AMQP``, default guest on 127.0.0.1:5672), Redis (``BENCH_REDIS``,
-default ``redis://127.0.0.1:6379``, db ``BENCH_REDIS_DB`` default 12), ``wrk`` on PATH.
+default ``redis://127.0.0.1:6379``, db ``BENCH_REDIS_DB`` default 12), ``wrk`` and
+``nginx`` on PATH.
 """
 
 from __future__ import annotations
@@ -249,8 +259,8 @@ class Bench:
         self.procs = Processes(self.logdir)
         self.results: dict = {"rows": [], "notes": []}
         self.dur = 4 if args.quick else 10
-        # the web server's async mode: production's default unless the caller's environment sets one
-        self.mode = os.environ.get("SOCKETIO_ASYNC_MODE", "threading")
+        # the web server's async mode: the app's default unless the caller's environment sets one
+        self.mode = os.environ.get("SOCKETIO_ASYNC_MODE", "gevent")  # the app's default (config.py)
         self.other_mode = "threading" if self.mode == "gevent" else "gevent"  # fan-out comparison
         self.pg = None
 
