@@ -6,7 +6,7 @@ transport) and prints every event it receives (``notification:new``,
 ``task:*``, ``comment:created``, ``presence:update``...) with a UTC timestamp.
 Reconnects by itself and then asks for the notifications it missed
 (``auth={"token", "last_seq"}``). Needs ``python-socketio[client]`` (and
-``requests``), both in requirements-dev.txt.
+``requests``), both in requirements.txt: run it with the project's virtualenv.
 
     python examples/socket_client.py http://127.0.0.1:5000 alice@example.com 'correct-horse-9'
     python examples/socket_client.py URL EMAIL PASSWORD --subscribe 12 --subscribe 13 --last-seq 0
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     def connect_error(data):
         log("connect_error", data)
         code = (data or {}).get("data", {}).get("code") if isinstance(data, dict) else None
-        if code == "invalid_token":  # the access token expired: get a new one, retry on reconnect
+        if code in ("token_expired", "invalid_token"):  # expired: get a new token, retry on reconnect
             r = requests.post(f"{base_url}/api/auth/refresh", timeout=10,
                               headers={"Authorization": f"Bearer {tokens['refresh']}"})
             if r.status_code == 200:
