@@ -343,6 +343,29 @@ def test_connect_deadline_closes_idle_unauthenticated_connections(migrated_sqlit
         web.stop()
 
 
+def test_an_abandoned_polling_session_does_not_stop_the_deadline(migrated_sqlite, tmp_path):
+    """Closing an abandoned long-polling session must not wait for a poll that never
+    comes (python-engineio's ``disconnect`` does): the sweeper would hang, and every
+    later idle connection of the process would stay open (found by the bench)."""
+    web = _embedded(migrated_sqlite, tmp_path, "abandoned", SOCKETIO_CONNECT_TIMEOUT_SECONDS="2")
+    idle = None
+    try:
+        web.wait_ready()
+        abandoned = _sid(_polling_handshake(web.url))  # never polled again
+        time.sleep(3.0)  # its deadline passes first: the sweeper closes it
+        idle_start = time.monotonic()
+        [idle] = open_idle_websockets(web.port, 1)
+        closed = _closed_after(idle, idle_start, limit=6.0)
+        assert closed is not None, "the sweeper is stuck: an idle websocket outlived its deadline"
+        assert 1.9 <= closed <= 3.5, closed
+        r = requests.get(f"{web.url}/socket.io/?EIO=4&transport=polling&sid={abandoned}", timeout=5)
+        assert r.status_code == 400, (r.status_code, r.text)
+    finally:
+        if idle is not None:
+            idle.shutdown()
+        web.stop()
+
+
 def test_per_address_cap_refuses_the_sixth_handshake(migrated_sqlite, tmp_path):
     web = _embedded(migrated_sqlite, tmp_path, "cap", SOCKETIO_MAX_CONNECTIONS_PER_IP="5",
                     SOCKETIO_CONNECT_TIMEOUT_SECONDS="60")

@@ -22,6 +22,22 @@ import time
 log = logging.getLogger(__name__)
 
 
+def close_transport(eio, eio_sid: str) -> None:
+    """Close an Engine.IO connection without waiting (``eio``: python-engineio Server).
+
+    ``eio.disconnect()`` waits until the client has read its outgoing queue, which
+    an abandoned long-polling session never does: it would block the caller (a
+    sweeper) for good. Here the CLOSE packet is queued (a websocket writer sends it),
+    the session dropped, and nothing waited for."""
+    sock = eio.sockets.get(eio_sid)
+    if sock is None:
+        return
+    try:
+        sock.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+    finally:
+        eio.sockets.pop(eio_sid, None)
+
+
 class ConnectionGuard:
     """Counts open Engine.IO connections per address and enforces the connect deadline.
 
@@ -119,9 +135,9 @@ class ConnectionGuard:
                 del self._pending[sid]
         for sid in overdue:
             try:
-                self.server.eio.disconnect(sid)
+                close_transport(self.server.eio, sid)
             except Exception:  # noqa: BLE001 - it may have closed meanwhile
-                pass
+                log.debug("realtime: closing overdue %s failed", sid, exc_info=True)
             self._forget(sid)  # engineio may not call the handler for a half-open socket
         if overdue:
             log.info("realtime: closed %d connection(s) without an authenticated connect within %.0f s",

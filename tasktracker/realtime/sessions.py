@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from tasktracker.core.hotcache import USERS, hot_state
+from tasktracker.realtime.limits import close_transport
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,18 @@ class Live:
     user_id: int
     auth_sid: str
     expires_at: float
+
+
+def close(server, sid: str) -> None:
+    """Disconnect Socket.IO connection ``sid`` from the server side (the client gets a
+    DISCONNECT packet and its handlers run here), then drop its Engine.IO transport
+    too, without waiting: a client that ignores the DISCONNECT keeps nothing open."""
+    eio_sid = server.manager.eio_sid_from_sid(sid, NAMESPACE)
+    try:
+        server.disconnect(sid, namespace=NAMESPACE)
+    finally:
+        if eio_sid is not None:
+            close_transport(server.eio, eio_sid)
 
 
 class LiveConnections:
@@ -91,9 +104,9 @@ class LiveConnections:
                 log.info("realtime: closing %s: its access token expired", sid)
                 self.remove(sid)
                 try:
-                    server.disconnect(sid, namespace=NAMESPACE)
+                    close(server, sid)
                 except Exception:  # noqa: BLE001 - it may have closed meanwhile
-                    pass
+                    log.debug("realtime: closing %s failed", sid, exc_info=True)
 
 
 def install(app: Flask, server, live: LiveConnections) -> None:
@@ -133,9 +146,9 @@ def recheck_users(app: Flask, server, live: LiveConnections, user_ids: list[int]
                                  sid, user_id)
                         live.remove(sid)
                         try:
-                            server.disconnect(sid, namespace=NAMESPACE)
-                        except Exception:  # noqa: BLE001
-                            pass
+                            close(server, sid)
+                        except Exception:  # noqa: BLE001 - it may have closed meanwhile
+                            log.debug("realtime: closing %s failed", sid, exc_info=True)
                     else:
                         keep.append(sid)
                 if keep:
