@@ -162,16 +162,25 @@ def celery_settings(broker_url: str) -> dict:
     }
 
 
+#: Default PostgreSQL pool per process and role: (pool size, overflow). REST API: a
+#: little above granian's 8 blocking threads; gateway: bounded, since thousands of
+#: greenlets may connect at once (they queue for a connection; 40 per gateway
+#: exhausted PostgreSQL's 100 connections in the 10,000-socket bench); others
+#: (workers, beat, CLI, single gunicorn): as before.
+_POOL_BY_ROLE = {"api": (10, 5), "gateway": (10, 0)}
+_POOL_DEFAULT = _POOL_BY_ROLE.get(os.environ.get("TASKTRACKER_ROLE", "all"), (20, 20))
+
+
 class ProductionConfig(Config):
     """Production: PostgreSQL, RabbitMQ, Redis; validated by :func:`validate_production`."""
 
     ENV = "production"
-    # PostgreSQL pool sized for gunicorn's threads: a pool smaller than the number of
-    # concurrent requests opens and closes a connection per request (bench/, py-spy).
+    # PostgreSQL pool sized for the concurrent requests: a pool smaller than them opens and
+    # closes a connection per request (bench/, py-spy); larger ones add up over processes.
     SQLALCHEMY_ENGINE_OPTIONS = {
         "pool_pre_ping": True,
-        "pool_size": _int("DB_POOL_SIZE", 20),
-        "max_overflow": _int("DB_MAX_OVERFLOW", 20),
+        "pool_size": _int("DB_POOL_SIZE", _POOL_DEFAULT[0]),
+        "max_overflow": _int("DB_MAX_OVERFLOW", _POOL_DEFAULT[1]),
         # seconds a request waits for a free connection before its 503 (core/errors.py)
         "pool_timeout": _float("DB_POOL_TIMEOUT", 30.0),
     }

@@ -43,6 +43,7 @@ def sio(app, client):
         if conn.is_connected():
             conn.disconnect()
     state.presence.clear()
+    state.forget_touches()
 
 
 def sid_of(conn) -> str:

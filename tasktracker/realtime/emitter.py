@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 
 from flask import Flask, current_app, has_app_context
@@ -43,8 +44,32 @@ class RealtimeState:
         self.server = None
         self.guard = None  # realtime.limits.ConnectionGuard of a process serving Socket.IO
         self.live = LiveConnections()  # authenticated connections of this process
+        self._touched: dict[int, float] = {}  # user id -> monotonic time of our last_seen_at write
         self._heartbeat_pid: int | None = None
         self._lock = threading.Lock()
+
+    #: A user's ``last_seen_at`` is written at most this often per process on connect and
+    #: disconnect, except when their last connection closes (what presence shows).
+    TOUCH_INTERVAL_SECONDS = 30.0
+
+    def touch_last_seen(self, user_id: int, *, force: bool = False) -> None:
+        """:func:`services.touch_last_seen`, skipped when this process wrote it for the user
+        less than :data:`TOUCH_INTERVAL_SECONDS` ago unless ``force``: many tabs, or
+        thousands of reconnecting clients, would otherwise cost an UPDATE of the same
+        row and a pooled connection per connect and disconnect (bench: 10,000 sockets
+        exhausted PostgreSQL's connections)."""
+        now = time.monotonic()
+        last = self._touched.get(user_id)
+        if not force and last is not None and now - last < self.TOUCH_INTERVAL_SECONDS:
+            return
+        touch_last_seen(user_id)
+        if len(self._touched) > 100_000:
+            self._touched.clear()
+        self._touched[user_id] = now
+
+    def forget_touches(self) -> None:
+        """Forget the write times (tests reset the database under a running app)."""
+        self._touched.clear()
 
     def ensure_heartbeat(self) -> None:
         """Start this process's presence heartbeat (Redis store only), once per process."""

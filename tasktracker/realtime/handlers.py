@@ -95,9 +95,8 @@ def _connect(auth) -> None:
     join_room(services.user_room(user_id))
     for team_id in team_ids:
         join_room(services.team_room(team_id))
-    services.touch_last_seen(user_id)
-
     state = get_state()
+    state.touch_last_seen(user_id)
     if state.guard is not None:
         state.guard.authenticated(socketio.server.manager.eio_sid_from_sid(sid, NAMESPACE))
     state.live.add(sid, Live(user_id, claims["sid"], float(claims["exp"])))
@@ -132,7 +131,7 @@ def on_disconnect(reason=None, *_extra):
     if user_id is None:
         return
     try:
-        services.touch_last_seen(user_id)
+        get_state().touch_last_seen(user_id, force=went_offline)
         if went_offline:
             broadcast_presence(user_id, False)
     except Exception:  # noqa: BLE001
