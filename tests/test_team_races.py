@@ -217,3 +217,125 @@ def test_accept_vs_revoke_concurrently(app):
         status = db.session.get(Invitation, inv_id).status
         assert status == ("accepted" if accept.status_code == 200 else "revoked")
         assert is_member(team_id, invitee_id) == (status == "accepted")
+
+
+# --------------------------------------------------------------------------- accept vs team delete
+
+
+def pending_invitation_world():
+    team = TeamFactory()
+    invitee = UserFactory()
+    invitation = Invitation(team_id=team.id, email=invitee.email, role="member", status="pending",
+                            invited_by_id=team.owner_id, expires_at=utcnow() + timedelta(days=1))
+    db.session.add(invitation)
+    db.session.commit()
+    return team.id, invitation.id, invitee.id, headers(team.owner), headers(invitee)
+
+
+def test_accept_vs_team_delete_concurrently(app):
+    """Never a 500: the accept is 200 (then the delete removes the new membership
+    too), or 404/409 in the contract's shape; the team is gone either way."""
+    seen = []
+    for _ in range(ROUNDS):
+        team_id, inv_id, invitee_id, owner_h, invitee_h = pending_invitation_world()
+        accept, delete = run_together(
+            app, lambda c: c.post(f"/api/invitations/{inv_id}/accept", headers=invitee_h),
+            lambda c: c.delete(f"/api/teams/{team_id}", headers=owner_h))
+        assert not isinstance(accept, Exception) and not isinstance(delete, Exception), (accept, delete)
+        seen.append((accept.status_code, delete.status_code))
+        assert delete.status_code == 204, (delete.status_code, delete.get_data(as_text=True))
+        assert accept.status_code in (200, 404, 409), (accept.status_code, accept.get_data(as_text=True))
+        if accept.status_code != 200:
+            assert set(accept.json["error"]) == {"code", "message", "details"}
+        db.session.expire_all()
+        assert db.session.get(Team, team_id) is None
+        assert not is_member(team_id, invitee_id)
+
+
+def _delete_team_now(app, team_id, owner_h):
+    thread, result = in_thread(app, lambda c: c.delete(f"/api/teams/{team_id}", headers=owner_h))
+    thread.join(30)
+    assert result and result[0].status_code == 204, result
+
+
+@pytest.mark.parametrize("action", ["accept", "decline"])
+def test_team_deleted_between_answer_commit_and_response(app, client, monkeypatch, action):
+    """The answer committed; the team (and the invitation with it) is deleted before
+    the response is rendered. The answer stands: 200 with what was committed."""
+    from tasktracker.teams import services as team_services
+
+    team_id, inv_id, invitee_id, owner_h, invitee_h = pending_invitation_world()
+    real = getattr(team_services, f"{action}_invitation")
+
+    def answer_then_team_deleted(user, invitation_id):
+        invitation = real(user, invitation_id)
+        _delete_team_now(app, team_id, owner_h)
+        return invitation
+
+    monkeypatch.setattr(team_services, f"{action}_invitation", answer_then_team_deleted)
+    r = client.post(f"/api/invitations/{inv_id}/{action}", headers=invitee_h)
+    assert r.status_code == 200, (r.status_code, r.get_data(as_text=True))
+    assert r.json["id"] == inv_id and r.json["status"] == {"accept": "accepted", "decline": "declined"}[action]
+    assert r.json["team"]["id"] == team_id
+    db.session.expire_all()
+    assert db.session.get(Team, team_id) is None and not is_member(team_id, invitee_id)
+
+
+@pytest.mark.parametrize("action", ["accept", "decline"])
+def test_team_deleted_between_reading_the_invitation_and_answering(app, client, monkeypatch, action):
+    """The invitation was read, then the team was deleted: 404 (it is gone), not 500."""
+    from tasktracker.teams import services as team_services
+
+    team_id, inv_id, invitee_id, owner_h, invitee_h = pending_invitation_world()
+    real = team_services._my_invitation
+
+    def read_then_team_deleted(user, invitation_id):
+        invitation = real(user, invitation_id)
+        _delete_team_now(app, team_id, owner_h)
+        return invitation
+
+    monkeypatch.setattr(team_services, "_my_invitation", read_then_team_deleted)
+    r = client.post(f"/api/invitations/{inv_id}/{action}", headers=invitee_h)
+    assert r.status_code == 404, (r.status_code, r.get_data(as_text=True))
+    assert r.json["error"]["code"] == "invitation_not_found"
+    assert not is_member(team_id, invitee_id)
+
+
+def test_team_deleted_between_invitation_commit_and_response(app, client, monkeypatch):
+    from tasktracker.teams import services as team_services
+
+    team = TeamFactory()
+    team_id, owner_h = team.id, headers(team.owner)
+    real = team_services.create_invitation
+
+    def invite_then_team_deleted(*args, **kwargs):
+        invitation = real(*args, **kwargs)
+        _delete_team_now(app, team_id, owner_h)
+        return invitation
+
+    monkeypatch.setattr(team_services, "create_invitation", invite_then_team_deleted)
+    r = client.post(f"/api/teams/{team_id}/invitations", json={"email": "x@example.com"}, headers=owner_h)
+    assert r.status_code == 201, (r.status_code, r.get_data(as_text=True))
+    assert r.json["email"] == "x@example.com" and r.json["team"]["id"] == team_id
+
+
+def test_row_deleted_before_the_response_is_rendered_is_404_not_500(app, client, monkeypatch):
+    """The safety net for such races elsewhere: PATCH /api/teams/<id> committed, then the
+    team is deleted before its response is rendered (the row cannot be reloaded)."""
+    from tasktracker.teams import services as team_services
+
+    team = TeamFactory()
+    team_id, owner_h = team.id, headers(team.owner)
+    real = team_services.with_member_counts
+    calls = []
+
+    def counts_after_team_deleted(teams):
+        calls.append(1)
+        if len(calls) == 2:  # the second call is update_team's, after its commit
+            _delete_team_now(app, team_id, owner_h)
+        return real(teams)
+
+    monkeypatch.setattr(team_services, "with_member_counts", counts_after_team_deleted)
+    r = client.patch(f"/api/teams/{team_id}", json={"name": "Renamed"}, headers=owner_h)
+    assert r.status_code == 404, (r.status_code, r.get_data(as_text=True))
+    assert set(r.json["error"]) == {"code", "message", "details"} and r.json["error"]["code"] == "not_found"

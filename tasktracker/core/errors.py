@@ -16,6 +16,7 @@ import logging
 from flask import Flask, jsonify
 from marshmallow import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.orm.exc import ObjectDeletedError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -158,6 +159,16 @@ def handle_pool_exhausted(exc: PoolTimeoutError):
                           {"dependency": "database"}, {"Retry-After": "1"})
 
 
+def handle_row_deleted(exc: ObjectDeletedError):
+    """A row the request had loaded was deleted by a concurrent request before the
+    request could reload it (typically rendering the response after its own
+    commit, e.g. a team deleted right after it was renamed): 404 ``not_found``, as
+    a request arriving a moment later gets, never a 500."""
+    _reset_session()
+    log.info("row deleted concurrently: %s", exc)
+    return error_response(404, "not_found", "The resource was deleted meanwhile.")
+
+
 def _reset_session() -> None:
     """Roll back and drop the request's session. A connection the database closed under
     us fails even on ROLLBACK: that is logged and the connection discarded (the pool's
@@ -199,5 +210,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(DBAPIError, handle_db_unavailable)
     app.register_error_handler(PoolTimeoutError, handle_pool_exhausted)
+    app.register_error_handler(ObjectDeletedError, handle_row_deleted)
     app.register_error_handler(Exception, handle_unexpected)
     app.teardown_appcontext(_teardown_session)

@@ -316,9 +316,12 @@ class InvitationAccept(Resource):
         tags: [invitations]
         description: >-
           Only the user the invitation is addressed to (by email, case-insensitive);
-          anyone else gets 404. Answers the invitation (status `accepted`); the new
-          membership shows in `GET /api/teams/{id}/members`. 409 `invitation_not_pending`
-          if already accepted or declined, `invitation_expired` after expires_at,
+          anyone else gets 404, and so does everyone once the team is deleted (also
+          when the deletion races the accept: an accept that committed first still
+          answers 200, and the deletion then removes the new membership with the team).
+          Answers the invitation (status `accepted`); the new membership shows in
+          `GET /api/teams/{id}/members`. 409 `invitation_not_pending` if already
+          accepted, declined or revoked, `invitation_expired` after expires_at,
           `already_member` if the caller is already a member.
         parameters:
           - {in: path, name: invitation_id, required: true, schema: {type: integer}}
@@ -339,8 +342,9 @@ class InvitationDecline(Resource):
         tags: [invitations]
         description: >-
           Only the user the invitation is addressed to (by email, case-insensitive);
-          anyone else gets 404. 409 `invitation_not_pending` if already accepted or
-          declined, `invitation_expired` after expires_at.
+          anyone else gets 404, and so does everyone once the team is deleted. 409
+          `invitation_not_pending` if already accepted, declined or revoked,
+          `invitation_expired` after expires_at.
         parameters:
           - {in: path, name: invitation_id, required: true, schema: {type: integer}}
         responses:

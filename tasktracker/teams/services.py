@@ -33,6 +33,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from tasktracker.auth.models import User
 from tasktracker.comments.services import task_payload, valid_id
+from tasktracker.core.db import commit_keeping_loaded
 from tasktracker.core.errors import Conflict, Forbidden, NotFound
 from tasktracker.core.types import utcnow
 from tasktracker.events.services import diff, record_event
@@ -364,8 +365,7 @@ def create_invitation(user: User, team_id: int, email: str, role: str = "member"
     record_event("invitation.created", actor_id=user.id, team_id=team.id,
                  payload={"invitation": _invitation_payload(invitation),
                           "invitee_user_id": invitee.id if invitee else None})
-    db.session.commit()
-    return invitation
+    return _commit_invitation(invitation)
 
 
 def team_invitations_query(user: User, team_id: int) -> sa.Select:
@@ -427,7 +427,9 @@ def _my_invitation(user: User, invitation_id: int) -> Invitation:
 
 def _respond(user: User, invitation_id: int, status: str) -> Invitation:
     """Check the invitation can be answered, then claim it with a conditional UPDATE
-    (``WHERE status = 'pending'``) so two concurrent answers cannot both win."""
+    (``WHERE status = 'pending'``) so two concurrent answers cannot both win. If the
+    claim fails, the invitation is read again: gone (its team was deleted
+    meanwhile) is a 404 ``invitation_not_found``, otherwise 409 ``invitation_not_pending``."""
     invitation = _my_invitation(user, invitation_id)
     if invitation.status == "expired" or (invitation.status == "pending" and invitation.expires_at <= utcnow()):
         raise Conflict("The invitation has expired.", code="invitation_expired")
@@ -441,8 +443,19 @@ def _respond(user: User, invitation_id: int, status: str) -> Invitation:
     ).rowcount
     if claimed != 1:
         db.session.rollback()
+        if db.session.scalar(sa.select(Invitation.id).where(Invitation.id == invitation_id)) is None:
+            raise NotFound("Invitation not found.", code="invitation_not_found")
         raise Conflict("The invitation was answered meanwhile.", code="invitation_not_pending")
     db.session.refresh(invitation)
+    return invitation
+
+
+def _commit_invitation(invitation: Invitation) -> Invitation:
+    """Commit, keeping the invitation (and its team) as written: the response renders
+    them, and a concurrent team delete waiting for this transaction removes the rows
+    right after the commit; reloading them then would fail (it answered 500)."""
+    invitation.team  # noqa: B018 - loaded now, rendered after the commit
+    commit_keeping_loaded()
     return invitation
 
 
@@ -450,25 +463,30 @@ def accept_invitation(user: User, invitation_id: int) -> Invitation:
     """Accept an invitation addressed to the caller: they become a member with the
     invited role. Returns the invitation (status ``accepted``).
 
-    404 ``invitation_not_found`` for anyone else; 409 ``invitation_not_pending``
-    (already accepted/declined), ``invitation_expired``, ``already_member``.
+    404 ``invitation_not_found`` for anyone else, or once the team is deleted
+    (also concurrently: never a 500; an accept that committed first answers 200
+    and the team delete then removes the new membership with the team); 409
+    ``invitation_not_pending`` (already accepted/declined/revoked),
+    ``invitation_expired``, ``already_member``.
     Records ``invitation.accepted {invitation, user_id}`` and ``member.added
     {user_id, role}``.
     """
     invitation = _respond(user, invitation_id, "accepted")
-    db.session.add(TeamMember(team_id=invitation.team_id, user_id=user.id, role=invitation.role,
+    team_id = invitation.team_id
+    db.session.add(TeamMember(team_id=team_id, user_id=user.id, role=invitation.role,
                               joined_at=utcnow()))
     try:
         db.session.flush()
     except sa.exc.IntegrityError:
         db.session.rollback()
+        if db.session.get(Team, team_id) is None:  # deleted meanwhile (foreign key)
+            raise NotFound("Invitation not found.", code="invitation_not_found")
         raise Conflict("You are already a member of this team.", code="already_member")
     record_event("invitation.accepted", actor_id=user.id, team_id=invitation.team_id,
                  payload={"invitation": _invitation_payload(invitation), "user_id": user.id})
     record_event("member.added", actor_id=user.id, team_id=invitation.team_id,
                  payload={"user_id": user.id, "role": invitation.role})
-    db.session.commit()
-    return invitation
+    return _commit_invitation(invitation)
 
 
 def decline_invitation(user: User, invitation_id: int) -> Invitation:
@@ -477,5 +495,4 @@ def decline_invitation(user: User, invitation_id: int) -> Invitation:
     invitation = _respond(user, invitation_id, "declined")
     record_event("invitation.declined", actor_id=user.id, team_id=invitation.team_id,
                  payload={"invitation": _invitation_payload(invitation), "user_id": user.id})
-    db.session.commit()
-    return invitation
+    return _commit_invitation(invitation)
