@@ -4,14 +4,16 @@
   twice (hidden), or read from stdin (``--password-stdin``) or ``TT_ADMIN_PASSWORD``.
   There is no default password.
 * ``flask users list [--role R]`` - a table of users.
-* ``flask users set-role USERNAME admin|member``
-* ``flask users deactivate USERNAME`` - also revokes all of the user's sessions.
+* ``flask users set-role USERNAME admin|member`` - never demotes the last active admin.
+* ``flask users deactivate USERNAME`` - also revokes all of the user's sessions; never
+  the last active admin.
 * ``flask users activate USERNAME``
 * ``flask reminders dispatch`` - one pass of the background scans now.
 * ``flask seed --users N --tasks M`` - demo data with a progress bar.
 
 Every command exits 0 on success and 1 (``click.ClickException``) with a message
-on stderr on failure (duplicate user, unknown user, invalid input).
+on stderr on failure (duplicate user, unknown user, invalid input, the last active
+site admin demoted or deactivated).
 """
 
 from __future__ import annotations
@@ -115,24 +117,33 @@ def list_users(role: str | None) -> None:
     click.echo(f"{len(users)} user(s)")
 
 
+def _admin_update(username: str, **changes):
+    """:func:`tasktracker.auth.services.admin_update_user` for the CLI: a refusal
+    (409, e.g. the last active site admin) exits 1 with its message."""
+    from tasktracker.auth.services import admin_update_user
+    from tasktracker.core.errors import Conflict
+
+    try:
+        return admin_update_user(_get_user_by_username(username), **changes)
+    except Conflict as err:
+        raise _fail(err.message) from None
+
+
 @users_cli.command("set-role")
 @click.argument("username")
 @click.argument("role", type=click.Choice(["admin", "member"]))
 def set_role(username: str, role: str) -> None:
-    """Make USERNAME an admin or a member."""
-    from tasktracker.auth.services import admin_update_user
-
-    user = admin_update_user(_get_user_by_username(username), role=role)
+    """Make USERNAME an admin or a member. The last active admin stays admin (exit 1)."""
+    user = _admin_update(username, role=role)
     click.echo(f"{user.username} is now {user.role}.")
 
 
 @users_cli.command("deactivate")
 @click.argument("username")
 def deactivate(username: str) -> None:
-    """Deactivate USERNAME: they cannot log in and all their tokens stop working."""
-    from tasktracker.auth.services import admin_update_user
-
-    user = admin_update_user(_get_user_by_username(username), active=False)
+    """Deactivate USERNAME: they cannot log in and all their tokens stop working.
+    The last active admin cannot be deactivated (exit 1)."""
+    user = _admin_update(username, active=False)
     click.echo(f"{user.username} is deactivated; their sessions are revoked.")
 
 

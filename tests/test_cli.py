@@ -128,6 +128,7 @@ def test_list_users_table_and_role_filter(runner):
 # --------------------------------------------------------------------- set-role
 
 def test_set_role(runner, client, auth):
+    UserFactory(username="root", role="admin")  # carol is never the last admin
     s = auth.user("carol")
     assert client.get("/api/users", headers=s.headers).status_code == 403
     result = runner.invoke(args=["users", "set-role", "carol", "admin"])
@@ -146,6 +147,24 @@ def test_set_role_unknown_user_and_bad_role(runner):
     result = runner.invoke(args=["users", "set-role", "dave", "superuser"])
     assert result.exit_code == 2 and "superuser" in result.output
     assert _users(username="dave")[0].role == "member"
+
+
+def test_last_active_admin_is_neither_demoted_nor_deactivated(runner):
+    UserFactory(username="root", role="admin")
+    UserFactory(username="dormant", role="admin", active=False)
+    for args in (["users", "set-role", "root", "member"], ["users", "deactivate", "ROOT"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 1, result.output
+        assert "root is the last active site admin" in result.output, result.output
+        assert "Traceback" not in result.output
+    [root] = _users(username="root")
+    assert (root.role, root.active) == ("admin", True)
+    # with another active admin it works
+    UserFactory(username="second", role="admin")
+    assert runner.invoke(args=["users", "set-role", "root", "member"]).exit_code == 0
+    result = runner.invoke(args=["users", "deactivate", "second"])
+    assert result.exit_code == 1 and "last active site admin" in result.output
+    assert runner.invoke(args=["users", "set-role", "dormant", "member"]).exit_code == 0
 
 
 # ------------------------------------------------------------------- deactivate

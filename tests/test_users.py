@@ -6,11 +6,15 @@ api-contract.md, "Auth and users". Every test runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import re
+import threading
 from contextlib import contextmanager
+
+import pytest
+import sqlalchemy as sa
 
 from tasktracker.auth.models import User
 from tasktracker.extensions import db
-from tests.helpers import USER_KEYS, assert_error, bearer, case
+from tests.helpers import USER_KEYS, assert_error, bearer, case, run_together
 from tests.factories import PASSWORD, TeamFactory, UserFactory, add_member
 
 def db_user(user_id: int) -> User:
@@ -251,3 +255,85 @@ def test_factory_users_can_log_in(client):
     user = UserFactory()
     r = client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD})
     assert r.status_code == 200, r.json
+
+
+# --------------------------------------------------------------------------- the last active admin
+
+
+def active_admins() -> int:
+    db.session.expire_all()
+    return db.session.scalar(sa.select(sa.func.count()).select_from(User).where(
+        User.role == "admin", User.active.is_(True)))
+
+
+def test_last_active_admin_cannot_be_demoted_or_deactivated(client, auth):
+    root = auth.user("root", admin=True)
+    UserFactory(username="dormant", role="admin", active=False)  # an inactive admin does not count
+    for body in ({"role": "member"}, {"active": False}, {"role": "member", "active": False}):
+        with case(body):
+            error = assert_error(client.patch(f"/api/users/{root.id}", headers=root.headers, json=body),
+                                 409, "last_admin")
+            assert "admin" in error["message"]
+    user = db_user(root.id)
+    assert (user.role, user.active) == ("admin", True)
+    # a no-op and other fields stay allowed
+    assert client.patch(f"/api/users/{root.id}", headers=root.headers, json={"role": "admin"}).status_code == 200
+    assert client.patch(f"/api/users/{root.id}", headers=root.headers, json={"active": True}).status_code == 200
+
+    # with a second active admin, either may step down; then the other is the last one
+    other = auth.user("other", admin=True)
+    r = client.patch(f"/api/users/{root.id}", headers=other.headers, json={"role": "member"})
+    assert r.status_code == 200, r.json
+    assert_error(client.patch(f"/api/users/{other.id}", headers=other.headers, json={"active": False}),
+                 409, "last_admin")
+    assert active_admins() == 1
+    # demoting an inactive admin or deactivating a member never removes an active admin
+    dormant = db.session.scalar(sa.select(User).where(User.username == "dormant"))
+    assert client.patch(f"/api/users/{dormant.id}", headers=other.headers, json={"role": "member"}).status_code == 200
+    assert client.patch(f"/api/users/{root.id}", headers=other.headers, json={"active": False}).status_code == 200
+
+
+def test_admin_demoted_meanwhile_cannot_demote_the_last_one(app, client, auth, monkeypatch):
+    """A demotes B; before A's change is written, B demotes A (and commits). A's
+    change would leave no admin: 409, decided after the write, under the database's
+    lock (PostgreSQL: the active admins are locked FOR UPDATE before counting)."""
+    from tasktracker.auth import services as auth_services
+
+    a, b = auth.user("admin_a", admin=True), auth.user("admin_b", admin=True)
+    real_get_user = auth_services.get_user
+    other, started = [], []
+
+    def get_user_then_b_demotes_a(user_id):
+        target = real_get_user(user_id)
+        if not started:  # A's request (B's own goes straight through)
+            started.append(True)
+
+            def b_demotes_a():
+                with app.test_client() as c:
+                    other.append(c.patch(f"/api/users/{a.id}", headers=b.headers, json={"role": "member"}))
+            thread = threading.Thread(target=b_demotes_a)
+            thread.start()
+            thread.join(30)
+            assert other and other[0].status_code == 200, other
+        return target
+
+    monkeypatch.setattr(auth_services, "get_user", get_user_then_b_demotes_a)
+    r = client.patch(f"/api/users/{b.id}", headers=a.headers, json={"role": "member"})
+    assert_error(r, 409, "last_admin")
+    assert active_admins() == 1 and db_user(b.id).role == "admin"
+
+
+@pytest.mark.parametrize("body", [{"role": "member"}, {"active": False}])
+def test_two_admins_demoting_each_other_concurrently_leave_one(app, auth, body):
+    for round_ in range(8):
+        a, b = auth.user(f"admin_a{round_}", admin=True), auth.user(f"admin_b{round_}", admin=True)
+        # the admins of earlier rounds step aside (directly): only a and b are active admins
+        for user in db.session.scalars(sa.select(User).where(User.role == "admin")):
+            if user.id not in (a.id, b.id):
+                user.role = "member"
+        db.session.commit()
+        results = run_together(app, lambda c: c.patch(f"/api/users/{b.id}", headers=a.headers, json=body),
+                               lambda c: c.patch(f"/api/users/{a.id}", headers=b.headers, json=body))
+        statuses = sorted(r.status_code for r in results)
+        assert statuses in ([200, 403], [200, 401], [200, 409]), [(r.status_code, r.json) for r in results]
+        assert active_admins() == 1, f"round {round_}: {[(r.status_code, r.json) for r in results]}"

@@ -215,6 +215,10 @@ class UserDetail(Resource):
         """Change a user's role or active flag (admin); deactivation revokes their tokens.
         ---
         tags: [users]
+        description: >-
+          The last active site admin can be neither demoted nor deactivated (409
+          `last_admin`, nothing changes), also when admins demote or deactivate each
+          other at the same moment: one of them is refused.
         parameters:
           - {in: path, name: user_id, required: true, schema: {type: integer}}
         requestBody:
@@ -228,6 +232,7 @@ class UserDetail(Resource):
           401: {$ref: "#/components/responses/Unauthorized"}
           403: {$ref: "#/components/responses/Forbidden"}
           404: {$ref: "#/components/responses/NotFound"}
+          409: {$ref: "#/components/responses/Conflict"}
           413: {$ref: "#/components/responses/PayloadTooLarge"}
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}

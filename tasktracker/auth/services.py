@@ -221,10 +221,32 @@ def users_query(q: str | None = None, role: str | None = None, active: bool | No
     return stmt
 
 
+def _active_admins():
+    return sa.select(User.id).where(User.role == "admin", User.active.is_(True))
+
+
 def admin_update_user(user: User, role: str | None = None, active: bool | None = None,
                       actor_id: int | None = None) -> User:
     """Change a user's role or active flag; deactivation revokes all their sessions.
-    A real change writes ``user.updated`` (``actor_id``: the admin; None from the CLI)."""
+    A real change writes ``user.updated`` (``actor_id``: the admin; None from the CLI).
+
+    The last active site admin can be neither demoted nor deactivated: 409
+    ``last_admin``, nothing changed. Settled by the database, also when admins
+    demote or deactivate each other concurrently: a change that takes an active
+    admin away first locks the rows of the active admins (``SELECT ... FOR
+    UPDATE`` on PostgreSQL; a concurrent one waits, then sees this one's result),
+    writes, and counts the active admins left in its own transaction (on SQLite,
+    under the write lock its write took), rolling back if none is.
+    """
+    def removes_admin() -> bool:
+        return user.role == "admin" and user.active and (
+            (role is not None and role != "admin") or active is False)
+
+    check_admins = removes_admin()
+    if check_admins:
+        db.session.execute(_active_admins().with_for_update()).all()
+        db.session.refresh(user)  # as committed by whoever held the locks before us
+        check_admins = removes_admin()
     before = {f: getattr(user, f) for f in EVENT_FIELDS}
     if role is not None:
         user.role = role
@@ -232,6 +254,13 @@ def admin_update_user(user: User, role: str | None = None, active: bool | None =
         user.active = active
         if not active:
             revoke_sessions(user.id)
+    if check_admins:
+        db.session.flush()
+        if db.session.scalar(sa.select(sa.func.count()).select_from(_active_admins().subquery())) == 0:
+            username = user.username
+            db.session.rollback()
+            raise Conflict(f"{username} is the last active site admin; make another user admin first.",
+                           code="last_admin")
     _record_user_change(actor_id, user, before)
     db.session.commit()
     return user
