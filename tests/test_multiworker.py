@@ -81,7 +81,9 @@ class FakeArbiter:
 
 def test_one_worker_by_default(monkeypatch):
     conf = load_conf(monkeypatch)
-    assert conf.workers == 1 and conf.worker_class == "gthread"
+    # the embedded default is one gevent process (idle connections cost greenlets)
+    assert conf.workers == 1 and conf.worker_class == "gevent" and conf.worker_connections == 10000
+    assert load_conf(monkeypatch, SOCKETIO_ASYNC_MODE="threading").worker_class == "gthread"
     FakeArbiter(conf).num_workers = 1  # embedded defaults are fine with one worker
     assert conf.multiworker_problems(1) == []
 

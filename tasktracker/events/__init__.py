@@ -25,6 +25,7 @@ change), ``comment``/``attachment``/``team``/``invitation`` likewise.
 | member.added / member.role_changed / member.removed | no | yes | {user_id, role, changes?} |
 | invitation.created    | no      | yes     | {invitation, invitee_user_id (or null)}              |
 | invitation.accepted / invitation.declined | no | yes | {invitation, user_id}                        |
+| invitation.revoked    | no      | yes     | {invitation}                                         |
 | user.updated          | no      | no      | {user: {id, username, full_name}, changes}  (username, full_name, role or active changed: profile, admin, CLI) |
 | reminder.skipped      | no      | no      | {reminder_ids, task_ids} (reminders of done/trashed tasks marked sent, one per scan batch) |
 | data.seeded           | no      | no      | {tasks} or {users, teams}  (`flask seed` bulk inserts, one per batch) |
