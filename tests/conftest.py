@@ -179,3 +179,20 @@ class AuthActions:
 @pytest.fixture
 def auth(client):
     return AuthActions(client)
+
+
+@pytest.fixture
+def sockets():
+    """``sockets(name, **client_options)`` makes a real python-socketio client
+    (:class:`tests.procs.SioClient`); all are closed after the test."""
+    from tests.procs import SioClient
+
+    made = []
+
+    def make(name: str, **options):
+        made.append(SioClient(name, **options))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()

@@ -394,6 +394,20 @@ class Stack:
             proc.stop(signal.SIGTERM, timeout=3 if isinstance(proc, CeleryProc) else 8)
 
 
+def unique_name(prefix: str) -> str:
+    """``prefix_<6 hex>``: a username or team name unique to this run."""
+    return f"{prefix}_{uuid.uuid4().hex[:6]}"
+
+
+def make_team(owner: "User", db: "Db", *members: "User") -> int:
+    """A team created by ``owner`` over REST, ``members`` added by SQL; its id."""
+    r = owner.request("POST", "/api/teams", json={"name": unique_name("team")})
+    assert r.status_code == 201, r.text
+    for m in members:
+        db.add_member(r.json()["id"], m.id)
+    return r.json()["id"]
+
+
 # --------------------------------------------------------------------------- HTTP clients
 
 

@@ -18,8 +18,7 @@ import requests
 
 from tests.conftest import RABBITMQ_URL, REDIS_URL
 from tests.procs import (
-    JWT_SECRET, Db, SioClient, Stack, User, base_env, check_rabbitmq, check_redis, delete_queue,
-    delete_redis_keys, migrated_database, skip_unless_postgres, wait_for,
+    Db, JWT_SECRET, Stack, User, base_env, check_rabbitmq, check_redis, delete_queue, delete_redis_keys, make_team, migrated_database, skip_unless_postgres, unique_name, wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]  # hard bound incl. setup/teardown
@@ -57,29 +56,6 @@ def deployment(database_url, tmp_path_factory):
         drop()
 
 
-@pytest.fixture
-def sockets():
-    made: list[SioClient] = []
-
-    def make(name: str) -> SioClient:
-        made.append(SioClient(name))
-        return made[-1]
-
-    yield make
-    for c in made:
-        c.close()
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:6]}"
-
-
-def _team(owner: User, db: Db, *members: User) -> int:
-    r = owner.request("POST", "/api/teams", json={"name": _name("team")})
-    assert r.status_code == 201, r.text
-    for m in members:
-        db.add_member(r.json()["id"], m.id)
-    return r.json()["id"]
 
 
 def test_ready_reports_database_and_broker(deployment):
@@ -91,8 +67,8 @@ def test_ready_reports_database_and_broker(deployment):
 
 def test_change_through_web2_reaches_socket_on_web1(deployment, sockets):
     web1, web2, db = deployment["web1"], deployment["web2"], deployment["db"]
-    alice, bob = User(web2.url, _name("alice")), User(web1.url, _name("bob"))
-    team_id = _team(alice, db, bob)
+    alice, bob = User(web2.url, unique_name("alice")), User(web1.url, unique_name("bob"))
+    team_id = make_team(alice, db, bob)
     bob1 = sockets("bob@web1").connect(web1.url, bob.access)
 
     # web1 starts listening on the Socket.IO queue with its first connection: warm up
@@ -127,8 +103,8 @@ def test_change_through_web2_reaches_socket_on_web1(deployment, sockets):
 
 def test_presence_across_both_web_processes(deployment, sockets):
     web1, web2, db = deployment["web1"], deployment["web2"], deployment["db"]
-    watcher, mate = User(web1.url, _name("watcher")), User(web2.url, _name("mate"))
-    team_id = _team(watcher, db, mate)
+    watcher, mate = User(web1.url, unique_name("watcher")), User(web2.url, unique_name("mate"))
+    team_id = make_team(watcher, db, mate)
     w = sockets("watcher@web1").connect(web1.url, watcher.access)
 
     def online(web) -> bool:
@@ -161,7 +137,7 @@ def test_presence_across_both_web_processes(deployment, sockets):
 def test_two_workers_deliver_each_due_reminder_exactly_once(deployment, sockets):
     web1, web2, db = deployment["web1"], deployment["web2"], deployment["db"]
     stack = deployment["stack"]
-    owner, assignee = User(web1.url, _name("owner")), User(web2.url, _name("assignee"))
+    owner, assignee = User(web1.url, unique_name("owner")), User(web2.url, unique_name("assignee"))
     o1 = sockets("owner@web1").connect(web1.url, owner.access)
     a2 = sockets("assignee@web2").connect(web2.url, assignee.access)
     time.sleep(1)  # both servers listen on the queue

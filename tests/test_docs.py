@@ -101,4 +101,3 @@ def test_compose_file_is_valid_for_docker_compose():
     broken = subprocess.run([str(binary), "-f", "-", "config", "-q"], input="services:\n  x:\n    imagee: y\n",
                             capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
     assert broken.returncode != 0  # the check really checks: an unknown key fails
-

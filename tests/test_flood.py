@@ -36,8 +36,7 @@ import websocket
 
 from tests.conftest import RABBITMQ_URL, REDIS_URL
 from tests.procs import (
-    JWT_SECRET, SioClient, Stack, User, Web, base_env, check_rabbitmq, check_redis, delete_queue,
-    delete_redis_keys, migrate, migrated_database, nginx_binary, skip_unless_postgres,
+    JWT_SECRET, SioClient, Stack, User, Web, base_env, check_rabbitmq, check_redis, delete_queue, delete_redis_keys, migrate, migrated_database, nginx_binary, skip_unless_postgres, unique_name,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -52,10 +51,6 @@ def _skip_unless_sqlite(database_url: str) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("the embedded mode is SQLite (one process, no services); the PostgreSQL half "
                     "runs the flood behind nginx instead")
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:6]}"
 
 
 def _embedded_env(path, **settings: str) -> dict:
@@ -199,7 +194,7 @@ def flood_and_measure(base: str, port: int, user: User) -> dict:
 
 
 def _user_with_tasks(base: str) -> User:
-    user = User(base, _name("flood"))
+    user = User(base, unique_name("flood"))
     for i in range(5):
         r = user.request("POST", "/api/tasks", json={"title": f"task {i}"})
         assert r.status_code == 201, r.text
@@ -313,7 +308,7 @@ def test_connect_deadline_closes_idle_unauthenticated_connections(migrated_sqlit
     idle = None
     try:
         web.wait_ready()
-        user = User(web.url, _name("steady"))
+        user = User(web.url, unique_name("steady"))
         idle_start = time.monotonic()
         [idle] = open_idle_websockets(web.port, 1)
         polling_sid = _sid(_polling_handshake(web.url))

@@ -273,3 +273,39 @@ def test_permission_matrix(client, entry: Row):
                                       and set(response.json.get("error", {})) == {"code", "message", "details"}):
             mismatches.append(f"{actor}: {expected} without the contract's error shape")
     assert not mismatches, f"{entry.id}:\n" + "\n".join(mismatches)
+
+
+@pytest.mark.parametrize("url", ["/api/tasks?per_page=100", "/api/tasks/search?q=a&per_page=100",
+                                 "/api/tasks?deleted=only&per_page=100"])
+def test_caches_never_serve_another_callers_list(app, client, url):
+    """The hidden-state caches (hot cache of sessions and data version, list bodies in
+    process and in the store) answer each actor with exactly what the uncached path
+    answers them: requests interleave actors, repeat, and replay another actor's ETag."""
+    world = build_world()
+    db.session.commit()
+    actors = [a for a in ACTORS if a != "anonymous"]
+    headers = {actor: headers_for(world, actor) for actor in actors}
+
+    def titles(response) -> list:
+        assert response.status_code == 200, response.get_data(as_text=True)[:200]
+        return sorted(t["title"] for t in response.json["items"])
+
+    app.config["LIST_CACHE_TTL_SECONDS"] = 0
+    app.extensions.pop("tasktracker_list_cache", None)
+    expected = {actor: titles(client.get(url, headers=headers[actor])) for actor in actors}
+    app.config["LIST_CACHE_TTL_SECONDS"] = 60
+    app.extensions.pop("tasktracker_list_cache", None)
+    try:
+        etags = {}
+        for round_ in range(3):
+            for actor in (actors if round_ % 2 == 0 else reversed(actors)):
+                r = client.get(url, headers=headers[actor])
+                assert titles(r) == expected[actor], (actor, round_)
+                etags[actor] = r.headers.get("ETag")
+        for actor, other in itertools.permutations(actors, 2):
+            if expected[actor] != expected[other] and etags[other]:
+                r = client.get(url, headers={**headers[actor], "If-None-Match": etags[other]})
+                assert r.status_code == 200 and titles(r) == expected[actor], (actor, other)
+    finally:
+        app.config["LIST_CACHE_TTL_SECONDS"] = 0
+        app.extensions.pop("tasktracker_list_cache", None)

@@ -31,8 +31,7 @@ import websocket
 
 from tests.conftest import RABBITMQ_URL, REDIS_URL
 from tests.procs import (
-    JWT_SECRET, PASSWORD, Db, SioClient, Stack, TcpProxy, User, base_env, check_rabbitmq, check_redis,
-    delete_queue, delete_redis_keys, migrated_database, nginx_binary, skip_unless_postgres, wait_for,
+    Db, JWT_SECRET, PASSWORD, SioClient, Stack, TcpProxy, User, base_env, check_rabbitmq, check_redis, delete_queue, delete_redis_keys, make_team, migrated_database, nginx_binary, skip_unless_postgres, unique_name, wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]  # hard bound incl. setup/teardown
@@ -86,29 +85,6 @@ def split(database_url, tmp_path_factory):
         drop()
 
 
-@pytest.fixture
-def sockets():
-    made: list[SioClient] = []
-
-    def make(name: str, **options) -> SioClient:
-        made.append(SioClient(name, **options))
-        return made[-1]
-
-    yield make
-    for c in made:
-        c.close()
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:6]}"
-
-
-def _team(owner: User, db: Db, *members: User) -> int:
-    r = owner.request("POST", "/api/teams", json={"name": _name("team")})
-    assert r.status_code == 201, r.text
-    for m in members:
-        db.add_member(r.json()["id"], m.id)
-    return r.json()["id"]
 
 
 def _warm_up(split, creator: User, team_id: int, clients: list[SioClient]) -> None:
@@ -137,7 +113,7 @@ def _profile(user: User, base: str, token: str | None = None) -> int:
 
 def test_token_from_one_rest_process_works_on_the_other_and_through_nginx(split):
     api1, api2, nginx = split["api1"], split["api2"], split["nginx"]
-    ann = User(api1.url, _name("ann"))  # registered and logged in on api1
+    ann = User(api1.url, unique_name("ann"))  # registered and logged in on api1
     for base in (api1.url, api2.url):
         r = ann.request("GET", "/api/auth/profile", base=base)
         assert r.status_code == 200, (base, r.text)
@@ -175,8 +151,8 @@ def test_socketio_endpoint_is_404_on_rest_processes(split):
 
 def test_rest_event_reaches_both_gateways_and_nginx_once_each(split, sockets):
     gw1, gw2, nginx, db = split["gw1"], split["gw2"], split["nginx"], split["db"]
-    alice, bob = User(split["api1"].url, _name("alice")), User(split["api2"].url, _name("bob"))
-    team_id = _team(alice, db, bob)
+    alice, bob = User(split["api1"].url, unique_name("alice")), User(split["api2"].url, unique_name("bob"))
+    team_id = make_team(alice, db, bob)
     clients = [sockets("bob@gateway1").connect(gw1.url, bob.access),
                sockets("bob@gateway2").connect(gw2.url, bob.access),
                sockets("bob@nginx").connect(nginx.url, bob.access)]
@@ -203,8 +179,8 @@ def test_rest_event_reaches_both_gateways_and_nginx_once_each(split, sockets):
 
 def test_long_polling_client_through_nginx(split, sockets):
     nginx, db = split["nginx"], split["db"]
-    carol, dave = User(nginx.url, _name("carol")), User(nginx.url, _name("dave"))
-    team_id = _team(carol, db, dave)
+    carol, dave = User(nginx.url, unique_name("carol")), User(nginx.url, unique_name("dave"))
+    team_id = make_team(carol, db, dave)
     poller = sockets("dave@nginx-polling").connect(nginx.url, dave.access, transports=("polling",))
     assert poller.sio.transport() == "polling"
     _warm_up(split, carol, team_id, [poller])
@@ -224,8 +200,8 @@ def test_long_polling_client_through_nginx(split, sockets):
 def test_presence_across_gateways(split, sockets):
     gw1, gw2, db = split["gw1"], split["gw2"], split["db"]
     apis = (split["api1"], split["api2"], split["nginx"])
-    watcher, mate = User(split["api1"].url, _name("watcher")), User(split["api2"].url, _name("mate"))
-    team_id = _team(watcher, db, mate)
+    watcher, mate = User(split["api1"].url, unique_name("watcher")), User(split["api2"].url, unique_name("mate"))
+    team_id = make_team(watcher, db, mate)
     w = sockets("watcher@gateway1").connect(gw1.url, watcher.access)
 
     def online() -> list[bool]:
@@ -270,7 +246,7 @@ def _first_refusal(user: User, base: str, token: str, since: float, limit: float
 @pytest.mark.parametrize("via, other", [("api1", "api2"), ("api2", "api1")])
 def test_logout_is_refused_by_the_other_rest_process_within_1s(split, sockets, via, other):
     rest_via, rest_other = split[via], split[other]
-    eve = User(rest_via.url, _name("eve"))
+    eve = User(rest_via.url, unique_name("eve"))
     token = eve.access
     for api in (rest_via, rest_other):  # cached in both processes
         assert _profile(eve, api.url) == 200
@@ -296,7 +272,7 @@ def test_logout_is_refused_by_the_other_rest_process_within_1s(split, sockets, v
 def test_logout_closes_open_sockets_on_both_gateways_within_1s(split, sockets):
     """Contract v1.1: logout closes the session's connections in every process within 1 s
     (the REST process that revokes broadcasts it; each gateway re-checks its sockets)."""
-    mallory = User(split["api1"].url, _name("mallory"))
+    mallory = User(split["api1"].url, unique_name("mallory"))
     on_gw1 = sockets("mallory@gateway1").connect(split["gw1"].url, mallory.access)
     on_gw2 = sockets("mallory@gateway2").connect(split["gw2"].url, mallory.access)
     assert on_gw1.sio.connected and on_gw2.sio.connected
@@ -314,7 +290,7 @@ def test_logout_refused_within_5s_while_the_broadcast_is_down(split):
     processes' invalidations nor publishes its own. HOT_CACHE_TTL_SECONDS (3) bounds
     how long a revoked session is still accepted: never later than 5 s."""
     api1, api3, proxy = split["api1"], split["api3"], split["redis_proxy"]
-    fay, gus = User(api1.url, _name("fay")), User(api1.url, _name("gus"))
+    fay, gus = User(api1.url, unique_name("fay")), User(api1.url, unique_name("gus"))
     for user in (fay, gus):
         for api in (api1, api3):
             assert _profile(user, api.url) == 200  # cached in both
@@ -344,10 +320,10 @@ def test_logout_refused_within_5s_while_the_broadcast_is_down(split):
         proxy.restore()
 
     # back up: api3 subscribes again (it retries every second), then hears broadcasts
-    hal = User(api1.url, _name("hal"))
+    hal = User(api1.url, unique_name("hal"))
 
     def resubscribed() -> bool:
-        probe = User(api1.url, _name("probe"))
+        probe = User(api1.url, unique_name("probe"))
         assert _profile(probe, api3.url) == 200
         start = time.monotonic()
         assert probe.request("POST", "/api/auth/logout").status_code == 204

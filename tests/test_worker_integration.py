@@ -296,4 +296,3 @@ def test_cleanup_removes_the_runs_queue_and_exchanges(rabbitmq):
             channel = conn.channel()
             with pytest.raises(Exception, match="NOT_FOUND|404"):
                 declare(channel)
-

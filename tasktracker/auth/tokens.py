@@ -206,4 +206,3 @@ def register_jwt_callbacks(jwt: JWTManager) -> None:
     jwt.user_lookup_error_loader(lambda h, p: _unauthorized("User is inactive or unknown.", "user_inactive"))
     jwt.needs_fresh_token_loader(lambda h, p: _unauthorized("Fresh token required."))
     jwt.token_verification_failed_loader(lambda h, p: _unauthorized("Invalid token."))
-

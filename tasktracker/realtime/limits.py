@@ -22,6 +22,37 @@ import time
 log = logging.getLogger(__name__)
 
 
+class Sweeper:
+    """Runs ``sweep()`` every ``interval`` seconds in one background task of a
+    python-socketio ``server`` (a greenlet under gevent, a thread under threading),
+    started by the first :meth:`ensure_started`; an error in one pass is logged and
+    the next pass runs."""
+
+    def __init__(self, sweep, interval: float, what: str):
+        self._sweep = sweep
+        self.interval = interval
+        self.what = what
+        self._started = False
+        self._lock = threading.Lock()
+
+    def ensure_started(self, server) -> None:
+        if self._started:
+            return
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        server.start_background_task(self._forever, server)
+
+    def _forever(self, server) -> None:
+        while True:
+            server.sleep(self.interval)
+            try:
+                self._sweep()
+            except Exception:  # noqa: BLE001 - keep sweeping
+                log.exception("realtime: %s sweep failed", self.what)
+
+
 def close_transport(eio, eio_sid: str) -> None:
     """Close an Engine.IO connection without waiting (``eio``: python-engineio Server).
 
@@ -54,7 +85,7 @@ class ConnectionGuard:
         self._addr_of: dict[str, str] = {}  # eio sid -> client address
         self._per_addr: dict[str, int] = {}
         self._pending: dict[str, float] = {}  # eio sid -> deadline (monotonic), until authenticated
-        self._sweeper_started = False
+        self._sweeper = Sweeper(self.sweep, self.SWEEP_SECONDS, "connect-deadline")
         eio = server.eio
         self._inner_connect = eio.handlers["connect"]
         self._inner_disconnect = eio.handlers["disconnect"]
@@ -79,7 +110,7 @@ class ConnectionGuard:
                         addr, self.per_ip)
             return "Too many connections from this address."  # engineio: rejected, 401
         if self.timeout > 0:
-            self._ensure_sweeper()
+            self._sweeper.ensure_started(self.server)
         return self._inner_connect(eio_sid, environ)
 
     def _on_disconnect(self, eio_sid: str, *args):
@@ -108,23 +139,6 @@ class ConnectionGuard:
     def open_connections(self, addr: str) -> int:
         """Open Engine.IO connections from ``addr`` in this process."""
         return self._per_addr.get(addr, 0)
-
-    def _ensure_sweeper(self) -> None:
-        if self._sweeper_started:
-            return
-        with self._lock:
-            if self._sweeper_started:
-                return
-            self._sweeper_started = True
-        self.server.start_background_task(self._sweep_forever)
-
-    def _sweep_forever(self) -> None:
-        while True:
-            self.server.sleep(self.SWEEP_SECONDS)
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - keep sweeping
-                log.exception("realtime: connect-deadline sweep failed")
 
     def sweep(self, now: float | None = None) -> list[str]:
         """Close every connection past its connect deadline; returns their Engine.IO sids."""

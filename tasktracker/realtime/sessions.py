@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from flask import Flask
 
 from tasktracker.core.hotcache import USERS, hot_state
-from tasktracker.realtime.limits import close_transport
+from tasktracker.realtime.limits import Sweeper, close_transport
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ class LiveConnections:
     def __init__(self):
         self._by_sid: dict[str, Live] = {}
         self._lock = threading.Lock()
-        self._sweeper_started = False
+        self._server = None
+        self._sweeper = Sweeper(self._close_expired, self.SWEEP_SECONDS, "token-expiry")
 
     def add(self, sid: str, live: Live) -> None:
         with self._lock:
@@ -89,24 +90,17 @@ class LiveConnections:
 
     def ensure_sweeper(self, server) -> None:
         """Start the expiry sweeper of this process once (``server``: python-socketio Server)."""
-        if self._sweeper_started:
-            return
-        with self._lock:
-            if self._sweeper_started:
-                return
-            self._sweeper_started = True
-        server.start_background_task(self._sweep_forever, server)
+        self._server = server
+        self._sweeper.ensure_started(server)
 
-    def _sweep_forever(self, server) -> None:
-        while True:
-            server.sleep(self.SWEEP_SECONDS)
-            for sid in self.expired():
-                log.info("realtime: closing %s: its access token expired", sid)
-                self.remove(sid)
-                try:
-                    close(server, sid)
-                except Exception:  # noqa: BLE001 - it may have closed meanwhile
-                    log.debug("realtime: closing %s failed", sid, exc_info=True)
+    def _close_expired(self) -> None:
+        for sid in self.expired():
+            log.info("realtime: closing %s: its access token expired", sid)
+            self.remove(sid)
+            try:
+                close(self._server, sid)
+            except Exception:  # noqa: BLE001 - it may have closed meanwhile
+                log.debug("realtime: closing %s failed", sid, exc_info=True)
 
 
 def install(app: Flask, server, live: LiveConnections) -> None:
