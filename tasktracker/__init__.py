@@ -78,7 +78,9 @@ def register_extensions(app: Flask) -> None:
     cors.init_app(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
                   expose_headers=["ETag", "Location", "Retry-After"])
     register_sqlite_pragmas(app)
-    register_event_hooks()
+    from tasktracker.jobs import enqueue_fanout
+
+    register_event_hooks(app, enqueue_fanout)  # events/ never imports jobs/: the factory wires them
     hotcache.init_hotcache(app)
     hotcache.register_invalidation_hooks()
     tokens.register_invalidation()

@@ -39,13 +39,11 @@ def realtime_calls(monkeypatch) -> RealtimeCalls:
 
 
 @pytest.fixture
-def held_fanout(monkeypatch) -> list[int]:
-    """Disable the after-commit fan-out: committed events stay undispatched.
-    The list collects the seqs that would have been enqueued."""
-    from tasktracker import jobs
-
+def held_fanout(app, monkeypatch) -> list[int]:
+    """Disable the after-commit fan-out (the app's event consumer): committed events
+    stay undispatched. The list collects the seqs that would have been enqueued."""
     held: list[int] = []
-    monkeypatch.setattr(jobs, "enqueue_fanout", lambda seqs: held.extend(seqs))
+    monkeypatch.setitem(app.extensions, "tt_event_consumer", lambda seqs: held.extend(seqs))
     return held
 
 

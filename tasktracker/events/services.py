@@ -2,15 +2,18 @@
 
 :func:`record_event` adds the row to the current session, so it commits or
 rolls back with the change it describes. After a successful commit the new
-events are handed to :func:`tasktracker.jobs.enqueue_fanout` (the outbox's
-fast path); the outbox scan re-enqueues whatever that missed.
+events' seqs are handed to the app's event consumer, which ``create_app``
+registers (:func:`register_event_hooks`; the fan-out's hand-off,
+:func:`tasktracker.jobs.enqueue_fanout`: the outbox's fast path); the outbox scan
+re-enqueues whatever that missed. This package never imports ``jobs``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -46,18 +49,22 @@ def _after_commit(session: Session) -> None:
     if not events:
         return
     seqs = [e.seq for e in events if e.seq is not None]
-    if seqs:
-        from tasktracker import jobs
-
-        jobs.enqueue_fanout(seqs)
+    consumer = current_app.extensions.get(_CONSUMER_KEY) if has_app_context() else None
+    if seqs and consumer is not None:
+        consumer(seqs)
 
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
 
 
-def register_event_hooks() -> None:
-    """Install the after-commit hook once (idempotent)."""
+_CONSUMER_KEY = "tt_event_consumer"
+
+
+def register_event_hooks(app: Flask, consumer: Callable[[list[int]], None]) -> None:
+    """Make ``consumer(seqs)`` receive the seqs of the events each commit of ``app``
+    wrote (after the commit; it must not raise), and install the session hooks once."""
+    app.extensions[_CONSUMER_KEY] = consumer
     if not sa_event.contains(Session, "after_commit", _after_commit):
         sa_event.listen(Session, "after_commit", _after_commit)
         sa_event.listen(Session, "after_soft_rollback", lambda s, prev: _after_rollback(s))

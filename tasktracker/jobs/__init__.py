@@ -54,8 +54,9 @@ def jobs_mode(app: Flask | None = None) -> str:
 def enqueue_fanout(seqs: list[int]) -> None:
     """Hand committed events (their ``seq``s) to the fan-out. Never raises.
 
-    Called by :mod:`tasktracker.events.services` after each commit that wrote
-    events. Whatever fails here (broker down, a bug) is logged and the events
+    The app's event consumer (``create_app`` registers it with
+    :func:`tasktracker.events.services.register_event_hooks`): called after each
+    commit that wrote events. Whatever fails here (broker down, a bug) is logged and the events
     stay undispatched: the outbox scan fans them out after
     ``OUTBOX_REDISPATCH_AFTER_SECONDS``.
     """
