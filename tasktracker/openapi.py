@@ -75,8 +75,6 @@ def build_spec(app: Flask) -> dict:
     spec.components.schema("UserPage", schema=page_envelope_schema(UserSchema, "UserPage"))
     # Referenced by "$ref" (oneOf) in GET /api/users/<id>, so never auto-registered.
     spec.components.schema("PublicUser", schema=PublicUserSchema)
-    for extra in app.extensions.get("openapi_schemas", []):
-        spec.components.schema(extra[0], schema=extra[1])
 
     with app.test_request_context():
         for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
@@ -89,11 +87,6 @@ def build_spec(app: Flask) -> dict:
                 continue
             spec.path(view=view, app=app)
     return spec.to_dict()
-
-
-def register_schema(app: Flask, name: str, schema) -> None:
-    """Add a component schema (e.g. a page envelope) to the spec of ``app``."""
-    app.extensions.setdefault("openapi_schemas", []).append((name, schema))
 
 
 @bp.get("/openapi.json")

@@ -74,11 +74,6 @@ def save_stream(stream: BinaryIO, limit: int) -> tuple[str, int, str]:
     return stored_name, size, digest.hexdigest()
 
 
-def open_file(stored_name: str) -> BinaryIO:
-    """Open a stored file for reading (``FileNotFoundError`` if it is gone)."""
-    return open(path_of(stored_name), "rb")
-
-
 def delete_files(stored_names: Iterable[str]) -> None:
     """Remove stored files; a missing file is not an error, other failures are logged."""
     for name in stored_names:

@@ -111,7 +111,7 @@ class Refresh(Resource):
           401: {$ref: "#/components/responses/Unauthorized"}
           503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
-        return AccessTokenSchema().dump(services.refresh(current_user)), 200
+        return AccessTokenSchema().dump(services.refresh(current_user, get_jwt()["sid"])), 200
 
 
 class Logout(Resource):

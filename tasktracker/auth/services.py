@@ -134,11 +134,11 @@ def login(email: str | None, username: str | None, password: str) -> dict:
     return {**tokens, "user": user}
 
 
-def refresh(user: User) -> dict:
-    """A new access token in the same session: ``{access_token, expires_in}``."""
-    from flask_jwt_extended import create_access_token, get_jwt
+def refresh(user: User, sid: str) -> dict:
+    """A new access token in login session ``sid`` (the refresh token's ``sid`` claim):
+    ``{access_token, expires_in}``."""
+    from flask_jwt_extended import create_access_token
 
-    sid = get_jwt()["sid"]
     return {"access_token": create_access_token(identity=str(user.id), additional_claims={"sid": sid}),
             "expires_in": access_expires_in()}
 

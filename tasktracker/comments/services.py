@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from tasktracker.core.db import MAX_ID
 from tasktracker.auth.models import User
 from tasktracker.comments.models import Comment
 from tasktracker.comments.schemas import comment_schema
@@ -22,12 +23,11 @@ from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.tasks.permissions import can_contribute, get_visible_task
 
-MAX_DB_INT = 2**31 - 1  # ids are INTEGER columns; PostgreSQL errors on larger values
 
 
 def valid_id(value: int) -> bool:
     """True if ``value`` can be an id (1..2**31-1); larger ids cannot exist."""
-    return 0 < value <= MAX_DB_INT
+    return 0 < value <= MAX_ID
 
 
 def task_payload(task: Task) -> dict:

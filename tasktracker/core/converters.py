@@ -5,14 +5,14 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-MAX_DB_INT = 2**31 - 1  # PostgreSQL ``integer`` (the id columns)
+from tasktracker.core.db import MAX_ID
 
 
 class BoundedIntConverter(IntegerConverter):
     """``<int:...>`` limited to the database's integer range: a larger id in a URL is a
     404 (no such route) instead of an overflow error inside the database driver."""
 
-    def __init__(self, map, fixed_digits=0, min=None, max=MAX_DB_INT, signed=False):  # noqa: A002
+    def __init__(self, map, fixed_digits=0, min=None, max=MAX_ID, signed=False):  # noqa: A002
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 

@@ -1,10 +1,22 @@
-"""Database engine tweaks."""
+"""Database helpers: engine tweaks, the id bound, the dialect question."""
 
 from __future__ import annotations
 
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+
+
+#: The largest id: id columns are ``INTEGER`` (PostgreSQL's int4). A larger value can
+#: never name a row, and PostgreSQL raises on it: callers treat it as "not found".
+MAX_ID = 2**31 - 1
+
+
+def is_postgresql() -> bool:
+    """Whether the current app's database session talks to PostgreSQL (else SQLite)."""
+    from tasktracker.extensions import db
+
+    return db.session.get_bind().dialect.name == "postgresql"
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record):

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import Flask, current_app
 
+from tasktracker.core.db import is_postgresql
 from tasktracker.core.types import utcnow
 from tasktracker.events.models import Event
 from tasktracker.events.services import record_event
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 
 def _batch_size(batch: int | None) -> int:
     return int(batch or current_app.config["SCAN_BATCH_SIZE"])
-
-
-def _is_postgresql() -> bool:
-    return db.session.get_bind().dialect.name == "postgresql"
 
 
 def _task_payload(task: Task) -> dict:
@@ -86,7 +83,7 @@ def dispatch_due_reminders(now: datetime | None = None, *, batch: int | None = N
         due = (sa.select(table.c.id)
                .where(table.c.sent_at.is_(None), table.c.remind_at <= now)
                .order_by(table.c.remind_at, table.c.id).limit(size))
-        if _is_postgresql():
+        if is_postgresql():
             due = due.with_for_update(skip_locked=True)
         claim = (sa.update(table)
                  .where(table.c.id.in_(due.scalar_subquery()), table.c.sent_at.is_(None))
@@ -140,7 +137,7 @@ def dispatch_overdue(now: datetime | None = None, *, batch: int | None = None) -
                    .where(table.c.due_at <= now, table.c.status != "done",
                           table.c.deleted_at.is_(None), table.c.overdue_notified_at.is_(None))
                    .order_by(table.c.due_at, table.c.id).limit(size))
-        if _is_postgresql():
+        if is_postgresql():
             overdue = overdue.with_for_update(skip_locked=True)
         claim = (sa.update(table)
                  .where(table.c.id.in_(overdue.scalar_subquery()), table.c.overdue_notified_at.is_(None))

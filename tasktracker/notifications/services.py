@@ -53,6 +53,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tasktracker.core.db import is_postgresql
 from tasktracker.auth.models import User
 from tasktracker.core.errors import NotFound
 from tasktracker.core.types import utcnow
@@ -289,7 +290,7 @@ def _claim(seqs: list[int], now: datetime) -> list[int]:
     the loser claim nothing."""
     events = Event.__table__
     pick = sa.select(events.c.seq).where(events.c.seq.in_(seqs), events.c.dispatched_at.is_(None))
-    if db.session.get_bind().dialect.name == "postgresql":
+    if is_postgresql():
         pick = pick.order_by(events.c.seq).with_for_update(skip_locked=True)
     claim = (sa.update(events)
              .where(events.c.seq.in_(pick.scalar_subquery()), events.c.dispatched_at.is_(None))
@@ -362,13 +363,10 @@ def _insert_notifications(rows: list[dict]) -> list[int]:
     if not rows:
         return []
     table = Notification.__table__
-    dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
+    if is_postgresql():
         from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
+    else:  # SQLite, the only other supported database
         from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - only PostgreSQL and SQLite are supported
-        raise RuntimeError(f"unsupported database dialect {dialect!r}")
     stmt = (insert(table)
             .on_conflict_do_nothing(index_elements=["event_seq", "user_id"])
             .returning(table.c.id))

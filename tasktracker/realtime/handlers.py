@@ -30,6 +30,7 @@ from flask_socketio import ConnectionRefusedError, join_room, leave_room
 from flask_jwt_extended import decode_token
 from jwt import ExpiredSignatureError
 
+from tasktracker.core.db import MAX_ID
 from tasktracker.auth.tokens import session_user, user_from_claims
 from tasktracker.core.errors import NotFound
 from tasktracker.extensions import db, socketio
@@ -39,7 +40,6 @@ from tasktracker.realtime.sessions import Live
 
 log = logging.getLogger(__name__)
 
-MAX_ID = 2**31 - 1
 
 
 def _refuse(code: str, message: str):

@@ -49,6 +49,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
+from tasktracker.core.db import is_postgresql
 from tasktracker.core.hotcache import VERSION, hot_state
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
@@ -89,7 +90,7 @@ def read_data_version() -> str:
     ``events.seq``, one row). The event's time makes versions unique even if the
     events table is emptied and its sequence restarts (tests, a restore).
     PostgreSQL reads ``pg_stat_activity`` once per transaction."""
-    if db.session.get_bind().dialect.name != "postgresql":
+    if not is_postgresql():
         row = db.session.execute(
             sa.select(Event.seq, Event.created_at).order_by(Event.seq.desc()).limit(1)).first()
         return f"{row[0]}@{row[1].isoformat()}" if row else "0"

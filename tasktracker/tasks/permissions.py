@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from tasktracker.core.db import MAX_ID, is_postgresql
 from tasktracker.auth.models import User
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.teams.models import TeamMember
 
 TEAM_MANAGER_ROLES = ("owner", "admin")
-MAX_DB_INT = 2**31 - 1  # largest INTEGER id on PostgreSQL
 
 
 def team_role(user_id: int, team_id: int | None) -> str | None:
@@ -41,7 +41,7 @@ def visible_condition(user: User):
     if user.is_admin:
         return sa.true()
     my_teams = sa.select(TeamMember.team_id).where(TeamMember.user_id == user.id)
-    if db.session.get_bind().dialect.name == "postgresql":
+    if is_postgresql():
         in_my_teams = Task.team_id == sa.any_(sa.func.array(my_teams.scalar_subquery()))
     else:
         in_my_teams = Task.team_id.in_(my_teams)
@@ -79,7 +79,7 @@ def get_visible_task(user: User, task_id: int, *, include_deleted: bool = False)
     """
     from tasktracker.core.errors import NotFound
 
-    if not 0 < task_id <= MAX_DB_INT:  # out of the column's range (PostgreSQL would error)
+    if not 0 < task_id <= MAX_ID:  # out of the column's range (PostgreSQL would error)
         raise NotFound("Task not found.", code="task_not_found")
     task = db.session.get(Task, task_id)
     if task is None or not can_see(user, task) or (task.deleted_at is not None and not include_deleted):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
+from tasktracker.core.db import MAX_ID
 from tasktracker.auth.schemas import UserRefSchema
 from tasktracker.core.fields import UTCDateTime, iso_utc
 from tasktracker.core.pagination import PageArgsSchema
 from tasktracker.tasks.models import PRIORITIES, STATUSES
 
-MAX_ID = 2**31 - 1  # ids are INTEGER columns; larger values can never exist
 MAX_REMINDERS = 20
 SORT_KEYS = ("created_at", "updated_at", "due_at", "priority", "status", "title")
 DEFAULT_SORT = "-created_at"

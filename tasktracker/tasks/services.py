@@ -30,7 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from tasktracker.attachments.models import Attachment
 from tasktracker.auth.models import User
 from tasktracker.attachments import storage
-from tasktracker.core.db import commit_keeping_loaded
+from tasktracker.core.db import commit_keeping_loaded, is_postgresql
 from tasktracker.core.pagination import paginate
 from tasktracker.core.serialization import dumps
 from tasktracker.core.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
@@ -272,10 +272,6 @@ def filtered_query(actor: User, args: dict) -> sa.Select:
     return stmt
 
 
-def _dialect() -> str:
-    return db.session.get_bind().dialect.name
-
-
 def _sort_expressions(key: str) -> list:
     if key == "priority":
         return [sa.case(PRIORITY_RANK, value=Task.priority, else_=-1)]
@@ -283,7 +279,7 @@ def _sort_expressions(key: str) -> list:
         return [sa.case(STATUS_RANK, value=Task.status, else_=-1)]
     if key == "title":
         lowered = sa.func.lower(Task.title)
-        if _dialect() == "postgresql":  # code-point order, as SQLite's BINARY collation
+        if is_postgresql():  # code-point order, as SQLite's BINARY collation
             return [lowered.collate("C"), Task.title.collate("C")]
         return [lowered, Task.title]
     return [getattr(Task, key)]
@@ -375,7 +371,6 @@ class ListResult:
     etag: str | None
     body: bytes | None
     not_modified: bool = False
-    cache_hit: bool = False
 
 
 def task_page(actor: User, args: dict, *, search: bool = False,
@@ -405,7 +400,7 @@ def task_page(actor: User, args: dict, *, search: bool = False,
     store = list_cache.get_store()
     body = store.get(etag)
     if body is not None:
-        return ListResult(etag=etag, body=body, cache_hit=True)
+        return ListResult(etag=etag, body=body)
     body = render()
     store.set(etag, body)
     return ListResult(etag=etag, body=body)
