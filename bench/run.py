@@ -326,6 +326,27 @@ class Bench:
                 raise RuntimeError("celery worker did not become ready")
             time.sleep(0.5)
 
+    def drop_run_state(self) -> None:
+        """Drop what the run made outside its processes: the database (unless
+        ``--keep-db``) and the RabbitMQ queue and exchanges of its Celery queue and
+        Socket.IO channel. Never raises."""
+        if not self.args.keep_db:
+            try:
+                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+            except Exception as exc:  # noqa: BLE001
+                log(f"could not drop {self.dbname}: {exc!r}")
+        try:
+            from kombu import Connection
+
+            with Connection(AMQP, connect_timeout=3) as amqp:
+                channel = amqp.default_channel
+                for name in (f"tt_bench_q_{self.tag}", f"tt_bench_sio_{self.tag}"):
+                    channel.queue_delete(name)  # RabbitMQ deletes what does not exist without an error
+                    channel.exchange_delete(name)
+        except Exception as exc:  # noqa: BLE001
+            log(f"could not delete the run's RabbitMQ queue/exchanges: {exc!r}")
+
     def user(self, name: str) -> dict:
         r = requests.post(self.base + "/api/auth/register", timeout=10,
                           json={"username": name, "email": f"{name}@bench.test", "password": PASSWORD})
@@ -861,12 +882,7 @@ class Bench:
             self.procs.stop_all()
             if self.pg is not None:
                 self.pg.close()
-            if not self.args.keep_db:
-                try:
-                    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                        conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
-                except Exception as exc:  # noqa: BLE001
-                    log(f"could not drop {self.dbname}: {exc!r}")
+            self.drop_run_state()
         self.report(started)
         return 0
 

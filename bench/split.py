@@ -930,12 +930,7 @@ class SplitBench(Bench):
             self.procs.stop_all()
             if self.pg is not None:
                 self.pg.close()
-            if not self.args.keep_db:
-                try:
-                    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                        conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
-                except Exception as exc:  # noqa: BLE001
-                    log(f"could not drop {self.dbname}: {exc!r}")
+            self.drop_run_state()
         self.results["cpu_split"] = cpu_split_text(split0, cpu_split(), time.monotonic() - t0)
         stat1 = proc_stat()
         delta = [b - a for a, b in zip(stat0, stat1)]
