@@ -87,6 +87,7 @@ class SocketsMode:
         self.arrivals: dict[int, dict[int, list[float]]] = {}  # task id -> socket idx -> times
         self.open: set[int] = set()
         self.errors: Counter = Counter()
+        self.retried: Counter = Counter()  # failed attempts that were retried, by reason
         self.closed_by_server = 0
         self.connect_ms: list[float] = []
         self.done_at: list[float] = []  # monotonic time each connect completed
@@ -94,39 +95,50 @@ class SocketsMode:
         self.wss: dict[int, aiohttp.ClientWebSocketResponse] = {}
         self.stopping = False
 
+    ATTEMPTS = 3  # as a real Socket.IO client, reconnect after a failed connect
+
+    async def _connect(self, http: aiohttp.ClientSession, token: str, timeout: float):
+        """One Engine.IO websocket + authenticated Socket.IO connect; the open ws, or raises."""
+        ws = await asyncio.wait_for(http.ws_connect(self.url, autoping=True, max_msg_size=0), timeout)
+        try:
+            msg = await asyncio.wait_for(ws.receive(), timeout)
+            if msg.type != aiohttp.WSMsgType.TEXT or not msg.data.startswith("0"):
+                raise ConnectionError(f"no Engine.IO OPEN ({msg.type.name})")
+            await ws.send_str("40" + json.dumps({"token": token}))
+            while True:
+                msg = await asyncio.wait_for(ws.receive(), timeout)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    raise ConnectionError(f"closed before the Socket.IO connect ({msg.type.name})")
+                if msg.data == "2":
+                    await ws.send_str("3")
+                    continue
+                if msg.data.startswith("40"):
+                    return ws
+                if msg.data.startswith("44"):
+                    raise ConnectionError(f"connect_error {msg.data[2:80]}")
+                # anything else before the connect answer (should not happen): ignore
+        except BaseException:
+            await ws.close()
+            raise
+
     async def one(self, idx: int, http: aiohttp.ClientSession, token: str, sem: asyncio.Semaphore,
                   connected: asyncio.Event) -> None:
         timeout = self.cfg.get("timeout", 30)
         t0 = time.monotonic()
         async with sem:
-            try:
-                ws = await asyncio.wait_for(http.ws_connect(self.url, autoping=True, max_msg_size=0), timeout)
-            except Exception as exc:  # noqa: BLE001
-                self.errors[reason(exc)] += 1
-                connected.set()
-                return
-            try:
-                msg = await asyncio.wait_for(ws.receive(), timeout)
-                if msg.type != aiohttp.WSMsgType.TEXT or not msg.data.startswith("0"):
-                    raise ConnectionError(f"no Engine.IO OPEN ({msg.type.name})")
-                await ws.send_str("40" + json.dumps({"token": token}))
-                while True:
-                    msg = await asyncio.wait_for(ws.receive(), timeout)
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        raise ConnectionError(f"closed before the Socket.IO connect ({msg.type.name})")
-                    if msg.data == "2":
-                        await ws.send_str("3")
+            for attempt in range(self.ATTEMPTS):
+                try:
+                    ws = await self._connect(http, token, timeout)
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    why = str(exc) if isinstance(exc, ConnectionError) else reason(exc)
+                    if attempt + 1 < self.ATTEMPTS:
+                        self.retried[why] += 1
+                        await asyncio.sleep(0.5 * (attempt + 1))
                         continue
-                    if msg.data.startswith("40"):
-                        break
-                    if msg.data.startswith("44"):
-                        raise ConnectionError(f"connect_error {msg.data[2:80]}")
-                    # anything else before the connect answer (should not happen): ignore
-            except Exception as exc:  # noqa: BLE001
-                self.errors[reason(exc) if not isinstance(exc, ConnectionError) else str(exc)] += 1
-                await ws.close()
-                connected.set()
-                return
+                    self.errors[why] += 1
+                    connected.set()
+                    return
         self.connect_ms.append((time.monotonic() - t0) * 1000)
         self.done_at.append(time.monotonic())
         self.open.add(idx)
@@ -156,7 +168,7 @@ class SocketsMode:
     def status(self) -> dict:
         ms = sorted(self.connect_ms)
         return {"open": len(self.open), "closed_by_server": self.closed_by_server,
-                "errors": dict(self.errors.most_common(8)),
+                "errors": dict(self.errors.most_common(8)), "retried": dict(self.retried.most_common(8)),
                 "connect_p50_ms": ms[len(ms) // 2] if ms else None,
                 "connect_p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else None}
 

@@ -721,9 +721,13 @@ class SplitBench(Bench):
             res["ready"] = readies
             connected = sum((r or {}).get("connected", 0) for r in readies)
             errors: dict = {}
+            retried: dict = {}  # failed connect attempts that the client retried (as real clients do)
             for r in readies:
                 for k, v in ((r or {}).get("errors") or {}).items():
                     errors[k] = errors.get(k, 0) + v
+                for k, v in ((r or {}).get("retried") or {}).items():
+                    retried[k] = retried.get(k, 0) + v
+            res["retried"] = retried
             done = sorted(t for r in readies for t in (r or {}).pop("done_at", []))
             step = max(1, n // 10)
             # seconds since the clients started until each tenth of the sockets was connected
@@ -790,7 +794,7 @@ class SplitBench(Bench):
                   "", "", "met" if ok else "MISSED",
                   f"{nproc} client processes, source addresses {' '.join(addrs)} (picked by probing nginx's hash for an even "
                   f"split); connected by time (sockets: s) {res.get('connect_timeline')}; connections per gateway "
-                  f"(ESTABLISHED on its port) {res['per_gateway']}; connect errors {res['errors']}; first arrival "
+                  f"(ESTABLISHED on its port) {res['per_gateway']}; connect errors {res['errors']} (after up to 3 attempts; retried attempts {res.get('retried', {})}); first arrival "
                   + ", ".join(f"{fmt(e['first_ms'])} ms" for e in evs)
                   + f"; dup {sum(e['duplicates'] for e in evs)}; closing all took {res['close_s']:.1f}s, gateways "
                   f"quiet after {fmt(res['gateway_settle_s'])} s more; gateway env: "
