@@ -38,5 +38,5 @@ USER 10001:10001
 VOLUME ["/data/uploads"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('GRANIAN_PORT' if os.environ.get('TASKTRACKER_ROLE') == 'api' else 'PORT', '8000'); urllib.request.urlopen('http://127.0.0.1:%s/health' % port, timeout=4)"]
 CMD ["granian", "--interface", "wsgi", "--no-ws", "--workers", "2", "--blocking-threads", "8", "wsgi:app"]
