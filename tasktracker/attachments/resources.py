@@ -15,6 +15,8 @@ from tasktracker.core.pagination import PageArgsSchema, paginate
 
 bp = Blueprint("attachments", __name__, url_prefix="/api")
 api = Api(bp)
+# schema instances, built once (loading or dumping does not change a schema)
+page_args_schema = PageArgsSchema()
 
 
 class TaskAttachmentList(Resource):
@@ -33,7 +35,7 @@ class TaskAttachmentList(Resource):
           404: {$ref: "#/components/responses/NotFound"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        args = load_args(PageArgsSchema())
+        args = load_args(page_args_schema)
         query = services.attachments_query(current_user, task_id)
         return paginate(query, args["page"], args["per_page"], attachments_schema.dump), 200
 

@@ -18,6 +18,14 @@ from tasktracker.extensions import limiter
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
 api = Api(bp)
+# schema instances, built once (loading or dumping does not change a schema)
+access_token_schema = AccessTokenSchema()
+admin_user_update_schema = AdminUserUpdateSchema()
+login_schema = LoginSchema()
+profile_update_schema = ProfileUpdateSchema()
+register_schema = RegisterSchema()
+token_pair_schema = TokenPairSchema()
+user_list_args_schema = UserListArgsSchema()
 
 
 def _login_account_key() -> str:
@@ -61,7 +69,7 @@ class Register(Resource):
           422: {$ref: "#/components/responses/ValidationError"}
           503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
-        data = load_body(RegisterSchema())
+        data = load_body(register_schema)
         user = services.create_user(**data)
         return user_schema.dump(user), 201
 
@@ -94,9 +102,9 @@ class Login(Resource):
           429: {$ref: "#/components/responses/RateLimited"}
           503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
-        data = load_body(LoginSchema())
+        data = load_body(login_schema)
         result = services.login(data.get("email"), data.get("username"), data["password"])
-        return TokenPairSchema().dump(result), 200
+        return token_pair_schema.dump(result), 200
 
 
 class Refresh(Resource):
@@ -111,7 +119,7 @@ class Refresh(Resource):
           401: {$ref: "#/components/responses/Unauthorized"}
           503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
-        return AccessTokenSchema().dump(services.refresh(current_user, get_jwt()["sid"])), 200
+        return access_token_schema.dump(services.refresh(current_user, get_jwt()["sid"])), 200
 
 
 class Logout(Resource):
@@ -162,7 +170,7 @@ class Profile(Resource):
           422: {$ref: "#/components/responses/ValidationError"}
           503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
-        data = load_body(ProfileUpdateSchema())
+        data = load_body(profile_update_schema)
         user = services.update_profile(current_user, data, get_jwt()["sid"])
         return user_schema.dump(user), 200
 
@@ -183,7 +191,7 @@ class UserList(Resource):
           422: {$ref: "#/components/responses/ValidationError"}
           503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
-        args = load_args(UserListArgsSchema())
+        args = load_args(user_list_args_schema)
         query = services.users_query(args.get("q"), args.get("role"), args.get("active"))
         return paginate(query, args["page"], args["per_page"], users_schema.dump), 200
 
@@ -238,7 +246,7 @@ class UserDetail(Resource):
           422: {$ref: "#/components/responses/ValidationError"}
           503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
-        data = load_body(AdminUserUpdateSchema())
+        data = load_body(admin_user_update_schema)
         user = services.admin_update_user(services.get_user(user_id), **data, actor_id=current_user.id)
         return user_schema.dump(user), 200
 

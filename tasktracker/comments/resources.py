@@ -14,6 +14,9 @@ from tasktracker.core.pagination import PageArgsSchema, paginate
 
 bp = Blueprint("comments", __name__, url_prefix="/api")
 api = Api(bp)
+# schema instances, built once (loading or dumping does not change a schema)
+comment_body_schema = CommentBodySchema()
+page_args_schema = PageArgsSchema()
 
 
 class TaskCommentList(Resource):
@@ -32,7 +35,7 @@ class TaskCommentList(Resource):
           404: {$ref: "#/components/responses/NotFound"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        args = load_args(PageArgsSchema())
+        args = load_args(page_args_schema)
         query = services.comments_query(current_user, task_id)
         return paginate(query, args["page"], args["per_page"], comments_schema.dump), 200
 
@@ -61,7 +64,7 @@ class TaskCommentList(Resource):
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        data = load_body(CommentBodySchema())
+        data = load_body(comment_body_schema)
         comment = services.create_comment(current_user, task_id, data["body"])
         return comment_schema.dump(comment), 201, {"Location": f"/api/comments/{comment.id}"}
 
@@ -89,7 +92,7 @@ class CommentDetail(Resource):
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        data = load_body(CommentBodySchema())
+        data = load_body(comment_body_schema)
         return comment_schema.dump(services.update_comment(current_user, comment_id, data["body"])), 200
 
     @auth_required

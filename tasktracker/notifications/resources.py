@@ -17,6 +17,10 @@ from tasktracker.notifications.schemas import (
 
 bp = Blueprint("notifications", __name__, url_prefix="/api")
 api = Api(bp)
+# schema instances, built once (loading or dumping does not change a schema)
+notification_list_args_schema = NotificationListArgsSchema()
+notification_update_schema = NotificationUpdateSchema()
+read_all_result_schema = ReadAllResultSchema()
 
 
 class NotificationList(Resource):
@@ -35,7 +39,7 @@ class NotificationList(Resource):
           401: {$ref: "#/components/responses/Unauthorized"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        args = load_args(NotificationListArgsSchema())
+        args = load_args(notification_list_args_schema)
         query = services.notifications_query(current_user.id, unread=args["unread"])
         page = paginate(query, args["page"], args["per_page"], notifications_schema.dump)
         page["unread_count"] = services.unread_count(current_user.id)
@@ -65,7 +69,7 @@ class NotificationDetail(Resource):
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        data = load_body(NotificationUpdateSchema())
+        data = load_body(notification_update_schema)
         notification = services.set_read(current_user.id, notification_id, data["read"])
         return notification_schema.dump(notification), 200
 
@@ -81,7 +85,7 @@ class NotificationReadAll(Resource):
           200: {description: How many were unread, content: {application/json: {schema: ReadAllResultSchema}}}
           401: {$ref: "#/components/responses/Unauthorized"}
         """
-        return ReadAllResultSchema().dump({"updated": services.read_all(current_user.id)}), 200
+        return read_all_result_schema.dump({"updated": services.read_all(current_user.id)}), 200
 
 
 api.add_resource(NotificationList, "/notifications")

@@ -16,6 +16,8 @@ from tasktracker.realtime.schemas import presences_schema
 
 bp = Blueprint("realtime", __name__, url_prefix="/api")
 api = Api(bp)
+# schema instances, built once (loading or dumping does not change a schema)
+page_args_schema = PageArgsSchema()
 
 
 class TeamPresence(Resource):
@@ -40,7 +42,7 @@ class TeamPresence(Resource):
           422: {$ref: "#/components/responses/ValidationError"}
           503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
-        args = load_args(PageArgsSchema())
+        args = load_args(page_args_schema)
         query = services.team_presence_query(current_user, team_id)
         presence = get_state().presence
 

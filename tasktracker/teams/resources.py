@@ -18,6 +18,12 @@ from tasktracker.teams.schemas import (
 
 bp = Blueprint("teams", __name__, url_prefix="/api")
 api = Api(bp)
+# schema instances, built once (loading or dumping does not change a schema)
+invitation_create_schema = InvitationCreateSchema()
+member_role_schema = MemberRoleSchema()
+page_args_schema = PageArgsSchema()
+team_create_schema = TeamCreateSchema()
+team_update_schema = TeamUpdateSchema()
 
 
 class TeamList(Resource):
@@ -34,7 +40,7 @@ class TeamList(Resource):
           401: {$ref: "#/components/responses/Unauthorized"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        args = load_args(PageArgsSchema())
+        args = load_args(page_args_schema)
         return paginate(services.my_teams_query(current_user), args["page"], args["per_page"],
                         lambda rows: teams_schema.dump(services.with_member_counts(rows))), 200
 
@@ -59,7 +65,7 @@ class TeamList(Resource):
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        data = load_body(TeamCreateSchema())
+        data = load_body(team_create_schema)
         team = services.create_team(current_user, data["name"], data["description"])
         return team_schema.dump(team), 201, {"Location": f"/api/teams/{team.id}"}
 
@@ -101,7 +107,7 @@ class TeamDetail(Resource):
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        data = load_body(TeamUpdateSchema())
+        data = load_body(team_update_schema)
         return team_schema.dump(services.update_team(current_user, team_id, data)), 200
 
     @auth_required
@@ -142,7 +148,7 @@ class TeamMemberList(Resource):
           404: {$ref: "#/components/responses/NotFound"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        args = load_args(PageArgsSchema())
+        args = load_args(page_args_schema)
         query = services.list_members(current_user, team_id)
         return paginate(query, args["page"], args["per_page"], team_members_schema.dump), 200
 
@@ -177,7 +183,7 @@ class TeamMemberDetail(Resource):
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        data = load_body(MemberRoleSchema())
+        data = load_body(member_role_schema)
         member = services.change_role(current_user, team_id, user_id, data["role"])
         return team_member_schema.dump(member), 200
 
@@ -220,7 +226,7 @@ class TeamInvitationList(Resource):
           404: {$ref: "#/components/responses/NotFound"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        args = load_args(PageArgsSchema())
+        args = load_args(page_args_schema)
         query = services.team_invitations_query(current_user, team_id)
         return paginate(query, args["page"], args["per_page"], invitations_schema.dump), 200
 
@@ -255,7 +261,7 @@ class TeamInvitationList(Resource):
           415: {$ref: "#/components/responses/UnsupportedMediaType"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        data = load_body(InvitationCreateSchema())
+        data = load_body(invitation_create_schema)
         invitation = services.create_invitation(current_user, team_id, data["email"], data["role"])
         return invitation_schema.dump(invitation), 201
 
@@ -303,7 +309,7 @@ class MyInvitationList(Resource):
           401: {$ref: "#/components/responses/Unauthorized"}
           422: {$ref: "#/components/responses/ValidationError"}
         """
-        args = load_args(PageArgsSchema())
+        args = load_args(page_args_schema)
         return paginate(services.my_invitations_query(current_user), args["page"], args["per_page"],
                         invitations_schema.dump), 200
 
