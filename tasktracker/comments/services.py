@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tasktracker.core.db import MAX_ID
 from tasktracker.auth.models import User
 from tasktracker.comments.models import Comment
 from tasktracker.comments.schemas import comment_schema
+from tasktracker.core.db import MAX_ID
 from tasktracker.core.errors import Forbidden, NotFound
 from tasktracker.events.services import record_event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.tasks.permissions import can_contribute, get_visible_task
-
 
 
 def valid_id(value: int) -> bool:

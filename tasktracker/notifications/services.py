@@ -53,8 +53,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasktracker.core.db import is_postgresql
 from tasktracker.auth.models import User
+from tasktracker.core.db import is_postgresql
 from tasktracker.core.errors import NotFound
 from tasktracker.core.types import utcnow
 from tasktracker.events.models import Event

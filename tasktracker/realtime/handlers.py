@@ -3,9 +3,9 @@
 - ``connect`` with ``auth={"token": "<access_token>", "last_seq"?: int}``: refused
   (``connect_error`` with ``{"message", "data": {"code"}}``) for an expired token
   (``token_expired``, contract v1.1), a missing, malformed, revoked or refresh
-  token and an inactive user (``invalid_token``), for a bad ``last_seq`` (``invalid_last_seq``) and when a
-  dependency is down (``unavailable``). Accepted: joins ``user:<id>`` and
-  ``team:<id>`` of each team, records presence (``presence:update`` to the teams
+  token and an inactive user (``invalid_token``), for a bad ``last_seq``
+  (``invalid_last_seq``) and when a dependency is down (``unavailable``). Accepted:
+  joins ``user:<id>`` and ``team:<id>`` of each team, records presence (``presence:update`` to the teams
   on the first connection), updates ``last_seen_at``, and replays the caller's
   notifications with ``event_seq > last_seq`` as ``notification:new``, in order
   (at most ``REALTIME_REPLAY_LIMIT``), to this connection only.
@@ -25,13 +25,12 @@ from __future__ import annotations
 import logging
 
 from flask import current_app, has_request_context, request
-from flask_socketio import ConnectionRefusedError, join_room, leave_room
-
 from flask_jwt_extended import decode_token
+from flask_socketio import ConnectionRefusedError, join_room, leave_room
 from jwt import ExpiredSignatureError
 
-from tasktracker.core.db import MAX_ID
 from tasktracker.auth.tokens import session_user, user_from_claims
+from tasktracker.core.db import MAX_ID
 from tasktracker.core.errors import NotFound
 from tasktracker.extensions import db, socketio
 from tasktracker.realtime import services
@@ -39,7 +38,6 @@ from tasktracker.realtime.emitter import NAMESPACE, broadcast_presence, get_stat
 from tasktracker.realtime.sessions import Live
 
 log = logging.getLogger(__name__)
-
 
 
 def _refuse(code: str, message: str):

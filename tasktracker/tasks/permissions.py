@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tasktracker.core.db import MAX_ID, is_postgresql
 from tasktracker.auth.models import User
+from tasktracker.core.db import MAX_ID, is_postgresql
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.teams.models import TeamMember

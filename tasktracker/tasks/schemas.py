@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
-from tasktracker.core.db import MAX_ID
 from tasktracker.auth.schemas import UserRefSchema
+from tasktracker.core.db import MAX_ID
 from tasktracker.core.fields import UTCDateTime, iso_utc
 from tasktracker.core.pagination import PageArgsSchema
 from tasktracker.tasks.models import PRIORITIES, STATUSES
