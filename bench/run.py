@@ -292,7 +292,9 @@ class Bench:
         env.update(extra)
         return env
 
-    def setup(self) -> None:
+    def create_database(self) -> None:
+        """The run's secrets, a fresh database migrated with ``flask db upgrade``, and
+        ``self.pg``: an autocommit connection to it."""
         self.jwt_secret = secrets.token_urlsafe(48)
         self.secret = secrets.token_urlsafe(48)
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -303,6 +305,9 @@ class Bench:
         if rc.returncode:
             raise RuntimeError(f"flask db upgrade failed: {rc.stderr}")
         self.pg = psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{self.dbname}", autocommit=True)
+
+    def setup(self) -> None:
+        self.create_database()
 
         self.port = free_port()
         self.web = self.procs.start("web", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],

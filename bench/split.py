@@ -297,16 +297,7 @@ class SplitBench(Bench):
         return port, proc
 
     def setup(self) -> None:
-        self.jwt_secret = secrets.token_urlsafe(48)
-        self.secret = secrets.token_urlsafe(48)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.dbname}"')
-        log(f"database {self.dbname}; logs in {self.logdir}")
-        rc = subprocess.run([str(BIN / "flask"), "db", "upgrade"], cwd=ROOT, timeout=120,
-                            env=self.env(SCHEDULER_ENABLED="false"), capture_output=True, text=True)
-        if rc.returncode:
-            raise RuntimeError(f"flask db upgrade failed: {rc.stderr}")
-        self.pg = psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{self.dbname}", autocommit=True)
+        self.create_database()
 
         self.port, self.api = self.start_api("api")
         self.web = self.api  # Bench helpers (profile, memory) name it web

@@ -131,6 +131,30 @@ def base_env(**overrides: str) -> dict:
     return env
 
 
+def production_env(name: str, database_url: str, **overrides: str) -> dict:
+    """:func:`base_env` for the production stack on ``database_url``: production mode,
+    the tests' JWT secret, RabbitMQ (Celery broker and Socket.IO queue), Redis, and a
+    Celery queue, Socket.IO channel, hot-cache channel and Redis key prefixes unique to
+    this run (``tt-<name>-<run>``, ``tt-<name>:<run>:...``; :func:`clean_production_env`
+    deletes them). Rate limits off, plain-text logs; ``overrides`` on top."""
+    run = uuid.uuid4().hex[:10]
+    keys = f"tt-{name}:{run}"
+    return base_env(**{
+        "TASKTRACKER_ENV": "production", "SECRET_KEY": JWT_SECRET, "JWT_SECRET_KEY": JWT_SECRET,
+        "DATABASE_URL": database_url, "CELERY_BROKER_URL": RABBITMQ_URL,
+        "CELERY_TASK_QUEUE": f"tt-{name}-{run}", "SOCKETIO_MESSAGE_QUEUE": RABBITMQ_URL,
+        "SOCKETIO_CHANNEL": f"tt-{name}-sio-{run}", "REDIS_URL": REDIS_URL,
+        "PRESENCE_KEY_PREFIX": f"{keys}:presence", "LIST_CACHE_KEY_PREFIX": f"{keys}:lists",
+        "HOT_CACHE_CHANNEL": f"{keys}:hotcache", "RATELIMIT_ENABLED": "false", "LOG_JSON": "false",
+        **overrides})
+
+
+def clean_production_env(env: dict) -> None:
+    """Delete the RabbitMQ queue/exchanges and the Redis keys of a :func:`production_env`."""
+    delete_queue(env["CELERY_TASK_QUEUE"], env["SOCKETIO_CHANNEL"])
+    delete_redis_keys(env["PRESENCE_KEY_PREFIX"].rsplit(":", 1)[0] + ":")
+
+
 def migrate(database_url: str, log_dir: Path, env: dict | None = None) -> None:
     """``flask db upgrade`` as an operator runs it."""
     log = log_dir / f"migrate-{uuid.uuid4().hex[:6]}.log"

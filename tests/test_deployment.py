@@ -11,14 +11,13 @@ afterwards), so it never sees other runs' messages. PostgreSQL half only.
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 import requests
 
-from tests.conftest import RABBITMQ_URL, REDIS_URL
 from tests.procs import (
-    Db, JWT_SECRET, Stack, User, base_env, check_rabbitmq, check_redis, delete_queue, delete_redis_keys, make_team, migrated_database, skip_unless_postgres, unique_name, wait_for,
+    Db, Stack, User, check_rabbitmq, check_redis, clean_production_env, make_team, migrated_database,
+    production_env, skip_unless_postgres, unique_name, wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]  # hard bound incl. setup/teardown
@@ -30,16 +29,10 @@ def deployment(database_url, tmp_path_factory):
     check_rabbitmq()
     check_redis()
     log_dir = tmp_path_factory.mktemp("deployment")
-    run = uuid.uuid4().hex[:10]
     url, drop = migrated_database(log_dir)
-    env = base_env(
-        TASKTRACKER_ENV="production", SECRET_KEY=JWT_SECRET, JWT_SECRET_KEY=JWT_SECRET,
-        DATABASE_URL=url, CELERY_BROKER_URL=RABBITMQ_URL, CELERY_TASK_QUEUE=f"tt-deploy-{run}",
-        SOCKETIO_MESSAGE_QUEUE=RABBITMQ_URL, SOCKETIO_CHANNEL=f"tt-deploy-sio-{run}",
-        REDIS_URL=REDIS_URL, PRESENCE_KEY_PREFIX=f"tt-deploy:{run}", PRESENCE_HEARTBEAT_SECONDS="0.5",
-        PRESENCE_SERVER_TTL_SECONDS="2", SCAN_INTERVAL_SECONDS="1", OUTBOX_REDISPATCH_AFTER_SECONDS="2",
-        SCAN_BATCH_SIZE="100", RATELIMIT_ENABLED="false", GUNICORN_GRACEFUL_TIMEOUT="3",
-        GUNICORN_THREADS="40", LOG_JSON="false")
+    env = production_env("deploy", url,
+        PRESENCE_HEARTBEAT_SECONDS="0.5", PRESENCE_SERVER_TTL_SECONDS="2", SCAN_INTERVAL_SECONDS="1", OUTBOX_REDISPATCH_AFTER_SECONDS="2",
+        SCAN_BATCH_SIZE="100", GUNICORN_GRACEFUL_TIMEOUT="3", GUNICORN_THREADS="40")
     stack = Stack(log_dir, env)
     db = Db(url)
     try:
@@ -51,8 +44,7 @@ def deployment(database_url, tmp_path_factory):
     finally:
         stack.stop_all()
         db.dispose()
-        delete_queue(env["CELERY_TASK_QUEUE"], env["SOCKETIO_CHANNEL"])
-        delete_redis_keys(env["PRESENCE_KEY_PREFIX"])
+        clean_production_env(env)
         drop()
 
 

@@ -28,15 +28,14 @@ import math
 import shutil
 import socket
 import time
-import uuid
 
 import pytest
 import requests
 import websocket
 
-from tests.conftest import RABBITMQ_URL, REDIS_URL
 from tests.procs import (
-    JWT_SECRET, SioClient, Stack, User, Web, base_env, check_rabbitmq, check_redis, delete_queue, delete_redis_keys, migrate, migrated_database, nginx_binary, skip_unless_postgres, unique_name,
+    SioClient, Stack, User, Web, base_env, check_rabbitmq, check_redis, clean_production_env, migrate,
+    migrated_database, nginx_binary, production_env, skip_unless_postgres, unique_name,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -230,16 +229,9 @@ def behind_nginx(database_url, tmp_path):
     check_rabbitmq()
     check_redis()
     nginx_binary()
-    run = uuid.uuid4().hex[:10]
     url, drop = migrated_database(tmp_path)
-    env = base_env(
-        TASKTRACKER_ENV="production", SECRET_KEY=JWT_SECRET, JWT_SECRET_KEY=JWT_SECRET,
-        DATABASE_URL=url, CELERY_BROKER_URL=RABBITMQ_URL, CELERY_TASK_QUEUE=f"tt-flood-{run}",
-        SOCKETIO_MESSAGE_QUEUE=RABBITMQ_URL, SOCKETIO_CHANNEL=f"tt-flood-sio-{run}",
-        REDIS_URL=REDIS_URL, PRESENCE_KEY_PREFIX=f"tt-flood:{run}:presence",
-        LIST_CACHE_KEY_PREFIX=f"tt-flood:{run}:lists", HOT_CACHE_CHANNEL=f"tt-flood:{run}:hotcache",
-        RATELIMIT_ENABLED="false", TRUSTED_PROXY_HOPS="1", GUNICORN_GRACEFUL_TIMEOUT="2",
-        LOG_JSON="false", GUNICORN_ACCESS_LOG="/dev/null")
+    env = production_env("flood", url,
+        TRUSTED_PROXY_HOPS="1", GUNICORN_GRACEFUL_TIMEOUT="2", GUNICORN_ACCESS_LOG="/dev/null")
     stack = Stack(tmp_path, env)
     try:
         api = stack.api("api", wait=False)
@@ -251,8 +243,7 @@ def behind_nginx(database_url, tmp_path):
         yield {"api": api, "gateway": gateway, "nginx": nginx, "stack": stack}
     finally:
         stack.stop_all()
-        delete_queue(env["CELERY_TASK_QUEUE"], env["SOCKETIO_CHANNEL"])
-        delete_redis_keys(f"tt-flood:{run}:")
+        clean_production_env(env)
         drop()
 
 

@@ -29,10 +29,10 @@ import requests
 from tasktracker import create_app
 from tasktracker.config import TestConfig, socketio_transports
 from tasktracker.extensions import socketio
-from tests.conftest import RABBITMQ_URL, REDIS_URL
+from tests.conftest import REDIS_URL
 from tests.procs import (
-    BIN, JWT_SECRET, ROOT, SioClient, Stack, User, base_env, check_rabbitmq, check_redis,
-    delete_queue, delete_redis_keys, free_port, migrated_database, skip_unless_postgres, wait_for,
+    BIN, ROOT, SioClient, Stack, User, base_env, check_rabbitmq, check_redis, clean_production_env,
+    free_port, migrated_database, production_env, skip_unless_postgres, wait_for,
 )
 
 CONF = ROOT / "gunicorn.conf.py"
@@ -245,14 +245,9 @@ def host(database_url, tmp_path):
         pytest.skip("the worker-spread check reads /proc (Linux)")
     check_rabbitmq()
     check_redis()
-    run = uuid.uuid4().hex[:10]
     url, drop = migrated_database(tmp_path)
-    env = base_env(
-        TASKTRACKER_ENV="production", SECRET_KEY=JWT_SECRET, JWT_SECRET_KEY=JWT_SECRET,
-        DATABASE_URL=url, CELERY_BROKER_URL=RABBITMQ_URL, CELERY_TASK_QUEUE=f"tt-mw-{run}",
-        SOCKETIO_MESSAGE_QUEUE=RABBITMQ_URL, SOCKETIO_CHANNEL=f"tt-mw-sio-{run}",
-        REDIS_URL=REDIS_URL, PRESENCE_KEY_PREFIX=f"tt-mw:{run}", RATELIMIT_ENABLED="false",
-        GUNICORN_THREADS="20", GUNICORN_GRACEFUL_TIMEOUT="3", LOG_JSON="false")
+    env = production_env("mw", url,
+        GUNICORN_THREADS="20", GUNICORN_GRACEFUL_TIMEOUT="3")
     stack = Stack(tmp_path, env)
     try:
         worker = stack.worker("celery", wait=False)  # boots while gunicorn does
@@ -261,8 +256,7 @@ def host(database_url, tmp_path):
         yield {"web": web, "stack": stack, "prefix": env["PRESENCE_KEY_PREFIX"]}
     finally:
         stack.stop_all()
-        delete_queue(env["CELERY_TASK_QUEUE"], env["SOCKETIO_CHANNEL"])
-        delete_redis_keys(env["PRESENCE_KEY_PREFIX"])
+        clean_production_env(env)
         drop()
 
 

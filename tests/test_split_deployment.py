@@ -21,7 +21,6 @@ Unique Celery queue, Socket.IO channel, hot-cache channel and Redis key prefixes
 from __future__ import annotations
 
 import time
-import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -29,9 +28,10 @@ import requests
 import socketio
 import websocket
 
-from tests.conftest import RABBITMQ_URL, REDIS_URL
+from tests.conftest import REDIS_URL
 from tests.procs import (
-    Db, JWT_SECRET, PASSWORD, SioClient, Stack, TcpProxy, User, base_env, check_rabbitmq, check_redis, delete_queue, delete_redis_keys, make_team, migrated_database, nginx_binary, skip_unless_postgres, unique_name, wait_for,
+    Db, PASSWORD, SioClient, Stack, TcpProxy, User, check_rabbitmq, check_redis, clean_production_env,
+    make_team, migrated_database, nginx_binary, production_env, skip_unless_postgres, unique_name, wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]  # hard bound incl. setup/teardown
@@ -48,17 +48,10 @@ def split(database_url, tmp_path_factory):
     check_redis()
     nginx_binary()
     log_dir = tmp_path_factory.mktemp("split")
-    run = uuid.uuid4().hex[:10]
     url, drop = migrated_database(log_dir)
-    env = base_env(
-        TASKTRACKER_ENV="production", SECRET_KEY=JWT_SECRET, JWT_SECRET_KEY=JWT_SECRET,
-        DATABASE_URL=url, CELERY_BROKER_URL=RABBITMQ_URL, CELERY_TASK_QUEUE=f"tt-split-{run}",
-        SOCKETIO_MESSAGE_QUEUE=RABBITMQ_URL, SOCKETIO_CHANNEL=f"tt-split-sio-{run}",
-        REDIS_URL=REDIS_URL, PRESENCE_KEY_PREFIX=f"tt-split:{run}:presence",
-        LIST_CACHE_KEY_PREFIX=f"tt-split:{run}:lists", HOT_CACHE_CHANNEL=f"tt-split:{run}:hotcache",
-        PRESENCE_HEARTBEAT_SECONDS="0.5", PRESENCE_SERVER_TTL_SECONDS="2", SCAN_INTERVAL_SECONDS="1",
-        OUTBOX_REDISPATCH_AFTER_SECONDS="2", RATELIMIT_ENABLED="false", TRUSTED_PROXY_HOPS="1",
-        GUNICORN_GRACEFUL_TIMEOUT="3", LOG_JSON="false")
+    env = production_env("split", url,
+        PRESENCE_HEARTBEAT_SECONDS="0.5", PRESENCE_SERVER_TTL_SECONDS="2", SCAN_INTERVAL_SECONDS="1", OUTBOX_REDISPATCH_AFTER_SECONDS="2",
+        TRUSTED_PROXY_HOPS="1", GUNICORN_GRACEFUL_TIMEOUT="3")
     stack = Stack(log_dir, env)
     db = Db(url)
     redis_proxy = TcpProxy(urlsplit(REDIS_URL).port or 6379, urlsplit(REDIS_URL).hostname)
@@ -80,8 +73,7 @@ def split(database_url, tmp_path_factory):
         stack.stop_all()
         redis_proxy.close()
         db.dispose()
-        delete_queue(env["CELERY_TASK_QUEUE"], env["SOCKETIO_CHANNEL"])
-        delete_redis_keys(f"tt-split:{run}:")
+        clean_production_env(env)
         drop()
 
 

@@ -198,14 +198,7 @@ def test_concurrent_invitations_of_one_address_create_one(app):
 def test_accept_vs_revoke_concurrently(app):
     """Exactly one of them wins; the other is refused in the contract's shape."""
     for _ in range(ROUNDS):
-        team = TeamFactory()
-        invitee = UserFactory()
-        invitation = Invitation(team_id=team.id, email=invitee.email, role="member", status="pending",
-                                invited_by_id=team.owner_id, expires_at=utcnow() + timedelta(days=1))
-        db.session.add(invitation)
-        db.session.commit()
-        team_id, inv_id, invitee_id = team.id, invitation.id, invitee.id
-        owner_h, invitee_h = headers(team.owner), headers(invitee)
+        team_id, inv_id, invitee_id, owner_h, invitee_h = pending_invitation_world()
         accept, revoke = run_together(
             app, lambda c: c.post(f"/api/invitations/{inv_id}/accept", headers=invitee_h),
             lambda c: c.delete(f"/api/teams/{team_id}/invitations/{inv_id}", headers=owner_h))
