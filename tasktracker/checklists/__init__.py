@@ -1,0 +1,1 @@
+"""Checklists of tasks (api-contract.md v1.1, "Checklists")."""
