@@ -25,3 +25,17 @@ class Comment(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     author = relationship("User", lazy="joined")
+
+
+class CommentMention(db.Model):
+    """``user_id`` is mentioned (``@username``) in ``comment_id``'s current body and
+    could see the task when it was written (api-contract.md v1.1, "Watchers and
+    mentions"). The primary key makes each mention notify once: an edit inserts
+    only the new mentions (and deletes those no longer in the body)."""
+
+    __tablename__ = "comment_mentions"
+
+    comment_id: Mapped[int] = mapped_column(sa.ForeignKey("comments.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)

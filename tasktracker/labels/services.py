@@ -27,7 +27,7 @@ from tasktracker.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from tasktracker.core.types import utcnow
 from tasktracker.events.services import record_event
 from tasktracker.extensions import db
-from tasktracker.labels.models import DEFAULT_COLOR, Label, TaskLabel
+from tasktracker.tasks.models import LABEL_DEFAULT_COLOR, Label, TaskLabel
 from tasktracker.labels.schemas import label_schema
 from tasktracker.tasks.models import Task
 from tasktracker.tasks.payloads import record_task_event
@@ -100,7 +100,7 @@ def create_label(user: User, data: dict, *, team_id: int | None = None) -> Label
     ``label_name_taken`` if the scope has the name already (case-insensitively)."""
     if team_id is not None:
         get_team_for(user, team_id)
-    label = Label(name=data["name"], color=data.get("color", DEFAULT_COLOR), team_id=team_id,
+    label = Label(name=data["name"], color=data.get("color", LABEL_DEFAULT_COLOR), team_id=team_id,
                   user_id=None if team_id is not None else user.id)
     db.session.add(label)
     try:

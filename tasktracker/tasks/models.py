@@ -1,4 +1,5 @@
-"""Tasks, their reminders and the idempotency keys of task creation."""
+"""Tasks and what belongs to them: reminders, labels, checklist items, watchers, and
+the idempotency keys of task creation."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class Task(db.Model):
         sa.Index("ix_tasks_assignee_created", "assignee_id", "created_at"),
         sa.Index("ix_tasks_team_created", "team_id", "created_at"),
         sa.Index("ix_tasks_due_open", "due_at", "status"),
+        sa.Index("uq_tasks_recurrence_of", "recurrence_of", unique=True),
         # never reuse the id of a purged task on SQLite (events keep task_id as history)
         {"sqlite_autoincrement": True},
     )
@@ -45,11 +47,26 @@ class Task(db.Model):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     overdue_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(default=1)
+    # recurrence (tasktracker.tasks.recurrence): the RRULE, "due" | "completion", this
+    # task's occurrence number in its series, the finished task it follows (unique:
+    # one next occurrence per task, settled by the database), and when this task's
+    # own next occurrence was created (the claim, set once)
+    recurrence_rule: Mapped[str | None] = mapped_column(sa.String(500))
+    recurrence_from: Mapped[str | None] = mapped_column(sa.String(16))
+    recurrence_index: Mapped[int] = mapped_column(default=1, server_default="1")
+    recurrence_of: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("tasks.id", ondelete="SET NULL"))
+    next_occurrence_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     owner = relationship("User", foreign_keys=[owner_id], lazy="joined")
     assignee = relationship("User", foreign_keys=[assignee_id], lazy="joined")
     reminders = relationship("Reminder", back_populates="task", lazy="selectin",
                              cascade="all, delete-orphan", order_by="Reminder.remind_at",
+                             passive_deletes=True)
+    labels = relationship("Label", secondary="task_labels", lazy="selectin",
+                          order_by=lambda: [sa.func.lower(Label.name), Label.id], passive_deletes=True)
+    checklist = relationship("ChecklistItem", lazy="selectin", cascade="all, delete-orphan",
+                             order_by=lambda: [ChecklistItem.position, ChecklistItem.id],
                              passive_deletes=True)
 
     __mapper_args__ = {"version_id_col": version}
@@ -86,3 +103,87 @@ class IdempotencyKey(db.Model):
     request_hash: Mapped[str] = mapped_column(sa.String(64))
     task_id: Mapped[int | None] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+LABEL_DEFAULT_COLOR = "#6b7280"
+
+
+class Label(db.Model):
+    """A label ``{id, name, color, team_id}``; ``color`` is ``#rrggbb`` (lower case).
+
+    A label belongs to a team (``team_id``) or to the user who made it
+    (``user_id``), never both (CHECK ``ck_labels_one_scope``). Names are unique per
+    scope case-insensitively: the partial unique indexes on ``(team_id,
+    lower(name))`` and ``(user_id, lower(name))`` settle concurrent creates and
+    renames (api-contract.md v1.1, "Labels": 409).
+    """
+
+    __tablename__ = "labels"
+    __table_args__ = (
+        sa.CheckConstraint("(team_id IS NULL) <> (user_id IS NULL)", name="one_scope"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(50))
+    color: Mapped[str] = mapped_column(sa.String(7), default=LABEL_DEFAULT_COLOR)
+    team_id: Mapped[int | None] = mapped_column(sa.ForeignKey("teams.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+_TEAM_SCOPE = Label.team_id.is_not(None)
+_PERSONAL_SCOPE = Label.team_id.is_(None)
+sa.Index("uq_labels_team_name_lower", Label.team_id, sa.func.lower(Label.name), unique=True,
+         postgresql_where=_TEAM_SCOPE, sqlite_where=_TEAM_SCOPE)
+sa.Index("uq_labels_user_name_lower", Label.user_id, sa.func.lower(Label.name), unique=True,
+         postgresql_where=_PERSONAL_SCOPE, sqlite_where=_PERSONAL_SCOPE)
+
+
+class TaskLabel(db.Model):
+    """A label on a task. The primary key (task, label) makes a label appear once per
+    task; ``ix_task_labels_label`` serves ``GET /api/tasks?label_id=`` (tasks of a
+    label) and the removal of a deleted label from its tasks."""
+
+    __tablename__ = "task_labels"
+    __table_args__ = (sa.Index("ix_task_labels_label", "label_id", "task_id"),)
+
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    label_id: Mapped[int] = mapped_column(sa.ForeignKey("labels.id", ondelete="CASCADE"),
+                                          primary_key=True)
+
+
+CHECKLIST_MAX_ITEMS = 200
+
+
+class ChecklistItem(db.Model):
+    """``{id, text, done, position}``: ``position`` counts from 0 in the task's list.
+
+    Positions are kept dense (0..n-1) by the services, which change a checklist only
+    while holding the task's row lock, so concurrent inserts never share a position.
+    """
+
+    __tablename__ = "checklist_items"
+    __table_args__ = (sa.Index("ix_checklist_items_task_position", "task_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(sa.String(500))
+    done: Mapped[bool] = mapped_column(default=False)
+    position: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TaskWatcher(db.Model):
+    """``user_id`` watches ``task_id`` (once: the primary key). ``ix_task_watchers_user``
+    serves ``GET /api/tasks?watching=true``."""
+
+    __tablename__ = "task_watchers"
+    __table_args__ = (sa.Index("ix_task_watchers_user", "user_id", "task_id"),)
+
+    task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
