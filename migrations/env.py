@@ -7,6 +7,8 @@ Project specifics on top of Flask-Migrate's template:
 * ``compare_type``: column type changes are detected by autogenerate.
 * :func:`render_item` renders the app's ``UTCDateTime`` TypeDecorator as plain
   ``sa.DateTime(timezone=True)``, so revisions never import application code.
+* SQLite migrations run with foreign keys off (:func:`_sqlite_foreign_keys`), so
+  a batch copy-and-move of a table never cascades into the tables referencing it.
 * Logging from ``alembic.ini`` is applied only when nothing configured logging
   yet (the CLI), never inside tests or a running app.
 * Expression-based indexes (``lower(email)``, partial unique indexes on them):
@@ -132,11 +134,38 @@ def run_migrations_online():
 
     connectable = get_engine()
     with connectable.connect() as connection:
-        args = _configure_args(connection.dialect.name)
-        args.setdefault("process_revision_directives", process_revision_directives)
-        context.configure(connection=connection, target_metadata=get_metadata(), **args)
-        with context.begin_transaction():
-            context.run_migrations()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=False)
+        try:
+            args = _configure_args(connection.dialect.name)
+            args.setdefault("process_revision_directives", process_revision_directives)
+            context.configure(connection=connection, target_metadata=get_metadata(), **args)
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if sqlite:
+                _sqlite_foreign_keys(connection, on=True)
+
+
+def _sqlite_foreign_keys(connection, *, on: bool) -> None:
+    """Foreign keys off while migrating SQLite, back on (and checked) after.
+
+    A batch operation copies a table and drops the old one; with foreign keys on,
+    that DROP deletes the old rows one by one and so cascades into every table
+    that references it (dropping ``tasks`` would empty ``reminders``). SQLite
+    ignores the pragma inside a transaction, so it is set between transactions;
+    the connection goes back to the pool with foreign keys on again. Turning them
+    on checks nothing by itself: ``PRAGMA foreign_key_check`` does, and a
+    migration that left a dangling reference fails here.
+    """
+    connection.commit()
+    connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    if on:
+        dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if dangling:
+            raise RuntimeError(f"the migration left dangling references: {dangling[:5]}")
+    connection.commit()
 
 
 if context.is_offline_mode():
