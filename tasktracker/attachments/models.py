@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from tasktracker.core.types import UTCDateTime, utcnow
+from tasktracker.core.types import CreatedAt, IntPK
 from tasktracker.extensions import db
+
+if TYPE_CHECKING:
+    from tasktracker.auth.models import User
 
 
 class Attachment(db.Model):
@@ -17,7 +20,7 @@ class Attachment(db.Model):
 
     __tablename__ = "attachments"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     uploaded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     filename: Mapped[str] = mapped_column(sa.String(255))
@@ -25,6 +28,6 @@ class Attachment(db.Model):
     content_type: Mapped[str] = mapped_column(sa.String(255))
     size: Mapped[int] = mapped_column(sa.BigInteger)
     sha256: Mapped[str] = mapped_column(sa.String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[CreatedAt]
 
-    uploaded_by = relationship("User", lazy="joined")
+    uploaded_by: Mapped[User | None] = relationship(lazy="joined")

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tasktracker.core.types import UTCDateTime, utcnow
+from tasktracker.core.types import CreatedAt, IntPK, Timestamp, UpdatedAt, enum_values, str_enum
 from tasktracker.extensions import db
 
-ROLES = ("admin", "member")
+
+class SiteRole(StrEnum):
+    """A user's role on the whole site (``User.role``)."""
+
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+#: The site roles as plain strings (validators, OpenAPI enums).
+ROLES = enum_values(SiteRole)
 
 
 class User(db.Model):
-    """A person with an account. ``role`` is ``admin`` or ``member``.
+    """A person with an account. ``role`` is a :class:`SiteRole` (``admin`` or ``member``).
 
     Emails are stored lower-cased; ``password_hash`` is an argon2 hash and is
     never serialised. Usernames and emails are unique case-insensitively: the
@@ -25,21 +34,21 @@ class User(db.Model):
 
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     username: Mapped[str] = mapped_column(sa.String(32))
     email: Mapped[str] = mapped_column(sa.String(254))
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     full_name: Mapped[str] = mapped_column(sa.String(120), default="")
-    role: Mapped[str] = mapped_column(sa.String(16), default="member")
+    role: Mapped[SiteRole] = mapped_column(str_enum(SiteRole, 16), default=SiteRole.MEMBER)
     timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
     active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
+    last_seen_at: Mapped[Timestamp | None]
 
     @property
     def is_admin(self) -> bool:
-        return self.role == "admin"
+        return self.role == SiteRole.ADMIN
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username}>"
@@ -62,6 +71,6 @@ class AuthSession(db.Model):
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[CreatedAt]
+    expires_at: Mapped[Timestamp]
+    revoked_at: Mapped[Timestamp | None]

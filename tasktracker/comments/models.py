@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from tasktracker.core.types import UTCDateTime, utcnow
+from tasktracker.core.types import CreatedAt, IntPK, UpdatedAt
 from tasktracker.extensions import db
+
+if TYPE_CHECKING:
+    from tasktracker.auth.models import User
 
 
 class Comment(db.Model):
@@ -17,14 +20,14 @@ class Comment(db.Model):
     __tablename__ = "comments"
     __table_args__ = (sa.Index("ix_comments_task_created", "task_id", "created_at"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"))
     author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     body: Mapped[str] = mapped_column(sa.Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
 
-    author = relationship("User", lazy="joined")
+    author: Mapped[User | None] = relationship(lazy="joined")
 
 
 class CommentMention(db.Model):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from tasktracker.core.types import UTCDateTime, utcnow
+from tasktracker.core.types import CreatedAt, Timestamp
 from tasktracker.extensions import db
+
+if TYPE_CHECKING:
+    from tasktracker.auth.models import User
 
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -35,7 +38,7 @@ class Event(db.Model):
     task_id: Mapped[int | None] = mapped_column(sa.Integer)
     team_id: Mapped[int | None] = mapped_column(sa.Integer)
     payload: Mapped[dict] = mapped_column(sa.JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[CreatedAt]
+    dispatched_at: Mapped[Timestamp | None]
 
-    actor = relationship("User", lazy="joined")
+    actor: Mapped[User | None] = relationship(lazy="joined")

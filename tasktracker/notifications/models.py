@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from tasktracker.core.types import UTCDateTime, utcnow
-from tasktracker.extensions import db
+from tasktracker.core.types import CreatedAt, IntPK, Timestamp, enum_values, str_enum
 from tasktracker.events.models import BigIntId
+from tasktracker.extensions import db
 
-NOTIFICATION_TYPES = (
-    "task_assigned", "task_updated", "task_status_changed", "task_deleted", "comment_added",
-    "deadline_reminder", "task_overdue", "team_invitation", "invitation_accepted",
-)
+if TYPE_CHECKING:
+    from tasktracker.auth.models import User
+
+
+class NotificationType(StrEnum):
+    """What a notification tells its recipient (``Notification.type``)."""
+
+    TASK_ASSIGNED = "task_assigned"
+    TASK_UPDATED = "task_updated"
+    TASK_STATUS_CHANGED = "task_status_changed"
+    TASK_DELETED = "task_deleted"
+    COMMENT_ADDED = "comment_added"
+    DEADLINE_REMINDER = "deadline_reminder"
+    TASK_OVERDUE = "task_overdue"
+    TEAM_INVITATION = "team_invitation"
+    INVITATION_ACCEPTED = "invitation_accepted"
+
+
+#: The notification types as plain strings (OpenAPI enums).
+NOTIFICATION_TYPES = enum_values(NotificationType)
 
 
 class Notification(db.Model):
@@ -29,16 +46,16 @@ class Notification(db.Model):
         sa.Index("ix_notifications_user_seq", "user_id", "event_seq"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
     event_seq: Mapped[int] = mapped_column(BigIntId, sa.ForeignKey("events.seq", ondelete="CASCADE"))
-    type: Mapped[str] = mapped_column(sa.String(40))
+    type: Mapped[NotificationType] = mapped_column(str_enum(NotificationType, 40))
     message: Mapped[str] = mapped_column(sa.String(500))
     task_id: Mapped[int | None] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     team_id: Mapped[int | None] = mapped_column(sa.ForeignKey("teams.id", ondelete="SET NULL"))
     actor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     data: Mapped[dict] = mapped_column(sa.JSON, default=dict)
-    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[Timestamp | None]
+    created_at: Mapped[CreatedAt]
 
-    actor = relationship("User", foreign_keys=[actor_id], lazy="joined")
+    actor: Mapped[User | None] = relationship(foreign_keys=[actor_id], lazy="joined")

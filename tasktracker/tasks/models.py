@@ -4,15 +4,41 @@ the idempotency keys of task creation."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from tasktracker.core.types import UTCDateTime, utcnow
+from tasktracker.core.types import (
+    CreatedAt, IntPK, Timestamp, UTCDateTime, enum_values, str_enum, utcnow,
+)
 from tasktracker.extensions import db
 
-STATUSES = ("todo", "in_progress", "done")
-PRIORITIES = ("low", "medium", "high", "urgent")
+if TYPE_CHECKING:
+    from tasktracker.auth.models import User
+
+
+class TaskStatus(StrEnum):
+    """Where a task stands (``Task.status``)."""
+
+    TODO = "todo"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+
+
+class TaskPriority(StrEnum):
+    """How urgent a task is (``Task.priority``)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+#: The statuses and priorities as plain strings (validators, OpenAPI enums).
+STATUSES = enum_values(TaskStatus)
+PRIORITIES = enum_values(TaskPriority)
 
 
 class Task(db.Model):
@@ -32,20 +58,22 @@ class Task(db.Model):
         {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     title: Mapped[str] = mapped_column(sa.String(200))
     description: Mapped[str] = mapped_column(sa.Text, default="")
-    status: Mapped[str] = mapped_column(sa.String(16), default="todo")
-    priority: Mapped[str] = mapped_column(sa.String(16), default="medium")
-    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[TaskStatus] = mapped_column(str_enum(TaskStatus, 16), default=TaskStatus.TODO)
+    priority: Mapped[TaskPriority] = mapped_column(str_enum(TaskPriority, 16),
+                                                   default=TaskPriority.MEDIUM)
+    due_at: Mapped[Timestamp | None]
     owner_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
     assignee_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     team_id: Mapped[int | None] = mapped_column(sa.ForeignKey("teams.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[CreatedAt]
+    # the services set it themselves (no ``onupdate``), so not ``UpdatedAt``
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
-    overdue_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[Timestamp | None]
+    deleted_at: Mapped[Timestamp | None] = mapped_column(index=True)
+    overdue_notified_at: Mapped[Timestamp | None]
     version: Mapped[int] = mapped_column(default=1)
     # recurrence (tasktracker.tasks.recurrence): the RRULE, "due" | "completion", this
     # task's occurrence number in its series, the finished task it follows (unique:
@@ -56,18 +84,19 @@ class Task(db.Model):
     recurrence_index: Mapped[int] = mapped_column(default=1, server_default="1")
     recurrence_of: Mapped[int | None] = mapped_column(
         sa.ForeignKey("tasks.id", ondelete="SET NULL"))
-    next_occurrence_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_occurrence_at: Mapped[Timestamp | None]
 
-    owner = relationship("User", foreign_keys=[owner_id], lazy="joined")
-    assignee = relationship("User", foreign_keys=[assignee_id], lazy="joined")
-    reminders = relationship("Reminder", back_populates="task", lazy="selectin",
-                             cascade="all, delete-orphan", order_by="Reminder.remind_at",
-                             passive_deletes=True)
-    labels = relationship("Label", secondary="task_labels", lazy="selectin",
-                          order_by=lambda: [sa.func.lower(Label.name), Label.id], passive_deletes=True)
-    checklist = relationship("ChecklistItem", lazy="selectin", cascade="all, delete-orphan",
-                             order_by=lambda: [ChecklistItem.position, ChecklistItem.id],
-                             passive_deletes=True)
+    owner: Mapped[User] = relationship(foreign_keys=[owner_id], lazy="joined")
+    assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id], lazy="joined")
+    reminders: Mapped[list[Reminder]] = relationship(
+        back_populates="task", lazy="selectin", cascade="all, delete-orphan",
+        order_by="Reminder.remind_at", passive_deletes=True)
+    labels: Mapped[list[Label]] = relationship(
+        secondary="task_labels", lazy="selectin", passive_deletes=True,
+        order_by=lambda: [sa.func.lower(Label.name), Label.id])
+    checklist: Mapped[list[ChecklistItem]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True,
+        order_by=lambda: [ChecklistItem.position, ChecklistItem.id])
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -78,13 +107,13 @@ class Reminder(db.Model):
     __tablename__ = "reminders"
     __table_args__ = (sa.Index("ix_reminders_due", "sent_at", "remind_at"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
-    remind_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    remind_at: Mapped[Timestamp]
+    sent_at: Mapped[Timestamp | None]
+    created_at: Mapped[CreatedAt]
 
-    task = relationship("Task", back_populates="reminders")
+    task: Mapped[Task] = relationship(back_populates="reminders")
 
 
 class IdempotencyKey(db.Model):
@@ -97,12 +126,12 @@ class IdempotencyKey(db.Model):
     __tablename__ = "idempotency_keys"
     __table_args__ = (sa.UniqueConstraint("user_id", "key"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(sa.String(255))
     request_hash: Mapped[str] = mapped_column(sa.String(64))
     task_id: Mapped[int | None] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[CreatedAt] = mapped_column(index=True)
 
 
 LABEL_DEFAULT_COLOR = "#6b7280"
@@ -123,12 +152,12 @@ class Label(db.Model):
         sa.CheckConstraint("(team_id IS NULL) <> (user_id IS NULL)", name="one_scope"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     name: Mapped[str] = mapped_column(sa.String(50))
     color: Mapped[str] = mapped_column(sa.String(7), default=LABEL_DEFAULT_COLOR)
     team_id: Mapped[int | None] = mapped_column(sa.ForeignKey("teams.id", ondelete="CASCADE"))
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 _TEAM_SCOPE = Label.team_id.is_not(None)
@@ -166,12 +195,12 @@ class ChecklistItem(db.Model):
     __tablename__ = "checklist_items"
     __table_args__ = (sa.Index("ix_checklist_items_task_position", "task_id", "position"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[IntPK]
     task_id: Mapped[int] = mapped_column(sa.ForeignKey("tasks.id", ondelete="CASCADE"))
     text: Mapped[str] = mapped_column(sa.String(500))
     done: Mapped[bool] = mapped_column(default=False)
     position: Mapped[int] = mapped_column(default=0)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[CreatedAt]
 
 
 class TaskWatcher(db.Model):
@@ -185,5 +214,5 @@ class TaskWatcher(db.Model):
                                          primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"),
                                          primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[CreatedAt]
 
