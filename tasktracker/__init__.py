@@ -1,4 +1,10 @@
-"""TaskTracker: a task-tracking backend for teams (Flask application factory)."""
+"""TaskTracker: a task-tracking backend for teams (Flask application factory).
+
+The ``register_*`` steps import what they bind inside the function, on purpose:
+this module is the package's ``__init__``, run by every ``import tasktracker.<x>``;
+importing the domains here at module level would make each of them import all
+the others (and the app) first.
+"""
 
 from __future__ import annotations
 
@@ -58,10 +64,13 @@ def register_proxy_fix(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
+    from tasktracker import realtime
     from tasktracker.auth import tokens
     from tasktracker.core import hotcache
-    from tasktracker.events.services import register_event_hooks
     from tasktracker.core.db import register_sqlite_pragmas
+    from tasktracker.events.services import register_event_hooks
+    from tasktracker.jobs import enqueue_fanout
+    from tasktracker.notifications.services import redispatch, register_realtime
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
@@ -78,15 +87,15 @@ def register_extensions(app: Flask) -> None:
     cors.init_app(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
                   expose_headers=["ETag", "Location", "Retry-After"])
     register_sqlite_pragmas(app)
-    from tasktracker.jobs import enqueue_fanout
-
-    register_event_hooks(app, enqueue_fanout)  # events/ never imports jobs/: the factory wires them
+    # The factory wires the layers that must not import each other: events/ hands
+    # committed events to jobs/ (fast path) and to the fan-out (outbox scan), and
+    # the fan-out pushes through realtime/.
+    register_event_hooks(app, enqueue_fanout, redispatch)
+    register_realtime(app, realtime)
     hotcache.init_hotcache(app)
     hotcache.register_invalidation_hooks()
     tokens.register_invalidation()
-    from tasktracker.realtime import init_socketio
-
-    init_socketio(app)
+    realtime.init_socketio(app)
 
 
 def register_error_handlers(app: Flask) -> None:
