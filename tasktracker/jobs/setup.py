@@ -8,8 +8,8 @@ from celery import Celery, Task
 from flask import Flask
 
 from tasktracker.jobs import (
-    FANOUT_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
-    SCAN_REMINDERS_TASK, jobs_mode,
+    PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK,
+    jobs_mode,
 )
 from tasktracker.jobs import tasks  # noqa: F401 - registers the shared tasks
 from tasktracker.jobs.embedded import get_runner, init_runner
