@@ -1,4 +1,11 @@
-"""TaskTracker: a task-tracking backend for teams (Flask application factory)."""
+"""TaskTracker: a task-tracking backend for teams (Flask application factory).
+
+The ``register_*`` steps import the domains they bind inside the function, on
+purpose: this module is the package's ``__init__``, run by every ``import
+tasktracker.<x>`` (a model in a migration, a test factory, a worker's task
+module); importing the domains here would load the whole app (every domain,
+Celery, Socket.IO) for each of them.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,13 @@ import logging
 import os
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from tasktracker.config import Config, ProductionConfig, celery_settings, validate_production
+from tasktracker.core import hotcache
+from tasktracker.core.db import register_sqlite_pragmas
+from tasktracker.core.errors import register_error_handlers as _register_error_handlers
+from tasktracker.core.logging import configure_logging
 from tasktracker.extensions import cors, db, jwt, limiter, migrate, socketio
 
 
@@ -41,8 +53,6 @@ def create_app(config: type | None = None, overrides: dict | None = None) -> Fla
 
 
 def register_logging(app: Flask) -> None:
-    from tasktracker.core.logging import configure_logging
-
     configure_logging(app)
 
 
@@ -52,16 +62,15 @@ def register_proxy_fix(app: Flask) -> None:
     client shares the proxy's address, and so its per-IP login limit."""
     hops = app.config["TRUSTED_PROXY_HOPS"]
     if hops > 0:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
 
 def register_extensions(app: Flask) -> None:
+    from tasktracker import realtime
     from tasktracker.auth import tokens
-    from tasktracker.core import hotcache
     from tasktracker.events.services import register_event_hooks
-    from tasktracker.core.db import register_sqlite_pragmas
+    from tasktracker.jobs import enqueue_fanout
+    from tasktracker.notifications.services import redispatch, register_realtime
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
@@ -78,21 +87,19 @@ def register_extensions(app: Flask) -> None:
     cors.init_app(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
                   expose_headers=["ETag", "Location", "Retry-After"])
     register_sqlite_pragmas(app)
-    from tasktracker.jobs import enqueue_fanout
-
-    register_event_hooks(app, enqueue_fanout)  # events/ never imports jobs/: the factory wires them
+    # The factory wires the layers that must not import each other: events/ hands
+    # committed events to jobs/ (fast path) and to the fan-out (outbox scan), and
+    # the fan-out pushes through realtime/.
+    register_event_hooks(app, enqueue_fanout, redispatch)
+    register_realtime(app, realtime)
     hotcache.init_hotcache(app)
     hotcache.register_invalidation_hooks()
     tokens.register_invalidation()
-    from tasktracker.realtime import init_socketio
-
-    init_socketio(app)
+    realtime.init_socketio(app)
 
 
 def register_error_handlers(app: Flask) -> None:
-    from tasktracker.core.errors import register_error_handlers as _register
-
-    _register(app)
+    _register_error_handlers(app)
 
 
 def register_blueprints(app: Flask) -> None:

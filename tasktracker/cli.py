@@ -30,7 +30,17 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
+from tasktracker.auth.models import User
+from tasktracker.auth.schemas import RegisterSchema
+from tasktracker.auth.services import admin_update_user, create_user, hash_password, users_query
+from tasktracker.comments.models import Comment
+from tasktracker.core.errors import Conflict
+from tasktracker.core.types import utcnow
+from tasktracker.events.services import record_event
 from tasktracker.extensions import db
+from tasktracker.jobs.scans import run_all_scans
+from tasktracker.tasks.models import Reminder, Task
+from tasktracker.teams.models import Team, TeamMember
 
 users_cli = AppGroup("users", help="Manage user accounts.")
 reminders_cli = AppGroup("reminders", help="Deadline reminders and background scans.")
@@ -54,8 +64,6 @@ def _validation_message(err: ValidationError) -> str:
 
 
 def _get_user_by_username(username: str):
-    from tasktracker.auth.models import User
-
     user = db.session.scalar(sa.select(User).where(sa.func.lower(User.username) == username.lower()))
     if user is None:
         raise _fail(f"No user named {username!r}.")
@@ -84,10 +92,6 @@ def _read_admin_password(password_stdin: bool) -> str:
 def create_admin(username: str, email: str, full_name: str, password_stdin: bool) -> None:
     """Create a site admin. The password is prompted twice unless --password-stdin or
     TT_ADMIN_PASSWORD is given; there is no default password."""
-    from tasktracker.auth.schemas import RegisterSchema
-    from tasktracker.auth.services import create_user
-    from tasktracker.core.errors import Conflict
-
     password = _read_admin_password(password_stdin)
     try:
         data = RegisterSchema().load({"username": username, "email": email, "password": password,
@@ -105,8 +109,6 @@ def create_admin(username: str, email: str, full_name: str, password_stdin: bool
 @click.option("--role", type=click.Choice(["admin", "member"]), help="Only users with this role.")
 def list_users(role: str | None) -> None:
     """Print the users as a table."""
-    from tasktracker.auth.services import users_query
-
     users = db.session.scalars(users_query(role=role)).all()
     rows = [("ID", "USERNAME", "EMAIL", "ROLE", "ACTIVE", "CREATED")]
     rows += [(str(u.id), u.username, u.email, u.role, "yes" if u.active else "no",
@@ -120,9 +122,6 @@ def list_users(role: str | None) -> None:
 def _admin_update(username: str, **changes):
     """:func:`tasktracker.auth.services.admin_update_user` for the CLI: a refusal
     (409, e.g. the last active site admin) exits 1 with its message."""
-    from tasktracker.auth.services import admin_update_user
-    from tasktracker.core.errors import Conflict
-
     try:
         return admin_update_user(_get_user_by_username(username), **changes)
     except Conflict as err:
@@ -151,8 +150,6 @@ def deactivate(username: str) -> None:
 @click.argument("username")
 def activate(username: str) -> None:
     """Re-activate USERNAME (they log in again; old tokens stay revoked)."""
-    from tasktracker.auth.services import admin_update_user
-
     user = admin_update_user(_get_user_by_username(username), active=True)
     click.echo(f"{user.username} is active.")
 
@@ -161,8 +158,6 @@ def activate(username: str) -> None:
 def dispatch_reminders() -> None:
     """Run one pass of the scans now (due reminders, overdue tasks, outbox, expired
     idempotency keys) and print the counts."""
-    from tasktracker.jobs.scans import run_all_scans  # imported lazily: needs the jobs package
-
     counts = run_all_scans(current_app._get_current_object())
     if isinstance(counts, dict):
         for name, value in counts.items():
@@ -206,8 +201,6 @@ def _insert(model, rows: list[dict]) -> None:
 
 
 def _next_demo_index() -> int:
-    from tasktracker.auth.models import User
-
     names = db.session.scalars(sa.select(User.username).where(User.username.like("demo%"))).all()
     numbers = [int(n[4:]) for n in names if n[4:].isdigit()]
     return max(numbers, default=0) + 1
@@ -228,14 +221,6 @@ def seed_command(n_users: int, n_tasks: int, n_teams: int | None, random_seed: i
     All demo users share one generated password, printed once. Rows are bulk-inserted in
     batches, so 100k tasks take seconds, not minutes.
     """
-    from tasktracker.auth.models import User
-    from tasktracker.auth.services import hash_password
-    from tasktracker.comments.models import Comment
-    from tasktracker.core.types import utcnow
-    from tasktracker.events.services import record_event
-    from tasktracker.tasks.models import Reminder, Task
-    from tasktracker.teams.models import Team, TeamMember
-
     rng = random.Random(random_seed)
     now = utcnow().replace(microsecond=0)
     password = secrets.token_urlsafe(12)

@@ -13,7 +13,8 @@ from tasktracker import realtime
 from tasktracker.auth.models import User
 from tasktracker.events.models import Event
 from tasktracker.extensions import db, socketio
-from tasktracker.notifications import services
+from tasktracker.notifications.services import fanout as services
+from tasktracker.notifications.services import recipients
 from tasktracker.notifications.models import Notification
 from tasktracker.notifications.services import fan_out
 from tests.factories import TeamFactory, add_member
@@ -378,14 +379,14 @@ def test_fan_out_many_isolates_a_failing_event(auth, monkeypatch):
     task = TaskFactory(owner=orm(alice))
     seqs = [_overdue_event(task.id, alice.id).seq for _ in range(3)]
     poison = seqs[1]
-    real_plan = services._plan_notifications
+    real_plan = recipients.plan_notifications
 
     def plan(event):
         if event.seq == poison:
             raise sa.exc.OperationalError("SELECT", {}, Exception("flaky"))
         return real_plan(event)
 
-    monkeypatch.setattr(services, "_plan_notifications", plan)
+    monkeypatch.setattr(recipients, "plan_notifications", plan)
     results = services.fan_out_many(seqs)
     assert [(r.seq, r.claimed, r.failed) for r in results] == [
         (seqs[0], True, False), (poison, False, True), (seqs[2], True, False)]
@@ -393,7 +394,7 @@ def test_fan_out_many_isolates_a_failing_event(auth, monkeypatch):
     db.session.expire_all()
     assert db.session.get(Event, poison).dispatched_at is None  # left for the outbox scan
 
-    monkeypatch.setattr(services, "_plan_notifications", real_plan)
+    monkeypatch.setattr(recipients, "plan_notifications", real_plan)
     assert [r.claimed for r in services.fan_out_many(seqs)] == [False, True, False]
     assert len(notifications_for(alice.id)) == 3
 

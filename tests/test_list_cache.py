@@ -20,7 +20,7 @@ from tasktracker.config import TestConfig
 from tasktracker.core.types import utcnow
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
-from tasktracker.jobs import scans
+from tasktracker.tasks.services import reminders
 from tasktracker.notifications.models import Notification
 from tasktracker.tasks import cache as list_cache
 from tests.procs import wait_for
@@ -282,7 +282,7 @@ def test_skipped_reminders_move_the_version(client, people, cache_on):
                        reminders=[(utcnow() + timedelta(minutes=5)).isoformat()])
     r = get(client, people.owner)
     assert r.json["items"][0]["reminders"][0]["sent_at"] is None
-    assert scans.dispatch_due_reminders(utcnow() + timedelta(minutes=10)) == {"sent": 0, "skipped": 1}
+    assert reminders.dispatch_due_reminders(utcnow() + timedelta(minutes=10)) == {"sent": 0, "skipped": 1}
     r2 = fresh(client, people.owner, r.headers["ETag"])
     assert r2.json["items"][0]["reminders"][0]["sent_at"] is not None
     db.session.expire_all()

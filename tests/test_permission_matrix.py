@@ -28,11 +28,11 @@ from datetime import timedelta
 
 import pytest
 
-from tasktracker.attachments import storage
 from tasktracker.attachments.models import Attachment
 from tasktracker.auth.models import User
 from tasktracker.auth.tokens import issue_tokens
 from tasktracker.comments.models import Comment
+from tasktracker.core import storage
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task

@@ -14,9 +14,11 @@ from tasktracker.auth.models import User
 from tasktracker.core.types import utcnow
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
+from tasktracker.events import services as outbox
 from tasktracker.jobs import scans
 from tasktracker.notifications.models import Notification
 from tasktracker.tasks.models import Reminder, Task
+from tasktracker.tasks.services import reminders
 from tests.factories import TaskFactory, UserFactory
 from tests.test_jobs_support import (  # noqa: F401 - fixtures
     add_event, all_notifications, api_task, events_of, held_fanout, notifications_for,
@@ -53,7 +55,7 @@ def test_due_reminders_notify_assignee_and_owner_once(app):
     task = make_task(alice, bob, reminders_ago=(120, 60), reminders_ahead=(3600,),
                      due_at=utcnow() + timedelta(days=1))
 
-    assert scans.dispatch_due_reminders() == {"sent": 2, "skipped": 0}
+    assert reminders.dispatch_due_reminders() == {"sent": 2, "skipped": 0}
     events = events_of("reminder.due")
     due_ids = [r.id for r in reminders_of(task)[:2]]
     assert sorted(e.payload["reminder_id"] for e in events) == sorted(due_ids)
@@ -66,11 +68,11 @@ def test_due_reminders_notify_assignee_and_owner_once(app):
         assert len(notes) == 2 and {n.data["reminder_id"] for n in notes} == set(due_ids)
         assert all(n.actor_id is None and n.task_id == task.id and "Reminder" in n.message for n in notes)
 
-    assert scans.dispatch_due_reminders() == {"sent": 0, "skipped": 0}  # a second beat: nothing new
+    assert reminders.dispatch_due_reminders() == {"sent": 0, "skipped": 0}  # a second beat: nothing new
     assert len(all_notifications()) == 4
 
     later = utcnow() + timedelta(seconds=3601)
-    assert scans.dispatch_due_reminders(later) == {"sent": 1, "skipped": 0}
+    assert reminders.dispatch_due_reminders(later) == {"sent": 1, "skipped": 0}
     assert len(all_notifications()) == 6
 
 
@@ -78,7 +80,7 @@ def test_reminder_without_assignee_goes_to_the_owner_only(app):
     alice = UserFactory()
     make_task(alice, None, reminders_ago=(5,))
     make_task(alice, alice, reminders_ago=(5,))  # owner == assignee: once
-    assert scans.dispatch_due_reminders()["sent"] == 2
+    assert reminders.dispatch_due_reminders()["sent"] == 2
     assert [n.type for n in all_notifications()] == ["deadline_reminder", "deadline_reminder"]
     assert {n.user_id for n in all_notifications()} == {alice.id}
 
@@ -87,7 +89,7 @@ def test_reminders_of_done_or_deleted_tasks_are_claimed_without_notification(app
     alice, bob = UserFactory(), UserFactory()
     done = make_task(alice, bob, reminders_ago=(5,), status="done", completed_at=utcnow())
     trashed = make_task(alice, bob, reminders_ago=(5,), deleted_at=utcnow())
-    assert scans.dispatch_due_reminders() == {"sent": 0, "skipped": 2}
+    assert reminders.dispatch_due_reminders() == {"sent": 0, "skipped": 2}
     assert all(r.sent_at is not None for r in reminders_of(done) + reminders_of(trashed))
     assert events_of("reminder.due") == [] and all_notifications() == []
 
@@ -95,7 +97,7 @@ def test_reminders_of_done_or_deleted_tasks_are_claimed_without_notification(app
 def test_reminders_processed_in_batches_until_none_due(app):
     alice = UserFactory()
     make_task(alice, None, reminders_ago=range(1, 26))
-    assert scans.dispatch_due_reminders(batch=10) == {"sent": 25, "skipped": 0}
+    assert reminders.dispatch_due_reminders(batch=10) == {"sent": 25, "skipped": 0}
     assert len(events_of("reminder.due")) == 25 and count(Notification) == 25
 
 
@@ -112,7 +114,7 @@ def test_concurrent_dispatch_claims_each_reminder_once(app):
         try:
             with app.app_context():
                 barrier.wait(timeout=10)
-                results.append(scans.dispatch_due_reminders(batch=15))
+                results.append(reminders.dispatch_due_reminders(batch=15))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -144,7 +146,7 @@ def test_postgresql_skip_locked_lets_a_second_scan_take_other_rows(app):
 
         def run():
             with app.app_context():
-                result.update(scans.dispatch_due_reminders())
+                result.update(reminders.dispatch_due_reminders())
 
         t = threading.Thread(target=run)
         t.start()
@@ -155,7 +157,7 @@ def test_postgresql_skip_locked_lets_a_second_scan_take_other_rows(app):
         assert sent == set(ids) - set(locked)
         other.rollback()
 
-    assert scans.dispatch_due_reminders() == {"sent": 4, "skipped": 0}
+    assert reminders.dispatch_due_reminders() == {"sent": 4, "skipped": 0}
     assert Counter(e.payload["reminder_id"] for e in events_of("reminder.due")) == Counter(ids)
 
 
@@ -172,7 +174,7 @@ def test_overdue_tasks_notified_once(app):
     make_task(alice, bob)  # no due date
     version = overdue.version
 
-    assert scans.dispatch_overdue() == 1
+    assert reminders.dispatch_overdue() == 1
     [event] = events_of("task.overdue")
     assert event.task_id == overdue.id and event.payload["task"]["id"] == overdue.id
     assert sorted((n.user_id, n.type) for n in all_notifications()) == sorted(
@@ -181,15 +183,15 @@ def test_overdue_tasks_notified_once(app):
     row = db.session.get(Task, overdue.id)
     assert row.overdue_notified_at is not None and row.version == version  # internal flag only
 
-    assert scans.dispatch_overdue() == 0
-    assert scans.dispatch_overdue(utcnow() + timedelta(hours=2)) == 1  # the later task now
+    assert reminders.dispatch_overdue() == 0
+    assert reminders.dispatch_overdue(utcnow() + timedelta(hours=2)) == 1  # the later task now
     assert len(events_of("task.overdue")) == 2
 
     # re-armed (due date moved later, flag cleared by the tasks service) -> once more
     row.due_at = utcnow() - timedelta(seconds=1)
     row.overdue_notified_at = None
     db.session.commit()
-    assert scans.dispatch_overdue() == 1 and len(events_of("task.overdue")) == 3
+    assert reminders.dispatch_overdue() == 1 and len(events_of("task.overdue")) == 3
 
 
 def test_concurrent_overdue_scans_flag_each_task_once(app):
@@ -202,7 +204,7 @@ def test_concurrent_overdue_scans_flag_each_task_once(app):
     def run():
         with app.app_context():
             barrier.wait(timeout=10)
-            results.append(scans.dispatch_overdue(batch=7))
+            results.append(reminders.dispatch_overdue(batch=7))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:
@@ -223,20 +225,20 @@ def test_outbox_redispatch_waits_for_the_delay(app, client, auth, held_fanout, m
     [event] = events_of("task.created")
     assert event.dispatched_at is None and held_fanout == [event.seq]
 
-    assert scans.redispatch_outbox(event.created_at + timedelta(seconds=5), older_than=30) == 0
+    assert outbox.redispatch_outbox(event.created_at + timedelta(seconds=5), older_than=30) == 0
     assert events_of("task.created")[0].dispatched_at is None and all_notifications() == []
 
-    assert scans.redispatch_outbox(event.created_at + timedelta(seconds=31), older_than=30) == 1
+    assert outbox.redispatch_outbox(event.created_at + timedelta(seconds=31), older_than=30) == 1
     assert [n.type for n in notifications_for(bob.id)] == ["task_assigned"]
     assert events_of("task.created")[0].dispatched_at is not None
 
-    assert scans.redispatch_outbox(utcnow() + timedelta(hours=1), older_than=30) == 0
+    assert outbox.redispatch_outbox(utcnow() + timedelta(hours=1), older_than=30) == 0
     assert len(all_notifications()) == 1
 
     monkeypatch.setitem(app.config, "OUTBOX_REDISPATCH_AFTER_SECONDS", 3600.0)  # the default delay
     api_task(client, alice, assignee_id=bob.id)
-    assert scans.redispatch_outbox() == 0
-    assert scans.redispatch_outbox(utcnow() + timedelta(seconds=3601)) == 1
+    assert outbox.redispatch_outbox() == 0
+    assert outbox.redispatch_outbox(utcnow() + timedelta(seconds=3601)) == 1
 
 
 def test_outbox_redispatch_in_batches_oldest_first(app):
@@ -246,7 +248,7 @@ def test_outbox_redispatch_in_batches_oldest_first(app):
                       payload={"task": {"id": task.id, "title": "t", "owner": {"id": alice.id}}}).seq
             for _ in range(25)]
     recent = add_event("task.overdue", task_id=task.id, payload={"task": {"id": task.id}})
-    assert scans.redispatch_outbox(batch=10, older_than=60) == 25
+    assert outbox.redispatch_outbox(batch=10, older_than=60) == 25
     notes = notifications_for(alice.id)
     assert [n.event_seq for n in notes] == seqs  # in seq order
     db.session.expire_all()
@@ -286,11 +288,11 @@ def test_moving_the_deadline_later_rearms_the_overdue_notice(client, auth):
     alice = auth.user("alice")
     past = (utcnow() - timedelta(minutes=5)).isoformat()
     task = client.post("/api/tasks", json={"title": "t", "due_at": past}, headers=alice.headers).json
-    assert scans.dispatch_overdue() == 1
+    assert reminders.dispatch_overdue() == 1
     later = (utcnow() + timedelta(minutes=1)).isoformat()
     r = client.patch(f"/api/tasks/{task['id']}", json={"due_at": later}, headers=alice.headers)
     assert r.status_code == 200
     db.session.expire_all()
     assert db.session.get(Task, task["id"]).overdue_notified_at is None
-    assert scans.dispatch_overdue() == 0  # not due yet
-    assert scans.dispatch_overdue(utcnow() + timedelta(minutes=2)) == 1  # overdue again: told again
+    assert reminders.dispatch_overdue() == 0  # not due yet
+    assert reminders.dispatch_overdue(utcnow() + timedelta(minutes=2)) == 1  # overdue again: told again

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from tasktracker.auth.models import User
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
-from tasktracker.tasks import services
 from tasktracker.tasks.models import Reminder, Task
+from tasktracker.tasks.services import writes as services
 from tests.test_tasks_support import (  # noqa: F401 - fixtures
     alice, create_task, error_code, events_of, orm_user, people, task_row, team_setup,
 )

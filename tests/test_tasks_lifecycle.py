@@ -16,8 +16,8 @@ from tasktracker.core.types import utcnow
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
 from tasktracker.notifications.models import Notification
-from tasktracker.tasks import services
 from tasktracker.tasks.models import IdempotencyKey, Reminder, Task
+from tasktracker.tasks.services import idempotency as services
 from tests.test_tasks_support import (  # noqa: F401 - fixtures
     alice, create_task, error_code, events_of, people, task_row, team_setup,
 )

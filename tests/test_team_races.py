@@ -88,7 +88,7 @@ ASSIGNING_REQUESTS = {
 def test_assign_checked_then_member_removed_before_the_write(app, client, monkeypatch, kind):
     """The assignment saw the membership; the removal then runs completely before the
     assignment writes. The assignment must fail (422), not assign a non-member."""
-    from tasktracker.tasks import services as task_services
+    from tasktracker.tasks.services import writes as task_services
 
     team_id, member_id, task_id, owner_h = assign_world()
     method, url, body = ASSIGNING_REQUESTS[kind](team_id, task_id, member_id)

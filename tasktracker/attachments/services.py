@@ -6,7 +6,7 @@
 
 Size: at most ``MAX_UPLOAD_BYTES`` (config, default 10 MiB) bytes of file
 content; an empty file (0 bytes) is accepted. The bytes live in ``UPLOAD_DIR``
-under a random name (:mod:`tasktracker.attachments.storage`); the client's
+under a random name (:mod:`tasktracker.core.storage`); the client's
 file name is display metadata only. Every change records
 ``attachment.added/deleted`` in its transaction.
 """
@@ -25,16 +25,15 @@ import sqlalchemy as sa
 from flask import current_app
 from werkzeug.utils import secure_filename
 
-from tasktracker.attachments import storage
 from tasktracker.attachments.models import Attachment
 from tasktracker.attachments.schemas import attachment_schema
 from tasktracker.auth.models import User
-from tasktracker.comments.services import valid_id, visible_task
-from tasktracker.core.errors import Forbidden, NotFound
+from tasktracker.core import storage
+from tasktracker.core.errors import AttachmentNotFound, Forbidden, NotFound
 from tasktracker.events.services import record_event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
-from tasktracker.tasks.permissions import can_contribute, get_visible_task
+from tasktracker.tasks.permissions import can_contribute, get_visible_task, get_visible_task_item
 
 #: Room for the multipart framing (boundaries, part headers) on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -107,7 +106,7 @@ def content_disposition(filename: str) -> str:
 
 def attachments_query(user: User, task_id: int) -> sa.Select:
     """Attachments of a visible task, oldest first (404 if the task is not visible)."""
-    task = visible_task(user, task_id)
+    task = get_visible_task(user, task_id)
     return (sa.select(Attachment).where(Attachment.task_id == task.id)
             .order_by(Attachment.created_at, Attachment.id))
 
@@ -115,7 +114,7 @@ def attachments_query(user: User, task_id: int) -> sa.Select:
 def upload_target(user: User, task_id: int) -> Task:
     """The task an upload goes to: 404 if not visible, 403 if the caller may not
     contribute. Call before reading the body."""
-    task = visible_task(user, task_id)
+    task = get_visible_task(user, task_id)
     if not can_contribute(user, task):
         raise Forbidden("You may not add attachments to this task.")
     return task
@@ -150,14 +149,7 @@ def add_attachment(user: User, task: Task, stream: BinaryIO, filename: str | Non
 
 def _visible_attachment(user: User, attachment_id: int) -> tuple[Attachment, Task]:
     """The attachment and its task if the caller sees the task (not trashed), else 404."""
-    attachment = db.session.get(Attachment, attachment_id) if valid_id(attachment_id) else None
-    if attachment is None:
-        raise NotFound("Attachment not found.", code="attachment_not_found")
-    try:
-        task = get_visible_task(user, attachment.task_id)
-    except NotFound:
-        raise NotFound("Attachment not found.", code="attachment_not_found") from None
-    return attachment, task
+    return get_visible_task_item(user, Attachment, attachment_id, AttachmentNotFound)
 
 
 def download(user: User, attachment_id: int) -> tuple[Attachment, Path]:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from flask_jwt_extended import create_access_token
 
 from tasktracker.auth.models import User
 from tasktracker.auth.tokens import access_expires_in, issue_tokens, revoke_sessions
 from tasktracker.core.api import storable_text
-from tasktracker.core.errors import Conflict, NotFound, Unauthorized
+from tasktracker.core.db import refused_as
+from tasktracker.core.errors import Conflict, Unauthorized, Unprocessable, UserNotFound
+from tasktracker.events.services import diff, record_event
 from tasktracker.extensions import db
+from tasktracker.teams.models import TeamMember
 
 _hasher = PasswordHasher()
 _dummy: tuple[PasswordHasher, str] | None = None
@@ -80,11 +84,8 @@ def create_user(username: str, email: str, password: str, full_name: str = "",
     user = User(username=username, email=email, password_hash=hash_password(password),
                 full_name=full_name, role=role)
     db.session.add(user)
-    try:
+    with refused_as(lambda: _duplicate_after_rollback(username, email)):  # a concurrent registration won
         db.session.commit()
-    except sa.exc.IntegrityError:  # a concurrent registration won the race
-        db.session.rollback()
-        raise _duplicate_after_rollback(username, email)
     return user
 
 
@@ -137,8 +138,6 @@ def login(email: str | None, username: str | None, password: str) -> dict:
 def refresh(user: User, sid: str) -> dict:
     """A new access token in login session ``sid`` (the refresh token's ``sid`` claim):
     ``{access_token, expires_in}``."""
-    from flask_jwt_extended import create_access_token
-
     return {"access_token": create_access_token(identity=str(user.id), additional_claims={"sid": sid}),
             "expires_in": access_expires_in()}
 
@@ -157,8 +156,6 @@ EVENT_FIELDS = ("username", "full_name", "role", "active")
 
 def _record_user_change(actor_id: int | None, user: User, before: dict) -> None:
     """Add a ``user.updated`` event if an :data:`EVENT_FIELDS` value changed."""
-    from tasktracker.events.services import diff, record_event
-
     changes = diff(before, {f: getattr(user, f) for f in EVENT_FIELDS})
     if changes:
         record_event("user.updated", actor_id=actor_id, payload={
@@ -175,8 +172,6 @@ def update_profile(user: User, data: dict, current_sid: str) -> User:
     (409 ``duplicate_username`` / ``duplicate_email``, also against a concurrent
     rename or registration: the unique indexes refuse the second).
     """
-    from tasktracker.core.errors import Unprocessable
-
     # Every check runs before anything changes, so a refused request changes nothing.
     user_id = user.id
     if "email" in data:
@@ -192,18 +187,17 @@ def update_profile(user: User, data: dict, current_sid: str) -> User:
     if "password" in data:
         user.password_hash = hash_password(data["password"])
         revoke_sessions(user.id, keep=current_sid)
-    try:
+    # a concurrent update may have taken the username/email
+    with refused_as(lambda: _duplicate_after_rollback(data.get("username"), data.get("email"),
+                                                      exclude_id=user_id)):
         db.session.commit()
-    except sa.exc.IntegrityError:  # a concurrent update took the username/email
-        db.session.rollback()
-        raise _duplicate_after_rollback(data.get("username"), data.get("email"), exclude_id=user_id)
     return user
 
 
 def get_user(user_id: int) -> User:
     user = db.session.get(User, user_id)
     if user is None:
-        raise NotFound("User not found.")
+        raise UserNotFound()
     return user
 
 
@@ -268,8 +262,6 @@ def admin_update_user(user: User, role: str | None = None, active: bool | None =
 
 def shares_team(a: int, b: int) -> bool:
     """True if users ``a`` and ``b`` are members of a common team."""
-    from tasktracker.teams.models import TeamMember
-
     tm1, tm2 = sa.orm.aliased(TeamMember), sa.orm.aliased(TeamMember)
     stmt = sa.select(tm1.team_id).join(tm2, tm1.team_id == tm2.team_id).where(
         tm1.user_id == a, tm2.user_id == b).limit(1)
@@ -283,9 +275,9 @@ def view_user(viewer: User, user_id: int) -> tuple[User, bool]:
     """
     user = db.session.get(User, user_id)
     if user is None:
-        raise NotFound("User not found.")
+        raise UserNotFound()
     if viewer.is_admin or viewer.id == user.id:
         return user, True
     if shares_team(viewer.id, user.id):
         return user, False
-    raise NotFound("User not found.")
+    raise UserNotFound()

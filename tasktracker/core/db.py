@@ -1,27 +1,75 @@
-"""Database helpers: engine tweaks, the id bound, the dialect question."""
+"""Database helpers: the session, engine tweaks, the id bounds, the dialect question,
+and the one mapping of a refused write to an API error (:func:`refused_as`)."""
 
 from __future__ import annotations
 
-from flask import Flask
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+import importlib
+import pkgutil
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
 
+from flask import Flask, current_app
+from sqlalchemy import Select, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import scoped_session as ScopedSession
 
 #: The largest id: id columns are ``INTEGER`` (PostgreSQL's int4). A larger value can
 #: never name a row, and PostgreSQL raises on it: callers treat it as "not found".
 MAX_ID = 2**31 - 1
+#: The largest id of a ``BIGINT`` column (events' ``seq``, notifications' ``id``).
+MAX_BIGINT_ID = 2**63 - 1
+
+
+def valid_id(value: int, *, bound: int = MAX_ID) -> bool:
+    """True if ``value`` can be an id (1..``bound``); larger ids cannot exist."""
+    return 0 < value <= bound
+
+
+def scoped_session() -> ScopedSession:
+    """The current app's Flask-SQLAlchemy session (``db.session``), found through the
+    app (``app.extensions["sqlalchemy"]``): ``core/`` never imports
+    ``tasktracker.extensions``, which imports ``core/``."""
+    return current_app.extensions["sqlalchemy"].session
 
 
 def is_postgresql() -> bool:
     """Whether the current app's database session talks to PostgreSQL (else SQLite)."""
-    from tasktracker.extensions import db
+    return scoped_session().get_bind().dialect.name == "postgresql"
 
-    return db.session.get_bind().dialect.name == "postgresql"
+
+def skip_locked(select: Select) -> Select:
+    """``select`` (the rows a claim takes) ``FOR UPDATE SKIP LOCKED`` on PostgreSQL: two
+    concurrent claims get different rows. SQLite serialises writers instead (and
+    the claim's ``... IS NULL`` re-check makes the later one take nothing)."""
+    return select.with_for_update(skip_locked=True) if is_postgresql() else select
+
+
+def scan_batch_size(batch: int | None = None) -> int:
+    """``batch``, else ``SCAN_BATCH_SIZE``: how many rows a scan claims per transaction."""
+    return int(batch or current_app.config["SCAN_BATCH_SIZE"])
+
+
+@contextmanager
+def refused_as(error: Callable[[], Exception], *, on: type[Exception] = IntegrityError) -> Iterator[None]:
+    """Turn a write the database refuses inside the block into an API error.
+
+    On ``on`` (default ``IntegrityError``: a unique index or a foreign key refused
+    the write, typically because of a concurrent request; ``StaleDataError`` for a
+    version mismatch) the session is rolled back and ``error()`` is raised: a
+    callable, so that it may read the database again after the rollback to say
+    what happened (e.g. which field a concurrent twin took).
+    """
+    try:
+        yield
+    except on:
+        scoped_session().rollback()
+        raise error()
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record):
-    import sqlite3
-
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -46,9 +94,7 @@ def commit_keeping_loaded() -> None:
     third of ``POST /api/tasks``). Not for code that goes on to read rows that
     other transactions may change: it would see them as loaded before.
     """
-    from tasktracker.extensions import db
-
-    session = db.session()
+    session = scoped_session()()
     session.expire_on_commit = False
     try:
         session.commit()
@@ -59,10 +105,6 @@ def commit_keeping_loaded() -> None:
 def import_all_models() -> None:
     """Import every ``tasktracker.<domain>.models`` so the metadata holds all tables
     (for ``create_all`` in tests and Alembic's autogenerate)."""
-    import importlib
-    import pkgutil
-    from pathlib import Path
-
     # the package's folder, found without importing the package root (the app factory):
     # core/ imports no domain (.importlinter)
     root = str(Path(__file__).resolve().parent.parent)

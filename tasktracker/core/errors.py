@@ -20,6 +20,9 @@ from sqlalchemy.orm.exc import ObjectDeletedError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from tasktracker.core.converters import register_converters
+from tasktracker.core.db import scoped_session
+
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +74,74 @@ class Unprocessable(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code, message = 503, "service_unavailable", "A dependency is unavailable."
+
+
+# --------------------------------------------------------------------------- named errors
+# One class per error the services raise in several places (as zou's
+# ``services/exception.py``): the status, code and default message live here once.
+# Each subclasses the generic class of its status, so handlers and ``except
+# NotFound`` keep working; the response is the same shape as before.
+
+
+class TaskNotFound(NotFound):
+    """404: the task is missing, not visible to the caller, or in the trash."""
+
+    code, message = "task_not_found", "Task not found."
+
+
+class TeamNotFound(NotFound):
+    """404: the team is missing or the caller is not a member (never revealed)."""
+
+    code, message = "team_not_found", "Team not found."
+
+
+class MemberNotFound(NotFound):
+    """404: the user is not a member of the team."""
+
+    code, message = "member_not_found", "Member not found."
+
+
+class InvitationNotFound(NotFound):
+    """404: no such invitation for the caller (or its team was deleted)."""
+
+    code, message = "invitation_not_found", "Invitation not found."
+
+
+class CommentNotFound(NotFound):
+    """404: the comment is missing, or its task is not visible."""
+
+    code, message = "comment_not_found", "Comment not found."
+
+
+class AttachmentNotFound(NotFound):
+    """404: the attachment is missing, or its task is not visible."""
+
+    code, message = "attachment_not_found", "Attachment not found."
+
+
+class NotificationNotFound(NotFound):
+    """404: the notification is missing or belongs to someone else."""
+
+    code, message = "notification_not_found", "Notification not found."
+
+
+class UserNotFound(NotFound):
+    """404 ``not_found``: no such user, or one the caller may not see."""
+
+    message = "User not found."
+
+
+class ConcurrentUpdate(Conflict):
+    """409: a concurrent write (a version mismatch, or a row it needed deleted
+    meanwhile) prevented this one; nothing was written."""
+
+    code, message = "concurrent_update", "A concurrent change prevented this update; reload and retry."
+
+
+class OwnerRequired(Forbidden):
+    """403: only the team's owner (or a site admin) may do this."""
+
+    code = "owner_required"
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None,
@@ -173,14 +244,13 @@ def _reset_session() -> None:
     """Roll back and drop the request's session. A connection the database closed under
     us fails even on ROLLBACK: that is logged and the connection discarded (the pool's
     ``pool_pre_ping`` replaces it), never turned into an error of its own."""
-    from tasktracker.extensions import db
-
+    session = scoped_session()
     try:
-        db.session.remove()
+        session.remove()
     except DBAPIError as exc:
         log.warning("database connection lost while closing the session: %s", exc.__class__.__name__)
         try:
-            db.session.remove()  # the broken connection is invalidated by now
+            session.remove()  # the broken connection is invalidated by now
         except Exception:  # noqa: BLE001 - nothing more to release
             log.debug("session already unusable", exc_info=True)
 
@@ -202,8 +272,6 @@ def handle_unexpected(exc: Exception):
 def register_error_handlers(app: Flask) -> None:
     """Attach the handlers above to ``app`` (and the bounded ``int`` URL converter, so
     an out-of-range id in a URL is a 404, never a database overflow 500)."""
-    from tasktracker.core.converters import register_converters
-
     register_converters(app)
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)

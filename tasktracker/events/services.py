@@ -1,15 +1,19 @@
-"""Writing events (DESIGN.md "Events: one table, four uses").
+"""Writing events and the outbox (DESIGN.md "Events: one table, four uses").
 
 :func:`record_event` adds the row to the current session, so it commits or
 rolls back with the change it describes. After a successful commit the new
 events' seqs are handed to the app's event consumer, which ``create_app``
 registers (:func:`register_event_hooks`; the fan-out's hand-off,
 :func:`tasktracker.jobs.enqueue_fanout`: the outbox's fast path); the outbox scan
-re-enqueues whatever that missed. This package never imports ``jobs``.
+(:func:`redispatch_outbox`) fans out whatever that missed, through the fan-out
+``create_app`` registers too. This package imports no other domain: neither
+``jobs`` nor ``notifications``.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import sqlalchemy as sa
@@ -17,11 +21,17 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from tasktracker.core.db import scan_batch_size
 from tasktracker.core.hotcache import VERSION, defer_invalidation
+from tasktracker.core.types import utcnow
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
 
+log = logging.getLogger(__name__)
+
 _PENDING_KEY = "tasktracker_new_events"
+_CONSUMER_KEY = "tt_event_consumer"
+_FAN_OUT_KEY = "tt_event_fan_out"
 
 
 def record_event(type: str, *, actor_id: int | None, task_id: int | None = None,
@@ -58,13 +68,18 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
 
 
-_CONSUMER_KEY = "tt_event_consumer"
+def register_event_hooks(app: Flask, consumer: Callable[[list[int]], None],
+                         fan_out: Callable[[list[int]], int]) -> None:
+    """Wire ``app``'s events to their readers (``create_app`` does it) and install
+    the session hooks once.
 
-
-def register_event_hooks(app: Flask, consumer: Callable[[list[int]], None]) -> None:
-    """Make ``consumer(seqs)`` receive the seqs of the events each commit of ``app``
-    wrote (after the commit; it must not raise), and install the session hooks once."""
+    ``consumer(seqs)`` receives the seqs of the events each commit wrote, after the
+    commit (it must not raise): the outbox's fast path. ``fan_out(seqs)`` fans out
+    undispatched events now and returns how many it claimed (it must not raise
+    for a failing event): what :func:`redispatch_outbox` runs.
+    """
     app.extensions[_CONSUMER_KEY] = consumer
+    app.extensions[_FAN_OUT_KEY] = fan_out
     if not sa_event.contains(Session, "after_commit", _after_commit):
         sa_event.listen(Session, "after_commit", _after_commit)
         sa_event.listen(Session, "after_soft_rollback", lambda s, prev: _after_rollback(s))
@@ -73,3 +88,35 @@ def register_event_hooks(app: Flask, consumer: Callable[[list[int]], None]) -> N
 def task_events_query(task_id: int) -> sa.Select:
     """Events of one task, newest first (the activity log)."""
     return sa.select(Event).where(Event.task_id == task_id).order_by(Event.seq.desc())
+
+
+def redispatch_outbox(now: datetime | None = None, *, older_than: float | None = None,
+                      batch: int | None = None) -> int:
+    """The outbox scan: fan out events still undispatched ``older_than`` seconds
+    (default ``OUTBOX_REDISPATCH_AFTER_SECONDS``) after they were written, oldest
+    first, ``batch`` (default ``SCAN_BATCH_SIZE``) per call of the app's fan-out
+    (:func:`register_event_hooks`). The delay leaves the fast path (the job
+    enqueued after the commit) time to do it. Returns how many events this call
+    fanned out; a failing event is logged by the fan-out and retried by the next scan.
+    """
+    now = now or utcnow()
+    if older_than is None:
+        older_than = current_app.config["OUTBOX_REDISPATCH_AFTER_SECONDS"]
+    cutoff = now - timedelta(seconds=older_than)
+    size = scan_batch_size(batch)
+    fan_out = current_app.extensions[_FAN_OUT_KEY]
+    done = 0
+    last_seq = 0
+    while True:
+        seqs = list(db.session.scalars(
+            sa.select(Event.seq)
+            .where(Event.dispatched_at.is_(None), Event.created_at <= cutoff, Event.seq > last_seq)
+            .order_by(Event.seq).limit(size)))
+        db.session.rollback()  # end the read transaction before the fan-outs' own
+        if not seqs:
+            break
+        done += fan_out(seqs)
+        last_seq = seqs[-1]
+    if done:
+        log.info("scans: outbox re-dispatched %d event(s)", done)
+    return done

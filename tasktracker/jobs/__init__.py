@@ -17,6 +17,8 @@ Three modes, chosen per app by :func:`jobs_mode`:
 
 Public API: :func:`enqueue_fanout`, :func:`check_broker`, :func:`wait_idle`,
 and :func:`tasktracker.jobs.scans.run_all_scans` (``flask reminders dispatch``).
+This package schedules and runs work; the work itself (fan-out, scans) lives
+with its domain.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ import logging
 import time
 
 from flask import Flask, current_app
+from kombu import Connection
+
+from tasktracker.jobs.embedded import get_runner
+from tasktracker.notifications.services import fan_out_job
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +77,6 @@ def enqueue_fanout(seqs: list[int]) -> None:
         elif mode == "inline":
             run_fanout(app, seqs)
         else:
-            from tasktracker.jobs.embedded import get_runner
-
             get_runner(app).submit(run_fanout, app, seqs)
     except Exception:  # noqa: BLE001 - the API must never fail because of the fan-out
         log.exception("jobs: could not hand events %s to the fan-out; the outbox scan will", seqs)
@@ -100,8 +104,6 @@ def run_fanout(app: Flask, seqs: list[int]) -> int:
     :func:`~tasktracker.notifications.services.fan_out_job`) in place, in a fresh
     app context (so a caller's session is untouched). Returns how many were
     claimed; a failing event is logged and left to the outbox scan."""
-    from tasktracker.notifications.services import fan_out_job
-
     with app.app_context():
         return fan_out_job(seqs)
 
@@ -112,8 +114,6 @@ def wait_idle(timeout: float = 30.0) -> bool:
     app = current_app._get_current_object()
     if jobs_mode(app) != "thread":
         return True
-    from tasktracker.jobs.embedded import get_runner
-
     return get_runner(app).wait_idle(timeout)
 
 
@@ -123,8 +123,6 @@ def check_broker() -> str | None:
     url = current_app.config.get("CELERY_BROKER_URL")
     if not url:
         return None
-    from kombu import Connection
-
     timeout = current_app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"]
     try:
         with Connection(url, connect_timeout=timeout) as conn:

@@ -1,6 +1,7 @@
 """Embedded mode: jobs on an in-process daemon thread, the beat's scans on another.
 
-One :class:`InProcessRunner` per app (``app.extensions["tasktracker.jobs"]``).
+One :class:`InProcessRunner` per app (``app.extensions["tasktracker.jobs"]``, made
+by :func:`init_runner`).
 Threads start lazily (the worker on the first job, the scheduler at server
 boot or the app's first request, see :func:`tasktracker.jobs.setup.start_scheduler`) and
 never at import time; after a
@@ -26,10 +27,13 @@ EXTENSION_KEY = "tasktracker.jobs"
 
 
 class InProcessRunner:
-    """A single worker thread fed by a queue, plus an optional scheduler thread."""
+    """A single worker thread fed by a queue, plus an optional scheduler thread that
+    runs ``scan(app)`` periodically (given by :func:`init_runner`: this module
+    imports nothing of the jobs it runs)."""
 
-    def __init__(self, app: Flask):
+    def __init__(self, app: Flask, scan: Callable[[Flask], object]):
         self.app = app
+        self.scan = scan
         self._lock = threading.Lock()
         self._reset()
 
@@ -87,8 +91,9 @@ class InProcessRunner:
         return thread is not None and self._pid == os.getpid() and thread.is_alive()
 
     def start_scheduler(self, interval: float, first_delay: float | None = None) -> None:
-        """Run :func:`tasktracker.jobs.scans.run_all_scans` every ``interval`` seconds
-        on a daemon thread (first after ``first_delay``, default ``min(interval, 5)``)."""
+        """Run the runner's scan (:func:`tasktracker.jobs.scans.run_all_scans`) every
+        ``interval`` seconds on a daemon thread (first after ``first_delay``, default
+        ``min(interval, 5)``)."""
         with self._lock:
             self._check_fork()
             if self._scheduler is not None and self._scheduler.is_alive():
@@ -100,12 +105,10 @@ class InProcessRunner:
             self._scheduler.start()
 
     def _schedule(self, interval: float, delay: float) -> None:
-        from tasktracker.jobs.scans import run_all_scans
-
         while not self._stop.wait(delay):
             started = time.monotonic()
             try:
-                run_all_scans(self.app)
+                self.scan(self.app)
             except Exception:  # noqa: BLE001 - e.g. tables not created yet; try again later
                 log.exception("jobs: scheduled scans failed")
             delay = max(0.0, interval - (time.monotonic() - started))
@@ -122,9 +125,13 @@ class InProcessRunner:
         self._scheduler = self._worker = None
 
 
-def get_runner(app: Flask) -> InProcessRunner:
-    """The app's runner (created on first use)."""
-    runner = app.extensions.get(EXTENSION_KEY)
-    if runner is None:
-        runner = app.extensions.setdefault(EXTENSION_KEY, InProcessRunner(app))
+def init_runner(app: Flask, scan: Callable[[Flask], object]) -> InProcessRunner:
+    """Give ``app`` its runner, whose scheduler runs ``scan(app)`` (``create_app`` does
+    it, through :func:`tasktracker.jobs.setup.init_jobs`). No thread starts here."""
+    runner = app.extensions[EXTENSION_KEY] = InProcessRunner(app, scan)
     return runner
+
+
+def get_runner(app: Flask) -> InProcessRunner:
+    """The app's runner (made by :func:`init_runner`)."""
+    return app.extensions[EXTENSION_KEY]

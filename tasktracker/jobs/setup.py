@@ -8,9 +8,12 @@ from celery import Celery, Task
 from flask import Flask
 
 from tasktracker.jobs import (
-    FANOUT_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
-    SCAN_REMINDERS_TASK, jobs_mode,
+    PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK,
+    jobs_mode,
 )
+from tasktracker.jobs import tasks  # noqa: F401 - registers the shared tasks
+from tasktracker.jobs.embedded import get_runner, init_runner
+from tasktracker.jobs.scans import run_all_scans
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,8 @@ def celery_init_app(app: Flask) -> Celery:
 
 
 def init_jobs(app: Flask) -> None:
-    """Called by ``create_app``: bind Celery (always: workers and beat import the app).
+    """Called by ``create_app``: bind Celery (always: workers and beat import the app)
+    and the in-process runner (embedded mode), whose scheduler runs :func:`run_all_scans`.
 
     In embedded mode with ``SCHEDULER_ENABLED``, the in-process scheduler thread
     starts when the server boots (gunicorn's ``post_worker_init`` hook) or else
@@ -69,9 +73,8 @@ def init_jobs(app: Flask) -> None:
     ``flask`` CLI commands (``db upgrade``, ``seed``...) never run scans behind
     the command's back. Celery mode starts no thread: the beat does the scans.
     """
-    from tasktracker.jobs import tasks  # noqa: F401 - registers the shared tasks
-
     celery_init_app(app)
+    init_runner(app, run_all_scans)
     if jobs_mode(app) != "celery" and app.config["SCHEDULER_ENABLED"]:
         def _start_scheduler_once() -> None:  # a before_request hook must return None
             start_scheduler(app)
@@ -85,8 +88,6 @@ def start_scheduler(app: Flask) -> bool:
     (the beat does the scans) or when ``SCHEDULER_ENABLED`` is off."""
     if jobs_mode(app) == "celery" or not app.config.get("SCHEDULER_ENABLED"):
         return False
-    from tasktracker.jobs.embedded import get_runner
-
     runner = get_runner(app)
     if not runner.scheduler_running:
         runner.start_scheduler(float(app.config["SCAN_INTERVAL_SECONDS"]))

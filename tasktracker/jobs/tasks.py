@@ -1,6 +1,7 @@
 """Celery tasks (production). They take ids only and are idempotent: with
 ``acks_late`` a task killed mid-way runs again, and every step claims its work
-with a conditional UPDATE (see :mod:`tasktracker.jobs.scans` and
+with a conditional UPDATE (the scans of :mod:`tasktracker.tasks.services.reminders`
+and :func:`tasktracker.events.services.redispatch_outbox`, and
 :func:`tasktracker.notifications.services.fan_out`).
 
 Defined with ``shared_task`` (Flask's Celery example), so each app's Celery
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from tasktracker.events import services as events
 from tasktracker.jobs import (
     FANOUT_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
     SCAN_REMINDERS_TASK,
 )
+from tasktracker.notifications.services import fan_out_job
+from tasktracker.tasks import services as tasks
 
 
 @shared_task(name=FANOUT_TASK, ignore_result=True)
@@ -23,38 +27,28 @@ def fanout_events(seqs: list[int]) -> int:
     """Fan out the events ``seqs`` and catch up with newer undispatched ones
     (:func:`~tasktracker.notifications.services.fan_out_job`); returns how many this
     run claimed. A failing event is logged and left to the outbox scan."""
-    from tasktracker.notifications.services import fan_out_job
-
     return fan_out_job(seqs)
 
 
 @shared_task(name=SCAN_REMINDERS_TASK, ignore_result=True)
 def scan_reminders() -> dict:
     """Claim due reminders and write their ``reminder.due`` events."""
-    from tasktracker.jobs.scans import dispatch_due_reminders
-
-    return dispatch_due_reminders()
+    return tasks.dispatch_due_reminders()
 
 
 @shared_task(name=SCAN_OVERDUE_TASK, ignore_result=True)
 def scan_overdue() -> int:
     """Flag newly overdue tasks and write their ``task.overdue`` events."""
-    from tasktracker.jobs.scans import dispatch_overdue
-
-    return dispatch_overdue()
+    return tasks.dispatch_overdue()
 
 
 @shared_task(name=REDISPATCH_OUTBOX_TASK, ignore_result=True)
 def redispatch_outbox() -> int:
     """Fan out events left undispatched longer than ``OUTBOX_REDISPATCH_AFTER_SECONDS``."""
-    from tasktracker.jobs.scans import redispatch_outbox as _redispatch
-
-    return _redispatch()
+    return events.redispatch_outbox()
 
 
 @shared_task(name=PURGE_IDEMPOTENCY_KEYS_TASK, ignore_result=True)
 def purge_idempotency_keys() -> int:
     """Delete idempotency keys older than ``IDEMPOTENCY_TTL``; returns how many."""
-    from tasktracker.tasks.services import purge_expired_idempotency_keys
-
-    return purge_expired_idempotency_keys()
+    return tasks.purge_expired_idempotency_keys()

@@ -8,10 +8,11 @@ import logging
 import sqlalchemy as sa
 
 from tasktracker.auth.models import User
-from tasktracker.core.errors import NotFound
+from tasktracker.core.errors import TeamNotFound
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.notifications.models import Notification
+from tasktracker.notifications.schemas import notification_schema
 from tasktracker.teams.models import Team, TeamMember
 
 log = logging.getLogger(__name__)
@@ -59,47 +60,22 @@ def missed_notifications(user_id: int, last_seq: int, limit: int) -> list[Notifi
 def notification_payload(notification: Notification) -> dict:
     """A ``notification:new`` payload: the notification as the REST API returns it
     (which carries ``seq``, its ``event_seq``: the replay cursor). The same shape
-    as the live ``notification:new`` events sent by the fan-out.
-
-    Uses ``tasktracker.notifications.schemas.NotificationSchema`` when it exists,
-    else a minimal dict with the contract's fields.
-    """
-    try:
-        from tasktracker.notifications.schemas import NotificationSchema
-    except ImportError:
-        NotificationSchema = None
-    if NotificationSchema is not None:
-        body = NotificationSchema().dump(notification)
-    else:
-        from tasktracker.auth.schemas import user_ref_schema
-        from tasktracker.core.fields import UTCDateTime
-
-        def _time(value):
-            return UTCDateTime()._serialize(value, None, None)
-
-        body = {
-            "id": notification.id, "type": notification.type, "message": notification.message,
-            "task_id": notification.task_id, "team_id": notification.team_id,
-            "actor": user_ref_schema.dump(notification.actor) if notification.actor else None,
-            "data": notification.data or {}, "read_at": _time(notification.read_at),
-            "created_at": _time(notification.created_at),
-        }
-    body["seq"] = notification.event_seq
-    return body
+    as the live ``notification:new`` events sent by the fan-out."""
+    return notification_schema.dump(notification)
 
 
 def team_presence_query(viewer: User, team_id: int) -> sa.Select:
     """Members of a team the viewer may read (member or site admin), ordered by user id.
 
-    Raises :class:`NotFound` (``team_not_found``) for a missing team and for a
+    Raises :class:`TeamNotFound` (404 ``team_not_found``) for a missing team and for a
     team the viewer is not in (never reveal that it exists).
     """
     if db.session.get(Team, team_id) is None:
-        raise NotFound("Team not found.", code="team_not_found")
+        raise TeamNotFound()
     if not viewer.is_admin and db.session.scalar(
         sa.select(TeamMember.user_id).where(TeamMember.team_id == team_id, TeamMember.user_id == viewer.id)
     ) is None:
-        raise NotFound("Team not found.", code="team_not_found")
+        raise TeamNotFound()
     return (sa.select(TeamMember).where(TeamMember.team_id == team_id)
             .order_by(TeamMember.user_id))
 

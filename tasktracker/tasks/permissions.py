@@ -9,13 +9,18 @@ A task the caller may not see is reported as missing (404), never 403.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import sqlalchemy as sa
 
 from tasktracker.auth.models import User
-from tasktracker.core.db import MAX_ID, is_postgresql
+from tasktracker.core.db import is_postgresql, valid_id
+from tasktracker.core.errors import NotFound, TaskNotFound
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.teams.models import TeamMember
+
+T = TypeVar("T")
 
 TEAM_MANAGER_ROLES = ("owner", "admin")
 
@@ -77,11 +82,23 @@ def get_visible_task(user: User, task_id: int, *, include_deleted: bool = False)
 
     Soft-deleted tasks count as missing unless ``include_deleted``.
     """
-    from tasktracker.core.errors import NotFound
-
-    if not 0 < task_id <= MAX_ID:  # out of the column's range (PostgreSQL would error)
-        raise NotFound("Task not found.", code="task_not_found")
+    if not valid_id(task_id):  # out of the column's range (PostgreSQL would error)
+        raise TaskNotFound()
     task = db.session.get(Task, task_id)
     if task is None or not can_see(user, task) or (task.deleted_at is not None and not include_deleted):
-        raise NotFound("Task not found.", code="task_not_found")
+        raise TaskNotFound()
     return task
+
+
+def get_visible_task_item(user: User, model: type[T], item_id: int,
+                          not_found: type[NotFound]) -> tuple[T, Task]:
+    """A row of ``model`` (a comment, an attachment: anything with ``task_id``) and its
+    task, if the caller sees the task (not in the trash); else ``not_found()``."""
+    item = db.session.get(model, item_id) if valid_id(item_id) else None
+    if item is None:
+        raise not_found()
+    try:
+        task = get_visible_task(user, item.task_id)
+    except TaskNotFound:
+        raise not_found() from None
+    return item, task

@@ -32,13 +32,16 @@ from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
 from tasktracker.auth.models import User
-from tasktracker.comments.services import task_payload, valid_id
-from tasktracker.core.db import commit_keeping_loaded
-from tasktracker.core.errors import Conflict, Forbidden, NotFound
+from tasktracker.core.db import commit_keeping_loaded, refused_as, valid_id
+from tasktracker.core.errors import (
+    ConcurrentUpdate, Conflict, Forbidden, InvitationNotFound, MemberNotFound, OwnerRequired,
+    TeamNotFound,
+)
 from tasktracker.core.types import utcnow
 from tasktracker.events.services import diff, record_event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
+from tasktracker.tasks.services import record_task_event
 from tasktracker.teams.models import Invitation, Team, TeamMember
 from tasktracker.teams.schemas import invitation_schema, team_schema
 
@@ -64,7 +67,7 @@ def get_team_for(user: User, team_id: int) -> tuple[Team, str]:
     team = db.session.get(Team, team_id) if valid_id(team_id) else None
     member = _membership(user.id, team_id) if team is not None else None
     if team is None or (member is None and not user.is_admin):
-        raise NotFound("Team not found.", code="team_not_found")
+        raise TeamNotFound()
     if member is not None and member.role == "owner":
         return team, "owner"
     if user.is_admin:
@@ -72,15 +75,16 @@ def get_team_for(user: User, team_id: int) -> tuple[Team, str]:
     return team, member.role
 
 
-def _require(role: str, allowed: tuple[str, ...], message: str, code: str = "forbidden") -> None:
+def _require(role: str, allowed: tuple[str, ...], message: str,
+             error: type[Forbidden] = Forbidden) -> None:
     if role not in allowed:
-        raise Forbidden(message, code=code)
+        raise error(message)
 
 
 def _get_member(team_id: int, user_id: int) -> TeamMember:
     member = _membership(user_id, team_id) if valid_id(user_id) else None
     if member is None:
-        raise NotFound("Member not found.", code="member_not_found")
+        raise MemberNotFound()
     return member
 
 
@@ -157,11 +161,8 @@ def update_team(user: User, team_id: int, data: dict) -> Team:
 
 def _commit_task_changes() -> None:
     """Flush task changes; a concurrent task edit (version mismatch) is a 409."""
-    try:
+    with refused_as(lambda: ConcurrentUpdate("A task changed at the same time; retry."), on=StaleDataError):
         db.session.flush()
-    except StaleDataError:
-        db.session.rollback()
-        raise Conflict("A task changed at the same time; retry.", code="concurrent_update")
 
 
 def delete_team(user: User, team_id: int) -> None:
@@ -175,7 +176,7 @@ def delete_team(user: User, team_id: int) -> None:
     moves those users' live connections out of ``team:<id>``).
     """
     team, role = get_team_for(user, team_id)
-    _require(role, OWNERS, "Only the team's owner may delete it.", code="owner_required")
+    _require(role, OWNERS, "Only the team's owner may delete it.", OwnerRequired)
     member_ids = list(db.session.scalars(
         sa.select(TeamMember.user_id).where(TeamMember.team_id == team.id).order_by(TeamMember.user_id)))
     payload = {"team": _team_payload(team), "member_ids": member_ids}
@@ -186,8 +187,8 @@ def delete_team(user: User, team_id: int) -> None:
         task.updated_at = now
     _commit_task_changes()
     for task in tasks:
-        record_event("task.updated", actor_id=user.id, task_id=task.id, team_id=team.id,
-                     payload={"task": task_payload(task), "changes": {"team_id": [team.id, None]}})
+        record_task_event("task.updated", task, actor_id=user.id, team_id=team.id,
+                          changes={"team_id": [team.id, None]})
     record_event("team.deleted", actor_id=user.id, team_id=team.id, payload=payload)
     db.session.execute(sa.delete(Invitation).where(Invitation.team_id == team.id))
     db.session.execute(sa.delete(TeamMember).where(TeamMember.team_id == team.id))
@@ -222,7 +223,7 @@ def change_role(user: User, team_id: int, member_user_id: int, new_role: str) ->
     if member.role == new_role:
         return member
     if role == "admin" and not (member.user_id == user.id and new_role == "member"):
-        raise Forbidden("Only the team owner may promote or demote admins.", code="owner_required")
+        raise OwnerRequired("Only the team owner may promote or demote admins.")
     old = member.role
     member.role = new_role
     record_event("member.role_changed", actor_id=user.id, team_id=team.id,
@@ -260,14 +261,14 @@ def remove_member(user: User, team_id: int, member_user_id: int) -> None:
     if member.role == "owner":
         raise Conflict("The team owner cannot leave or be removed.", code="owner_cannot_leave")
     if not leaving and role == "admin" and member.role == "admin":
-        raise Forbidden("Only the team owner may remove an admin.", code="owner_required")
+        raise OwnerRequired("Only the team owner may remove an admin.")
     member_id, member_role = member.user_id, member.role
     deleted = db.session.execute(
         sa.delete(TeamMember).where(TeamMember.team_id == team.id, TeamMember.user_id == member_id)
         .execution_options(synchronize_session=False)).rowcount
     if deleted != 1:  # removed meanwhile by someone else
         db.session.rollback()
-        raise NotFound("Member not found.", code="member_not_found")
+        raise MemberNotFound()
     db.session.expunge(member)
     tasks = db.session.scalars(sa.select(Task).where(
         Task.team_id == team.id, Task.assignee_id == member_id).order_by(Task.id)
@@ -279,9 +280,8 @@ def remove_member(user: User, team_id: int, member_user_id: int) -> None:
         task.updated_at = now
     _commit_task_changes()
     for task in tasks:
-        record_event("task.assigned", actor_id=user.id, task_id=task.id, team_id=team.id,
-                     payload={"task": task_payload(task),
-                              "changes": {"assignee_id": [member_id, None]}})
+        record_task_event("task.assigned", task, actor_id=user.id, team_id=team.id,
+                          changes={"assignee_id": [member_id, None]})
     record_event("member.removed", actor_id=user.id, team_id=team.id,
                  payload={"user_id": member_id, "role": member_role})
     db.session.commit()
@@ -315,8 +315,8 @@ def _invitation_insert_failed(team_id: int, email: str) -> Exception:
             Invitation.status == "pending")) is not None:
         return _already_invited()
     if db.session.get(Team, team_id) is None:
-        return NotFound("Team not found.", code="team_not_found")
-    return Conflict("A concurrent change prevented the invitation; retry.", code="concurrent_update")
+        return TeamNotFound()
+    return ConcurrentUpdate("A concurrent change prevented the invitation; retry.")
 
 
 def create_invitation(user: User, team_id: int, email: str, role: str = "member") -> Invitation:
@@ -339,7 +339,7 @@ def create_invitation(user: User, team_id: int, email: str, role: str = "member"
     team, actor_role = get_team_for(user, team_id)
     _require(actor_role, MANAGERS, "Only the team's owner or admins may invite.")
     if role == "admin" and actor_role not in OWNERS:
-        raise Forbidden("Only the team owner may invite admins.", code="owner_required")
+        raise OwnerRequired("Only the team owner may invite admins.")
     email = email.strip().lower()
     invitee = _find_user_by_email(email)
     if invitee is not None and _membership(invitee.id, team.id) is not None:
@@ -357,11 +357,8 @@ def create_invitation(user: User, team_id: int, email: str, role: str = "member"
                             invited_by_id=user.id, created_at=now,
                             expires_at=now + current_app.config["INVITATION_TTL"])
     db.session.add(invitation)
-    try:
+    with refused_as(lambda: _invitation_insert_failed(team.id, email)):
         db.session.flush()
-    except sa.exc.IntegrityError:
-        db.session.rollback()
-        raise _invitation_insert_failed(team.id, email)
     record_event("invitation.created", actor_id=user.id, team_id=team.id,
                  payload={"invitation": _invitation_payload(invitation),
                           "invitee_user_id": invitee.id if invitee else None})
@@ -393,7 +390,7 @@ def revoke_invitation(user: User, team_id: int, invitation_id: int) -> None:
     _require(role, MANAGERS, "Only the team's owner or admins may revoke invitations.")
     invitation = db.session.get(Invitation, invitation_id) if valid_id(invitation_id) else None
     if invitation is None or invitation.team_id != team.id or invitation.status == "revoked":
-        raise NotFound("Invitation not found.", code="invitation_not_found")
+        raise InvitationNotFound()
     claimed = db.session.execute(
         sa.update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "pending")
         .values(status="revoked", responded_at=utcnow()).execution_options(synchronize_session=False)
@@ -402,7 +399,7 @@ def revoke_invitation(user: User, team_id: int, invitation_id: int) -> None:
         db.session.rollback()
         current = db.session.scalar(sa.select(Invitation.status).where(Invitation.id == invitation_id))
         if current in (None, "revoked"):
-            raise NotFound("Invitation not found.", code="invitation_not_found")
+            raise InvitationNotFound()
         raise Conflict(f"The invitation is already {current}.", code="invitation_not_pending")
     db.session.refresh(invitation)
     record_event("invitation.revoked", actor_id=user.id, team_id=team.id,
@@ -421,7 +418,7 @@ def _my_invitation(user: User, invitation_id: int) -> Invitation:
     """The invitation if it is addressed to the caller, else 404 (even for site admins)."""
     invitation = db.session.get(Invitation, invitation_id) if valid_id(invitation_id) else None
     if invitation is None or invitation.email.lower() != user.email.lower():
-        raise NotFound("Invitation not found.", code="invitation_not_found")
+        raise InvitationNotFound()
     return invitation
 
 
@@ -444,7 +441,7 @@ def _respond(user: User, invitation_id: int, status: str) -> Invitation:
     if claimed != 1:
         db.session.rollback()
         if db.session.scalar(sa.select(Invitation.id).where(Invitation.id == invitation_id)) is None:
-            raise NotFound("Invitation not found.", code="invitation_not_found")
+            raise InvitationNotFound()
         raise Conflict("The invitation was answered meanwhile.", code="invitation_not_pending")
     db.session.refresh(invitation)
     return invitation
@@ -475,18 +472,22 @@ def accept_invitation(user: User, invitation_id: int) -> Invitation:
     team_id = invitation.team_id
     db.session.add(TeamMember(team_id=team_id, user_id=user.id, role=invitation.role,
                               joined_at=utcnow()))
-    try:
+    with refused_as(lambda: _accept_refused(team_id)):
         db.session.flush()
-    except sa.exc.IntegrityError:
-        db.session.rollback()
-        if db.session.get(Team, team_id) is None:  # deleted meanwhile (foreign key)
-            raise NotFound("Invitation not found.", code="invitation_not_found")
-        raise Conflict("You are already a member of this team.", code="already_member")
     record_event("invitation.accepted", actor_id=user.id, team_id=invitation.team_id,
                  payload={"invitation": _invitation_payload(invitation), "user_id": user.id})
     record_event("member.added", actor_id=user.id, team_id=invitation.team_id,
                  payload={"user_id": user.id, "role": invitation.role})
     return _commit_invitation(invitation)
+
+
+def _accept_refused(team_id: int) -> Exception:
+    """What a refused membership INSERT (rolled back) means: the team was deleted
+    meanwhile (foreign key: 404 ``invitation_not_found``) or a concurrent accept made
+    the caller a member first (409 ``already_member``)."""
+    if db.session.get(Team, team_id) is None:
+        return InvitationNotFound()
+    return Conflict("You are already a member of this team.", code="already_member")
 
 
 def decline_invitation(user: User, invitation_id: int) -> Invitation:
