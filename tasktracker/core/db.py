@@ -47,6 +47,15 @@ def skip_locked(select: Select) -> Select:
     return select.with_for_update(skip_locked=True) if is_postgresql() else select
 
 
+def dialect_insert(table):
+    """``INSERT`` of the current database's dialect (PostgreSQL or SQLite, the only two
+    supported), which offers ``.on_conflict_do_nothing()`` / ``.on_conflict_do_update()``:
+    a write that a unique key settles, instead of a check-then-insert."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if is_postgresql() else sqlite.insert)(table)
+
+
 def scan_batch_size(batch: int | None = None) -> int:
     """``batch``, else ``SCAN_BATCH_SIZE``: how many rows a scan claims per transaction."""
     return int(batch or current_app.config["SCAN_BATCH_SIZE"])

@@ -131,6 +131,19 @@ class UserNotFound(NotFound):
     message = "User not found."
 
 
+class LabelNotFound(NotFound):
+    """404: the label is missing, or the caller may not see it (another user's
+    personal label, a team the caller is not in)."""
+
+    code, message = "label_not_found", "Label not found."
+
+
+class ChecklistItemNotFound(NotFound):
+    """404: the checklist item is missing, or its task is not visible."""
+
+    code, message = "checklist_item_not_found", "Checklist item not found."
+
+
 class ConcurrentUpdate(Conflict):
     """409: a concurrent write (a version mismatch, or a row it needed deleted
     meanwhile) prevented this one; nothing was written."""

@@ -84,7 +84,7 @@ class Task(db.Model):
     recurrence_index: Mapped[int] = mapped_column(default=1, server_default="1")
     recurrence_of: Mapped[int | None] = mapped_column(
         sa.ForeignKey("tasks.id", ondelete="SET NULL"))
-    next_occurrence_at: Mapped[Timestamp | None]
+    next_occurrence_created_at: Mapped[Timestamp | None]
 
     owner: Mapped[User] = relationship(foreign_keys=[owner_id], lazy="joined")
     assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id], lazy="joined")

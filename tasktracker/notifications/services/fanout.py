@@ -35,11 +35,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, current_app
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tasktracker.auth.models import User
-from tasktracker.core.db import is_postgresql, skip_locked
+from tasktracker.core.db import dialect_insert, skip_locked
 from tasktracker.core.types import utcnow
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
@@ -280,8 +278,7 @@ def _insert_notifications(rows: list[dict]) -> list[int]:
     if not rows:
         return []
     table = Notification.__table__
-    insert = postgresql_insert if is_postgresql() else sqlite_insert  # the only two supported
-    stmt = (insert(table)
+    stmt = (dialect_insert(table)
             .on_conflict_do_nothing(index_elements=["event_seq", "user_id"])
             .returning(table.c.id))
     # executemany + RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")

@@ -37,7 +37,7 @@ from tasktracker.events.services import diff, record_event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Reminder, Task
 from tasktracker.tasks.permissions import can_edit, can_manage, get_visible_task, team_role
-from tasktracker.tasks.services import idempotency
+from tasktracker.tasks.services import idempotency, labels, recurring
 from tasktracker.tasks.services.payload import record_task_event
 from tasktracker.teams.models import Team, TeamMember
 
@@ -48,7 +48,7 @@ TRANSITIONS = frozenset({
     ("done", "in_progress"), ("todo", "done"),
 })
 #: Plain fields of PUT/PATCH, recorded in ``task.updated`` changes.
-PLAIN_FIELDS = ("title", "description", "priority", "due_at", "team_id")
+PLAIN_FIELDS = ("title", "description", "priority", "due_at", "team_id", "labels", "recurrence")
 _NOT_A_MEMBER = {"assignee_id": ["The assignee is not a member of the task's team."]}
 
 
@@ -60,7 +60,9 @@ def _snapshot(task: Task) -> dict:
     return {"title": task.title, "description": task.description, "priority": task.priority,
             "due_at": iso_utc(task.due_at), "team_id": task.team_id, "status": task.status,
             "assignee_id": task.assignee_id,
-            "reminders": [iso_utc(r.remind_at) for r in task.reminders if r.sent_at is None]}
+            "reminders": [iso_utc(r.remind_at) for r in task.reminders if r.sent_at is None],
+            "labels": sorted(label.id for label in task.labels),
+            "recurrence": recurring.recurrence_of(task)}
 
 
 def _check_if_match(task: Task, if_match: list[int] | None) -> None:
@@ -187,17 +189,23 @@ def _write(if_match: list[int] | None, *, commit: bool = False) -> None:
 
 
 def _save(actor: User, task: Task, if_match: list[int] | None,
-          *events: tuple[str, dict[str, Any]], confirm_membership: bool = False) -> None:
+          *events: tuple[str, dict[str, Any]], confirm_membership: bool = False,
+          next_occurrence: bool = False) -> None:
     """Write a task change with its events, in one transaction: flush (so the
     events carry the new ``version``), re-check the assignee's membership under a
     lock if the team or assignee changed (:func:`_confirm_assignee_membership`),
-    record each ``(type, extra payload)`` event, commit (:func:`_write` maps the
+    record each ``(type, extra payload)`` event, create the next occurrence of a
+    recurring task that became ``done`` (``next_occurrence``: the claim was taken,
+    :func:`recurring.claim_next_occurrence`), commit (:func:`_write` maps the
     refusals)."""
     _write(if_match)
     if confirm_membership:
         _confirm_assignee_membership(task)
     for type_, extra in events:
         record_task_event(type_, task, actor_id=actor.id, **extra)
+    if next_occurrence:
+        with refused_as(ConcurrentUpdate):  # the unique recurrence_of backs the claim
+            recurring.create_next_occurrence(actor, task)
     _write(if_match, commit=True)
 
 
@@ -240,6 +248,8 @@ def create_task(actor: User, data: dict, *, idempotency_key: str | None = None,
                 team_id=data["team_id"], created_at=now, updated_at=now)
     _set_status(task, data["status"], now)
     task.reminders = [Reminder(remind_at=t) for t in sorted(set(data["reminders"]))]
+    task.labels = labels.labels_for_task(actor.id, data["team_id"], data.get("label_ids") or [])
+    recurring.set_recurrence(task, data.get("recurrence"))
     db.session.add(task)
     try:
         db.session.flush()
@@ -302,6 +312,15 @@ def update_task(actor: User, task_id: int, data: dict, *, if_match: list[int] | 
         _set_status(task, data["status"], now)
     if "reminders" in data:
         _replace_unsent_reminders(task, data["reminders"])
+    if "label_ids" in data:
+        task.labels = labels.labels_for_task(task.owner_id, task.team_id, data["label_ids"])
+    elif team_changes:  # labels of the old scope leave with it
+        task.labels = labels.labels_in_scope(task.labels, task.owner_id, task.team_id)
+    if "recurrence" in data:
+        recurring.set_recurrence(task, data["recurrence"])
+    recurring.check_due_keeps_recurrence(task)
+    spawn = "status" in data and task.status == "done" and before["status"] != "done" \
+        and recurring.claim_next_occurrence(task, now)
 
     changes = diff(before, _snapshot(task))
     if not changes:
@@ -316,7 +335,8 @@ def update_task(actor: User, task_id: int, data: dict, *, if_match: list[int] | 
     if "assignee_id" in changes:
         events.append(("task.assigned", {"changes": {"assignee_id": changes["assignee_id"]}}))
     _save(actor, task, if_match, *events,
-          confirm_membership="team_id" in changes or "assignee_id" in changes)
+          confirm_membership="team_id" in changes or "assignee_id" in changes,
+          next_occurrence=spawn)
     return task
 
 
@@ -333,7 +353,9 @@ def change_status(actor: User, task_id: int, status: str, *,
     now = utcnow()
     _set_status(task, status, now)
     task.updated_at = now
-    _save(actor, task, if_match, ("task.status_changed", {"changes": {"status": [old, status]}}))
+    spawn = status == "done" and recurring.claim_next_occurrence(task, now)
+    _save(actor, task, if_match, ("task.status_changed", {"changes": {"status": [old, status]}}),
+          next_occurrence=spawn)
     return task
 
 

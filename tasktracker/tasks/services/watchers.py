@@ -14,11 +14,10 @@ else is ignored, so a mention reveals nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-
 import sqlalchemy as sa
 
 from tasktracker.auth.models import User
+from tasktracker.core.db import dialect_insert
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.tasks.permissions import can_see, get_visible_task
@@ -34,9 +33,8 @@ def watch(actor: User, task_id: int) -> None:
     """``PUT /api/tasks/<id>/watchers/me``: start watching (idempotent; 404 if not visible).
     Concurrent twins are settled by the primary key."""
     task = get_visible_task(actor, task_id)
-    stmt = _insert_ignore(TaskWatcher, {"task_id": task.id, "user_id": actor.id},
-                          ("task_id", "user_id"))
-    db.session.execute(stmt)
+    db.session.execute(dialect_insert(TaskWatcher).values(task_id=task.id, user_id=actor.id)
+                       .on_conflict_do_nothing(index_elements=["task_id", "user_id"]))
     db.session.commit()
 
 
@@ -79,11 +77,3 @@ def mentioned_users(body: str, task: Task) -> list[User]:
                                .order_by(User.id)).all()
     return [user for user in users if can_see(user, task)]
 
-
-def _insert_ignore(model, values: dict, keys: Iterable[str]):
-    """``INSERT ... ON CONFLICT DO NOTHING`` on either database."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model).values(**values).on_conflict_do_nothing(index_elements=list(keys))

@@ -1,4 +1,4 @@
-"""Label rules and transactions (api-contract.md v1.1, "Labels").
+"""Labels (api-contract.md v1.1, "Labels"): the label CRUD and the labels of tasks.
 
 Who may do what:
 
@@ -22,16 +22,16 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 
 from tasktracker.auth.models import User
-from tasktracker.core.db import MAX_ID
-from tasktracker.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from tasktracker.core.db import refused_as, valid_id
+from tasktracker.core.errors import Conflict, Forbidden, LabelNotFound, TeamNotFound, Unprocessable
 from tasktracker.core.types import utcnow
 from tasktracker.events.services import record_event
 from tasktracker.extensions import db
-from tasktracker.tasks.models import LABEL_DEFAULT_COLOR, Label, TaskLabel
-from tasktracker.labels.schemas import label_schema
-from tasktracker.tasks.models import Task
-from tasktracker.tasks.payloads import record_task_event
-from tasktracker.teams.services import MANAGERS, get_team_for
+from tasktracker.tasks.label_schemas import label_schema
+from tasktracker.tasks.models import LABEL_DEFAULT_COLOR, Label, Task, TaskLabel
+from tasktracker.tasks.permissions import TEAM_MANAGER_ROLES, team_role
+from tasktracker.tasks.services.payload import record_task_event
+from tasktracker.teams.models import Team
 
 #: How labels are ordered wherever they are listed (on tasks too).
 LABEL_ORDER = (sa.func.lower(Label.name), Label.id)
@@ -44,11 +44,8 @@ def _name_taken() -> Conflict:
 
 def _commit_label_change() -> None:
     """Commit; a unique index refusing the name (a concurrent twin) gives 409."""
-    try:
+    with refused_as(_name_taken):
         db.session.commit()
-    except sa.exc.IntegrityError:
-        db.session.rollback()
-        raise _name_taken()
 
 
 def _record_label(type_: str, actor: User, label: Label, **payload) -> None:
@@ -61,6 +58,17 @@ def _record_label(type_: str, actor: User, label: Label, **payload) -> None:
 # --------------------------------------------------------------------------- reads
 
 
+def _team_role(user: User, team_id: int) -> str:
+    """The caller's role in the team (``owner|admin|member``; ``admin`` for a site
+    admin who is not a member); 404 ``team_not_found`` if the team is not theirs."""
+    role = team_role(user.id, team_id) if valid_id(team_id) else None
+    if role is None and user.is_admin and db.session.get(Team, team_id) is not None:
+        return "admin"
+    if role is None:
+        raise TeamNotFound()
+    return role
+
+
 def personal_labels_query(user: User) -> sa.Select:
     """``GET /api/labels``: the caller's personal labels, by name."""
     return (sa.select(Label).where(Label.team_id.is_(None), Label.user_id == user.id)
@@ -69,23 +77,21 @@ def personal_labels_query(user: User) -> sa.Select:
 
 def team_labels_query(user: User, team_id: int) -> sa.Select:
     """``GET /api/teams/<id>/labels``: the team's labels, by name (404 for non-members)."""
-    get_team_for(user, team_id)
+    _team_role(user, team_id)
     return sa.select(Label).where(Label.team_id == team_id).order_by(*LABEL_ORDER)
 
 
 def _editable_label(user: User, label_id: int) -> Label:
-    label = db.session.get(Label, label_id) if 0 < label_id <= MAX_ID else None
-    if label is None:
-        raise NotFound("Label not found.", code="label_not_found")
+    label = db.session.get(Label, label_id) if valid_id(label_id) else None
+    if label is None or (label.team_id is None and label.user_id != user.id):
+        raise LabelNotFound()
     if label.team_id is None:
-        if label.user_id != user.id:
-            raise NotFound("Label not found.", code="label_not_found")
         return label
     try:
-        _, role = get_team_for(user, label.team_id)
-    except NotFound:
-        raise NotFound("Label not found.", code="label_not_found") from None
-    if role not in MANAGERS:
+        role = _team_role(user, label.team_id)
+    except TeamNotFound:
+        raise LabelNotFound() from None
+    if role not in TEAM_MANAGER_ROLES:
         raise Forbidden("Only the team's owner or admins may change its labels.")
     return label
 
@@ -99,15 +105,12 @@ def create_label(user: User, data: dict, *, team_id: int | None = None) -> Label
     loaded :class:`~tasktracker.labels.schemas.LabelCreateSchema` body. 409
     ``label_name_taken`` if the scope has the name already (case-insensitively)."""
     if team_id is not None:
-        get_team_for(user, team_id)
+        _team_role(user, team_id)
     label = Label(name=data["name"], color=data.get("color", LABEL_DEFAULT_COLOR), team_id=team_id,
                   user_id=None if team_id is not None else user.id)
     db.session.add(label)
-    try:
+    with refused_as(_name_taken):
         db.session.flush()
-    except sa.exc.IntegrityError:
-        db.session.rollback()
-        raise _name_taken()
     _record_label("label.created", user, label)
     _commit_label_change()
     return label
@@ -123,11 +126,8 @@ def update_label(user: User, label_id: int, data: dict) -> Label:
             setattr(label, field, data[field])
     if label_schema.dump(label) == before:
         return label
-    try:
+    with refused_as(_name_taken):
         db.session.flush()
-    except sa.exc.IntegrityError:
-        db.session.rollback()
-        raise _name_taken()
     _record_label("label.updated", user, label, previous=before)
     _commit_label_change()
     return label
@@ -156,7 +156,7 @@ def delete_label(user: User, label_id: int) -> None:
                                    .execution_options(populate_existing=True)).all()
         for task in tasks:
             old = sorted(before[task.id])
-            record_task_event("task.updated", user, task,
+            record_task_event("task.updated", task, actor_id=user.id,
                               changes={"labels": [old, [i for i in old if i != label.id]]})
     _record_label("label.deleted", user, label)
     db.session.delete(label)
@@ -184,6 +184,14 @@ def labels_for_task(owner_id: int, team_id: int | None, label_ids: Iterable[int]
         raise Unprocessable(details={"label_ids": [
             f"Unknown label ids, or not labels of {where}: {missing}."]})
     return labels
+
+
+def labels_in_scope(current: Iterable[Label], owner_id: int, team_id: int | None) -> list[Label]:
+    """The labels of ``current`` that a task of this owner and team may carry (a task
+    that changes team keeps only those: the old team's labels leave with it)."""
+    if team_id is not None:
+        return [label for label in current if label.team_id == team_id]
+    return [label for label in current if label.team_id is None and label.user_id == owner_id]
 
 
 def labels_by_task(task_ids: list[int]) -> dict[int, list[dict]]:

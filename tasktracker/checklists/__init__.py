@@ -1,1 +1,0 @@
-"""Checklists of tasks (api-contract.md v1.1, "Checklists")."""

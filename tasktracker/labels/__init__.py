@@ -1,1 +1,0 @@
-"""Labels of tasks (api-contract.md v1.1, "Labels")."""
