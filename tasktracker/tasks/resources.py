@@ -14,6 +14,7 @@ import re
 from flask import Blueprint, Response, request
 from flask_jwt_extended import current_user
 from flask_restful import Resource
+from werkzeug.http import parse_etags
 
 from tasktracker.auth.access import auth_required
 from tasktracker.core.api import Api, json_body, load_args, load_body, no_content
@@ -48,16 +49,21 @@ IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
 
 
 def if_match_versions() -> list[int] | None:
-    """The versions named by ``If-Match`` (RFC 9110 §13.1.1, parsed by Werkzeug):
-    None when absent or ``*`` (no condition); a list otherwise, empty when the
-    value is malformed (``IF_MATCH``: e.g. unquoted or weak tags), which never
-    matches and so answers 412 like a stale one."""
+    """The versions named by ``If-Match`` (RFC 9110 §13.1.1): None when absent or
+    ``*`` (no condition); a list otherwise, empty when the value is malformed
+    (not ``IF_MATCH``: e.g. unquoted or weak tags), which never matches and so
+    answers 412 like a stale one.
+
+    Parsed by Werkzeug's ``parse_etags`` (what ``request.if_match`` uses), on the
+    stripped value: it reads ``"3"`` followed by trailing whitespace as one
+    unquoted tag (servers strip it; the test client does not).
+    """
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
     if not IF_MATCH.fullmatch(raw):
         return []
-    etags = request.if_match
+    etags = parse_etags(raw.strip())
     if etags.star_tag:
         return None
     return [int(tag) for tag in etags.as_set()]
