@@ -34,3 +34,10 @@ class UTCDateTime(fields.AwareDateTime):
 
     def _serialize(self, value, attr, obj, **kwargs):
         return iso_utc(value)
+
+
+#: JSON-Schema patterns of the text rules (OpenAPI): no NUL and no unpaired UTF-16
+#: surrogate anywhere (:func:`tasktracker.core.api.storable_text`) ...
+STORABLE_TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*$"
+#: ... and, for names, titles and bodies, at least one character that is not whitespace.
+NOT_BLANK_TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*[^\s\u0000\ud800-\udfff][^\u0000\ud800-\udfff]*$"
