@@ -80,7 +80,7 @@ def upgrade():
         batch_op.add_column(sa.Column('recurrence_from', sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column('recurrence_index', sa.Integer(), server_default='1', nullable=False))
         batch_op.add_column(sa.Column('recurrence_of', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('next_occurrence_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('next_occurrence_created_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_tasks_recurrence_of_tasks'), 'tasks', ['recurrence_of'], ['id'], ondelete='SET NULL')
         batch_op.create_index('uq_tasks_recurrence_of', ['recurrence_of'], unique=True)
 
@@ -92,7 +92,7 @@ def downgrade():
     with op.batch_alter_table('tasks', schema=None, table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.drop_index('uq_tasks_recurrence_of')
         batch_op.drop_constraint(batch_op.f('fk_tasks_recurrence_of_tasks'), type_='foreignkey')
-        batch_op.drop_column('next_occurrence_at')
+        batch_op.drop_column('next_occurrence_created_at')
         batch_op.drop_column('recurrence_of')
         batch_op.drop_column('recurrence_index')
         batch_op.drop_column('recurrence_from')
