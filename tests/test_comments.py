@@ -68,7 +68,7 @@ def test_create_comment_and_event(client, auth):
     response = post_comment(client, w.member, w.task.id, "  First!\nline two  ")
     assert response.status_code == 201
     body = response.json
-    assert set(body) == {"id", "task_id", "author", "body", "created_at", "updated_at"}
+    assert set(body) == {"id", "task_id", "author", "body", "mentions", "created_at", "updated_at"}
     assert body["task_id"] == w.task.id
     assert body["author"] == {"id": w.member.id, "username": "member", "full_name": ""}
     assert body["body"] == "  First!\nline two  "  # kept as sent
@@ -155,7 +155,8 @@ def test_only_author_edits(client, auth):
     assert parse_time(response.json["updated_at"]) >= parse_time(comment["updated_at"])
     [event] = events("comment.updated")
     assert event.task_id == w.task.id and event.actor_id == w.member.id
-    assert event.payload == {"comment": response.json, "changes": {"body": ["draft", "final"]}}
+    assert event.payload == {"comment": response.json, "changes": {"body": ["draft", "final"]},
+                             "new_mention_ids": []}
     # unchanged body: 200, no event
     assert client.patch(url, json={"body": "final"}, headers=w.member.headers).status_code == 200
     assert len(events("comment.updated")) == 1

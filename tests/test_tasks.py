@@ -32,9 +32,12 @@ def test_create_minimal_uses_defaults(client, people):
     assert body["reminders"] == [] and body["version"] == 1
     assert body["completed_at"] is None and body["deleted_at"] is None
     assert body["created_at"].endswith("Z") and body["updated_at"] == body["created_at"]
+    assert body["labels"] == [] and body["checklist"] == []  # v1.1
+    assert body["recurrence"] is None and body["recurrence_of"] is None
     assert set(body) == {"id", "title", "description", "status", "priority", "due_at", "owner",
-                         "assignee", "team_id", "reminders", "created_at", "updated_at",
-                         "completed_at", "deleted_at", "version"}
+                         "assignee", "team_id", "reminders", "labels", "checklist", "recurrence",
+                         "recurrence_of", "created_at", "updated_at", "completed_at", "deleted_at",
+                         "version"}
     r = client.get(r.headers["Location"], headers=people.owner.headers)
     assert r.status_code == 200 and r.json == body and r.headers["ETag"] == '"1"'
 

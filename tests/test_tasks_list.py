@@ -333,7 +333,8 @@ def test_openapi_describes_task_endpoints(client):
     schemas = spec["components"]["schemas"]
     assert set(schemas["Task"]["properties"]) == {
         "id", "title", "description", "status", "priority", "due_at", "owner", "assignee", "team_id",
-        "reminders", "created_at", "updated_at", "completed_at", "deleted_at", "version"}
+        "reminders", "labels", "checklist", "recurrence", "recurrence_of", "created_at", "updated_at",
+        "completed_at", "deleted_at", "version"}
     assert schemas["TaskCreate"]["required"] == ["title"]
     assert {"TaskPage", "TaskActivityPage", "TaskPatch", "TaskReplace", "TaskStatus",
             "TaskAssign"} <= set(schemas)

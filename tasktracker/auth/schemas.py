@@ -51,6 +51,10 @@ class UserRefSchema(Schema):
     full_name = fields.String()
 
 
+#: A page of user references (``GET /api/tasks/<id>/watchers``).
+UserRefPageSchema = page_envelope_schema(UserRefSchema, "UserRefPageSchema")
+
+
 class RegisterSchema(Schema):
     """``POST /api/auth/register``. ``role`` is not a field: a client never picks it."""
 
@@ -126,3 +130,4 @@ user_schema = UserSchema()
 users_schema = UserSchema(many=True)
 public_user_schema = PublicUserSchema()
 user_ref_schema = UserRefSchema()
+users_ref_schema = UserRefSchema(many=True)

@@ -28,6 +28,9 @@ class Comment(db.Model):
     updated_at: Mapped[UpdatedAt]
 
     author: Mapped[User | None] = relationship(lazy="joined")
+    #: The users ``@mentioned`` in the body who could see the task (api-contract.md v1.1).
+    mentions: Mapped[list[User]] = relationship(secondary="comment_mentions", lazy="selectin",
+                                                order_by="User.id", passive_deletes=True)
 
 
 class CommentMention(db.Model):

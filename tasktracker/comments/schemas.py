@@ -16,14 +16,23 @@ def _not_blank(value: str) -> None:
         raise ValidationError("Must not be blank.")
 
 
+class MentionSchema(Schema):
+    """A user mentioned in a comment: ``{id, username}``."""
+
+    id = fields.Integer()
+    username = fields.String()
+
+
 class CommentSchema(Schema):
-    """``{id, task_id, author: UserRef | null, body, created_at, updated_at}``
-    (``author`` is null once the author's account is gone)."""
+    """``{id, task_id, author: UserRef | null, body, mentions, created_at, updated_at}``
+    (``author`` is null once the author's account is gone; ``mentions`` are the
+    users ``@mentioned`` in the body who see the task)."""
 
     id = fields.Integer()
     task_id = fields.Integer()
     author = fields.Nested(UserRefSchema, allow_none=True)
     body = fields.String()
+    mentions = fields.List(fields.Nested(MentionSchema))
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
 

@@ -7,6 +7,11 @@
 - delete: the author, the task owner, or a site admin (moderation); others 403.
 
 Every change records ``comment.created/updated/deleted`` in its transaction.
+
+Mentions (api-contract.md v1.1, "Watchers and mentions"): ``@username`` of a
+user who sees the task. The comment's ``mentions`` are kept to its current body;
+the event names the newly mentioned users (``new_mention_ids``: all of them on
+create, only those an edit adds), and the fan-out notifies exactly those.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from tasktracker.events.services import record_event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.tasks.permissions import can_contribute, get_visible_task, get_visible_task_item
-from tasktracker.tasks.services import record_task_event
+from tasktracker.tasks.services import mentioned_users, record_task_event
 
 
 def comments_query(user: User, task_id: int) -> sa.Select:
@@ -37,10 +42,12 @@ def create_comment(user: User, task_id: int, body: str) -> Comment:
     task = get_visible_task(user, task_id)
     if not can_contribute(user, task):
         raise Forbidden("You may not comment on this task.")
-    comment = Comment(task_id=task.id, author_id=user.id, author=user, body=body)
+    comment = Comment(task_id=task.id, author_id=user.id, author=user, body=body,
+                      mentions=mentioned_users(body, task))
     db.session.add(comment)
     db.session.flush()
-    record_task_event("comment.created", task, actor_id=user.id, comment=comment_schema.dump(comment))
+    record_task_event("comment.created", task, actor_id=user.id, comment=comment_schema.dump(comment),
+                      new_mention_ids=[u.id for u in comment.mentions])
     db.session.commit()
     return comment
 
@@ -52,16 +59,19 @@ def _visible_comment(user: User, comment_id: int) -> tuple[Comment, Task]:
 
 def update_comment(user: User, comment_id: int, body: str) -> Comment:
     """Edit a comment's body (author only: 403 ``not_author`` for others who see it).
-    Records ``comment.updated {comment, changes: {body: [old, new]}}`` unless unchanged."""
+    Records ``comment.updated {comment, changes: {body: [old, new]}, new_mention_ids}``
+    unless unchanged."""
     comment, task = _visible_comment(user, comment_id)
     if comment.author_id != user.id:
         raise Forbidden("Only the author may edit a comment.", code="not_author")
     if comment.body != body:
-        old = comment.body
+        old, before = comment.body, {u.id for u in comment.mentions}
         comment.body = body
+        comment.mentions = mentioned_users(body, task)
         db.session.flush()
         record_event("comment.updated", actor_id=user.id, task_id=task.id, team_id=task.team_id,
-                     payload={"comment": comment_schema.dump(comment), "changes": {"body": [old, body]}})
+                     payload={"comment": comment_schema.dump(comment), "changes": {"body": [old, body]},
+                              "new_mention_ids": [u.id for u in comment.mentions if u.id not in before]})
     db.session.commit()
     return comment
 

@@ -28,6 +28,8 @@ class NotificationType(StrEnum):
     TASK_OVERDUE = "task_overdue"
     TEAM_INVITATION = "team_invitation"
     INVITATION_ACCEPTED = "invitation_accepted"
+    MENTIONED = "mentioned"
+    WEBHOOK_DISABLED = "webhook_disabled"
 
 
 #: The notification types as plain strings (OpenAPI enums).

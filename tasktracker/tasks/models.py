@@ -100,6 +100,13 @@ class Task(db.Model):
 
     __mapper_args__ = {"version_id_col": version}
 
+    @property
+    def recurrence(self) -> dict | None:
+        """``{rule, from}`` (api-contract.md v1.1), or None for a one-off task."""
+        if self.recurrence_rule is None:
+            return None
+        return {"rule": self.recurrence_rule, "from": self.recurrence_from}
+
 
 class Reminder(db.Model):
     """A deadline reminder of a task; ``sent_at`` is set once, by the claim that sends it."""

@@ -22,9 +22,12 @@ from tasktracker.core.errors import Unprocessable
 from tasktracker.core.pagination import PageArgsSchema, paginate
 from tasktracker.tasks import services
 from tasktracker.tasks.models import Task
+from tasktracker.auth.schemas import users_ref_schema
 from tasktracker.tasks.schemas import (
+    ChecklistItemCreateSchema, ChecklistItemPatchSchema, LabelCreateSchema, LabelPatchSchema,
     TaskAssignSchema, TaskCreateSchema, TaskDeleteArgsSchema, TaskListArgsSchema, TaskPatchSchema,
-    TaskReplaceSchema, TaskSearchArgsSchema, TaskStatusUpdateSchema, activity_schema, task_schema,
+    TaskReplaceSchema, TaskSearchArgsSchema, TaskStatusUpdateSchema, activity_schema,
+    checklist_item_schema, label_schema, labels_schema, task_schema,
 )
 
 bp = Blueprint("tasks", __name__, url_prefix="/api")
@@ -40,6 +43,10 @@ task_status_schema = TaskStatusUpdateSchema()
 task_list_args_schema = TaskListArgsSchema()
 task_search_args_schema = TaskSearchArgsSchema()
 task_create_schema = TaskCreateSchema()
+label_create_schema = LabelCreateSchema()
+label_patch_schema = LabelPatchSchema()
+checklist_item_create_schema = ChecklistItemCreateSchema()
+checklist_item_patch_schema = ChecklistItemPatchSchema()
 
 #: A well-formed ``If-Match``: ``*`` or a comma list of strong tags ``"<version>"``
 #: (the pattern /api/openapi.json documents for the header).
@@ -339,6 +346,205 @@ class TaskActivity(Resource):
         return paginate(query, args["page"], args["per_page"], activity_schema.dump), 200
 
 
+class LabelList(Resource):
+    method_decorators = [auth_required]
+
+    def get(self):
+        """The caller's personal labels, by name, paginated.
+        ---
+        operationId: labels_list
+        tags: [labels]
+        query: PageArgsSchema
+        responses:
+          200: {description: A page of labels, schema: LabelPageSchema}
+        """
+        args = load_args(page_args_schema)
+        query = services.personal_labels_query(current_user)
+        return paginate(query, args["page"], args["per_page"], labels_schema.dump), 200
+
+    def post(self):
+        """Create a personal label (for the caller's personal tasks).
+        ---
+        operationId: labels_create
+        tags: [labels]
+        description: Names are unique per scope, case-insensitively (409 `label_name_taken`).
+        body: LabelCreateSchema
+        errors: [409]
+        responses:
+          201: {description: The label, schema: LabelSchema, headers: [Location]}
+        """
+        label = services.create_label(current_user, load_body(label_create_schema))
+        return label_schema.dump(label), 201, {"Location": api.url_for(LabelDetail, label_id=label.id)}
+
+
+class TeamLabelList(Resource):
+    method_decorators = [auth_required]
+
+    def get(self, team_id: int):
+        """The team's labels, by name, paginated (members; others 404).
+        ---
+        operationId: team_labels_list
+        tags: [labels]
+        query: PageArgsSchema
+        responses:
+          200: {description: A page of labels, schema: LabelPageSchema}
+        """
+        args = load_args(page_args_schema)
+        query = services.team_labels_query(current_user, team_id)
+        return paginate(query, args["page"], args["per_page"], labels_schema.dump), 200
+
+    def post(self, team_id: int):
+        """Create a label of the team (any member; others 404).
+        ---
+        operationId: team_labels_create
+        tags: [labels]
+        description: Names are unique per team, case-insensitively (409 `label_name_taken`).
+        body: LabelCreateSchema
+        errors: [409]
+        responses:
+          201: {description: The label, schema: LabelSchema, headers: [Location]}
+        """
+        label = services.create_label(current_user, load_body(label_create_schema), team_id=team_id)
+        return label_schema.dump(label), 201, {"Location": api.url_for(LabelDetail, label_id=label.id)}
+
+
+class LabelDetail(Resource):
+    method_decorators = [auth_required]
+
+    def patch(self, label_id: int):
+        """Rename or recolour a label.
+        ---
+        operationId: labels_update
+        tags: [labels]
+        description: >
+          A personal label: its user (others 404). A team label: the team's owner and
+          admins (members 403, others 404). Tasks carrying it show the change at once.
+        body: LabelPatchSchema
+        errors: [403, 409]
+        responses:
+          200: {description: The label, schema: LabelSchema}
+        """
+        label = services.update_label(current_user, label_id, load_body(label_patch_schema))
+        return label_schema.dump(label), 200
+
+    def delete(self, label_id: int):
+        """Delete a label: it leaves every task (each task's version grows, its activity
+        records the change).
+        ---
+        operationId: labels_delete
+        tags: [labels]
+        errors: [403]
+        responses:
+          204: {description: Deleted}
+        """
+        services.delete_label(current_user, label_id)
+        return no_content()
+
+
+class TaskChecklist(Resource):
+    method_decorators = [auth_required]
+
+    def post(self, task_id: int):
+        """Add an item to a task's checklist (task editors; others who see it 403).
+        ---
+        operationId: checklist_items_create
+        tags: [checklists]
+        description: >
+          At `position` (from 0; default and beyond the end: the end); later items move
+          down one. Bumps the task's version (ETag), so an `If-Match` naming the old one
+          answers 412. At most 200 items (409 `checklist_full`).
+        headers: [If-Match]
+        body: ChecklistItemCreateSchema
+        errors: [403, 409]
+        responses:
+          201: {description: The item, schema: ChecklistItemSchema, headers: [Location]}
+        """
+        item = services.add_item(current_user, task_id, load_body(checklist_item_create_schema),
+                                 if_match=if_match_versions())
+        return checklist_item_schema.dump(item), 201, {
+            "Location": api.url_for(ChecklistItemDetail, item_id=item.id)}
+
+
+class ChecklistItemDetail(Resource):
+    method_decorators = [auth_required]
+
+    def patch(self, item_id: int):
+        """Change a checklist item: its text, whether it is done, its position.
+        ---
+        operationId: checklist_items_update
+        tags: [checklists]
+        description: Task editors (others who see the task 403). Bumps the task's version.
+        headers: [If-Match]
+        body: ChecklistItemPatchSchema
+        errors: [403]
+        responses:
+          200: {description: The item, schema: ChecklistItemSchema}
+        """
+        item = services.update_item(current_user, item_id, load_body(checklist_item_patch_schema),
+                                    if_match=if_match_versions())
+        return checklist_item_schema.dump(item), 200
+
+    def delete(self, item_id: int):
+        """Delete a checklist item; later items move up one.
+        ---
+        operationId: checklist_items_delete
+        tags: [checklists]
+        headers: [If-Match]
+        errors: [403]
+        responses:
+          204: {description: Deleted}
+        """
+        services.delete_item(current_user, item_id, if_match=if_match_versions())
+        return no_content()
+
+
+class TaskWatcherMe(Resource):
+    method_decorators = [auth_required]
+
+    def put(self, task_id: int):
+        """Start watching a task (anyone who sees it; idempotent).
+        ---
+        operationId: task_watchers_watch
+        tags: [watchers]
+        description: >
+          Watchers get the notifications an assignee gets (task updated, status
+          changed, comment added, task deleted), never for their own actions, and none
+          once they no longer see the task.
+        responses:
+          204: {description: Watching}
+        """
+        services.watch(current_user, task_id)
+        return no_content()
+
+    def delete(self, task_id: int):
+        """Stop watching a task (idempotent).
+        ---
+        operationId: task_watchers_unwatch
+        tags: [watchers]
+        responses:
+          204: {description: Not watching}
+        """
+        services.unwatch(current_user, task_id)
+        return no_content()
+
+
+class TaskWatchers(Resource):
+    method_decorators = [auth_required]
+
+    def get(self, task_id: int):
+        """Who watches a task, by username, paginated (anyone who sees the task).
+        ---
+        operationId: task_watchers_list
+        tags: [watchers]
+        query: PageArgsSchema
+        responses:
+          200: {description: A page of users, schema: UserRefPageSchema}
+        """
+        args = load_args(page_args_schema)
+        query = services.watchers_query(current_user, task_id)
+        return paginate(query, args["page"], args["per_page"], users_ref_schema.dump), 200
+
+
 api.add_resource(TaskList, "/tasks")
 api.add_resource(TaskSearch, "/tasks/search")
 api.add_resource(TaskDetail, "/tasks/<int:task_id>")
@@ -346,3 +552,10 @@ api.add_resource(TaskStatus, "/tasks/<int:task_id>/status")
 api.add_resource(TaskAssign, "/tasks/<int:task_id>/assign")
 api.add_resource(TaskRestore, "/tasks/<int:task_id>/restore")
 api.add_resource(TaskActivity, "/tasks/<int:task_id>/activity")
+api.add_resource(LabelList, "/labels")
+api.add_resource(TeamLabelList, "/teams/<int:team_id>/labels")
+api.add_resource(LabelDetail, "/labels/<int:label_id>")
+api.add_resource(TaskChecklist, "/tasks/<int:task_id>/checklist")
+api.add_resource(ChecklistItemDetail, "/checklist-items/<int:item_id>")
+api.add_resource(TaskWatcherMe, "/tasks/<int:task_id>/watchers/me")
+api.add_resource(TaskWatchers, "/tasks/<int:task_id>/watchers")

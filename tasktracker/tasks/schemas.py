@@ -1,23 +1,33 @@
 """marshmallow schemas of tasks (api-contract.md, "Tasks").
 
 Output: :class:`TaskSchema` (``task_schema``/``tasks_schema``), the page
-envelopes and the activity entries. Input: create / replace (PUT) / patch
-bodies, ``{status}``, ``{assignee_id}`` and the query strings of the list,
-search and delete endpoints. Every input schema refuses unknown fields (422)
+envelopes, the activity entries, labels and checklist items (v1.1). Input:
+create / replace (PUT) / patch bodies, ``{status}``, ``{assignee_id}``, labels,
+checklist items and the query strings of the list, search and delete endpoints. Every input schema refuses unknown fields (422)
 and naive times (422).
 """
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates
 
 from tasktracker.auth.schemas import UserRefSchema
 from tasktracker.core.db import MAX_ID
 from tasktracker.core.fields import NOT_BLANK_TEXT_PATTERN, UTCDateTime, iso_utc
 from tasktracker.core.pagination import PageArgsSchema, page_envelope_schema
 from tasktracker.tasks.models import PRIORITIES, STATUSES
+from tasktracker.tasks.recurrence import FROM_VALUES, PARTS, RULE_MAX
 
 MAX_REMINDERS = 20
+MAX_LABELS = 50
+LABEL_NAME_MAX = 50
+CHECKLIST_TEXT_MAX = 500
+#: ``#rrggbb`` (either case on input; stored and returned lower-cased).
+COLOR_PATTERN = r"^#[0-9a-fA-F]{6}$"
+#: An RRULE's shape for OpenAPI: ``NAME=VALUE`` parts of :data:`PARTS` (the values and
+#: the combination are checked by the server: 422 on ``recurrence``).
+_RULE_PART = "(?:" + "|".join(PARTS) + ")=[A-Za-z0-9,+-]+"
+RULE_PATTERN = f"^(?:RRULE:)?{_RULE_PART}(?:;{_RULE_PART})*$"
 SORT_KEYS = ("created_at", "updated_at", "due_at", "priority", "status", "title")
 DEFAULT_SORT = "-created_at"
 _SORT_KEY = "[ ]*-?(?:" + "|".join(SORT_KEYS) + ")[ ]*"
@@ -90,6 +100,54 @@ class TaskReminderSchema(Schema):
     sent_at = UTCDateTime(dump_only=True, allow_none=True)
 
 
+class LabelRefSchema(Schema):
+    """A label as a task carries it: ``{id, name, color}``."""
+
+    id = fields.Integer(dump_only=True)
+    name = fields.String(dump_only=True)
+    color = fields.String(dump_only=True, metadata={"example": "#d73a4a"})
+
+
+class LabelSchema(LabelRefSchema):
+    """A label: ``{id, name, color, team_id}`` (``team_id`` null: a personal label)."""
+
+    team_id = fields.Integer(dump_only=True, allow_none=True)
+
+
+class ChecklistItemSchema(Schema):
+    """A checklist item: ``{id, text, done, position}`` (``position`` from 0)."""
+
+    id = fields.Integer(dump_only=True)
+    text = fields.String(dump_only=True)
+    done = fields.Boolean(dump_only=True)
+    position = fields.Integer(dump_only=True)
+
+
+class RecurrenceSchema(Schema):
+    """A task's ``recurrence``: ``{rule, from}`` (api-contract.md v1.1, "Recurring tasks")."""
+
+    rule = fields.String(dump_only=True, metadata={"example": "FREQ=WEEKLY;BYDAY=MO,TH"})
+    from_ = fields.String(dump_only=True, data_key="from", attribute="from",
+                          metadata={"enum": list(FROM_VALUES)})
+
+
+class RecurrenceInputSchema(Schema):
+    """``recurrence`` in a task body: ``{rule, from}``. ``rule`` is an RFC 5545 RRULE
+    with FREQ (DAILY, WEEKLY, MONTHLY, YEARLY), INTERVAL, BYDAY, BYMONTHDAY,
+    BYMONTH, COUNT and UNTIL (a UTC date-time); ``from`` is ``due`` (the next
+    occurrence follows the due date) or ``completion``. The rule is checked with
+    the task's ``due_at`` (422 on ``recurrence``)."""
+
+    class Meta:
+        unknown = RAISE
+
+    rule = fields.String(required=True, validate=validate.Length(min=1, max=RULE_MAX),
+                         metadata={"example": "FREQ=WEEKLY;BYDAY=MO,TH",
+                                   "pattern": RULE_PATTERN})
+    from_ = fields.String(data_key="from", attribute="from", required=True,
+                          validate=validate.OneOf(FROM_VALUES))
+
+
 class TaskSchema(Schema):
     """A task as the API returns it. Times are UTC with a ``Z`` suffix."""
 
@@ -103,6 +161,11 @@ class TaskSchema(Schema):
     assignee = fields.Nested(UserRefSchema, dump_only=True, allow_none=True)
     team_id = fields.Integer(dump_only=True, allow_none=True)
     reminders = fields.List(fields.Nested(TaskReminderSchema), dump_only=True)
+    labels = fields.List(fields.Nested(LabelRefSchema), dump_only=True)
+    checklist = fields.List(fields.Nested(ChecklistItemSchema), dump_only=True)
+    recurrence = fields.Nested(RecurrenceSchema, dump_only=True, allow_none=True)
+    recurrence_of = fields.Integer(dump_only=True, allow_none=True, metadata={
+        "description": "the finished task this one is the next occurrence of"})
     created_at = UTCDateTime(dump_only=True)
     updated_at = UTCDateTime(dump_only=True)
     completed_at = UTCDateTime(dump_only=True, allow_none=True)
@@ -111,14 +174,17 @@ class TaskSchema(Schema):
         "description": 'Grows on every change; sent as ETag: "<version>".'})
 
 
-def task_item(row, owner: dict, assignee: dict | None, reminders: list) -> dict:
+def task_item(row, owner: dict, assignee: dict | None, reminders: list, labels: list[dict],
+              checklist: list[dict]) -> dict:
     """What :class:`TaskSchema` dumps, built straight from a row of task columns
     (the list endpoints' fast path: no ORM objects, no per-field dispatch).
 
     ``row`` has the task's columns as attributes; ``owner``/``assignee`` are
-    ``{id, username, full_name}``; ``reminders`` rows have ``id, remind_at,
-    sent_at``, in :class:`TaskSchema`'s order. tests/test_tasks_list.py checks
-    that list items equal the task's own ``GET /api/tasks/<id>`` body.
+    ``{id, username, full_name}``; ``reminders`` are ``{id, remind_at, sent_at}``
+    (JSON-ready), ``labels`` ``{id, name, color}`` and ``checklist`` items ``{id,
+    text, done, position}``, each in :class:`TaskSchema`'s order.
+    tests/test_tasks_list.py checks that list items equal the task's own ``GET
+    /api/tasks/<id>`` body.
     """
     return {
         "id": row.id,
@@ -130,8 +196,12 @@ def task_item(row, owner: dict, assignee: dict | None, reminders: list) -> dict:
         "owner": owner,
         "assignee": assignee,
         "team_id": row.team_id,
-        "reminders": [{"id": r.id, "remind_at": iso_utc(r.remind_at), "sent_at": iso_utc(r.sent_at)}
-                      for r in reminders],
+        "reminders": reminders,
+        "labels": labels,
+        "checklist": checklist,
+        "recurrence": (None if row.recurrence_rule is None
+                       else {"rule": row.recurrence_rule, "from": row.recurrence_from}),
+        "recurrence_of": row.recurrence_of,
         "created_at": iso_utc(row.created_at),
         "updated_at": iso_utc(row.updated_at),
         "completed_at": iso_utc(row.completed_at),
@@ -189,6 +259,13 @@ class TaskCreateSchema(Schema):
     reminders = fields.List(UTCDateTime(), load_default=list,
                             validate=validate.Length(max=MAX_REMINDERS),
                             metadata={"description": "remind_at times; replace the unsent reminders"})
+    label_ids = fields.List(fields.Integer(strict=True, validate=_ID), load_default=list,
+                            validate=validate.Length(max=MAX_LABELS), metadata={
+                                "description": "labels of the task's scope: its team's labels on a "
+                                               "team task, its owner's personal labels otherwise "
+                                               "(else 422)"})
+    recurrence = fields.Nested(RecurrenceInputSchema, load_default=None, allow_none=True,
+                               metadata={"description": "null: not recurring; needs a due_at"})
 
 
 class TaskReplaceSchema(TaskCreateSchema):
@@ -225,6 +302,62 @@ class TaskAssignSchema(Schema):
     assignee_id = fields.Integer(strict=True, required=True, allow_none=True, validate=_ID)
 
 
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+class LabelCreateSchema(Schema):
+    """``POST /api/labels`` and ``POST /api/teams/<id>/labels``: ``name`` 1..50
+    characters (trimmed, not blank), ``color`` ``#rrggbb`` (default grey)."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=LABEL_NAME_MAX), _not_blank],
+                         metadata={"pattern": NOT_BLANK_TEXT_PATTERN})
+    color = fields.String(validate=validate.Regexp(COLOR_PATTERN, error="Must be #rrggbb."),
+                          metadata={"pattern": COLOR_PATTERN})
+
+    @post_load
+    def _normalise(self, data, **kwargs):
+        if "name" in data:
+            data["name"] = data["name"].strip()
+        if "color" in data:
+            data["color"] = data["color"].lower()
+        return data
+
+
+class LabelPatchSchema(LabelCreateSchema):
+    """``PATCH /api/labels/<id>``: rename and/or recolour (the create schema, partial)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("partial", True)
+        super().__init__(**kwargs)
+
+
+class ChecklistItemCreateSchema(Schema):
+    """``POST /api/tasks/<id>/checklist``: ``{text, position?}``; ``text`` 1..500
+    characters, not blank; ``position`` from 0 (default: the end; larger: the end)."""
+
+    class Meta:
+        unknown = RAISE
+
+    text = fields.String(required=True, validate=[validate.Length(min=1, max=CHECKLIST_TEXT_MAX), _not_blank],
+                         metadata={"pattern": NOT_BLANK_TEXT_PATTERN})
+    position = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_ID))
+
+
+class ChecklistItemPatchSchema(ChecklistItemCreateSchema):
+    """``PATCH /api/checklist-items/<id>``: ``{text?, done?, position?}``."""
+
+    done = fields.Boolean()
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("partial", True)
+        super().__init__(**kwargs)
+
+
 class TaskFilterArgsSchema(PageArgsSchema):
     """Filters shared by ``GET /api/tasks`` and ``GET /api/tasks/search``.
 
@@ -249,6 +382,10 @@ class TaskFilterArgsSchema(PageArgsSchema):
         "pattern": NOT_BLANK_TEXT_PATTERN})
     deleted = fields.String(validate=validate.OneOf(["only"]), metadata={
         "description": "only: the caller's trash (soft-deleted tasks the caller may restore)"})
+    label_id = fields.List(fields.Integer(validate=_ID), metadata={
+        "description": "repeatable: tasks carrying every one of these labels"})
+    watching = fields.Boolean(metadata={
+        "description": "true: only tasks the caller watches; false: only the others"})
 
     @validates("q")
     def _q_not_blank(self, value, **kwargs):
@@ -285,6 +422,12 @@ class TaskDeleteArgsSchema(Schema):
         "description": "true: delete a task already in the trash for good"})
 
 
+#: A page of labels / of watchers.
+LabelPageSchema = page_envelope_schema(LabelSchema, "LabelPageSchema")
+
 task_schema = TaskSchema()
 tasks_schema = TaskSchema(many=True)
 activity_schema = TaskActivitySchema(many=True)
+label_schema = LabelSchema()
+labels_schema = LabelSchema(many=True)
+checklist_item_schema = ChecklistItemSchema()

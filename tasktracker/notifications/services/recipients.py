@@ -8,19 +8,25 @@ event                         notification            recipients (minus the acto
 ============================  ======================  ====================================
 task.created (with assignee)  task_assigned           the assignee
 task.assigned                 task_assigned           the new assignee
-task.updated                  task_updated            owner, assignee
-task.status_changed           task_status_changed     owner, assignee
-task.deleted                  task_deleted            owner, assignee
-comment.created               comment_added           owner, assignee, earlier commenters
-                                                      who still see the task
+task.updated                  task_updated            owner, assignee, watchers
+task.status_changed           task_status_changed     owner, assignee, watchers
+task.deleted                  task_deleted            owner, assignee, watchers
+comment.created               mentioned               the users it newly mentions
+                              comment_added           owner, assignee, earlier commenters,
+                                                      watchers (not those just mentioned)
+comment.updated               mentioned               the users the edit newly mentions
 reminder.due                  deadline_reminder       assignee, owner
 task.overdue                  task_overdue            owner, assignee
 invitation.created            team_invitation         the invitee, if registered
 invitation.accepted           invitation_accepted     the inviter and the team's owner
 ============================  ======================  ====================================
 
-Other event types create no notification. Everything here reads the event's
-payload defensively (a field of the wrong type counts as missing).
+Watchers, mentioned users and earlier commenters count only while they see
+the task (checked here, at fan-out time: someone who lost access gets nothing).
+One notification per (event, user): an event with two rules gives each user
+the first that names them. Other event types create no notification.
+Everything here reads the event's payload defensively (a field of the wrong
+type counts as missing).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from tasktracker.events.models import Event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.tasks.permissions import can_see
+from tasktracker.tasks.services.watchers import watchers_who_see
 from tasktracker.teams.models import Invitation, Team
 
 #: Dotted event type -> Socket.IO event name (api-contract.md, "Real time").
@@ -113,7 +120,10 @@ class _Facts:
 
     @property
     def title(self) -> str:
-        return _quote(self.task.get("title"))
+        title = self.task.get("title")
+        if title is None and self.live_task is not None:  # events without the task (comment.updated)
+            title = self.live_task.title
+        return _quote(title)
 
     @property
     def due(self) -> Any:
@@ -140,6 +150,30 @@ class _Facts:
     def owner_and_assignee(self) -> list:
         return [self.owner_id, self.assignee_id]
 
+    @cached_property
+    def live_task(self) -> Task | None:
+        """The task row as it is now (None once purged)."""
+        return db.session.get(Task, self.event.task_id) if self.event.task_id is not None else None
+
+    @property
+    def watchers(self) -> list[int]:
+        """The task's watchers who see it now."""
+        return watchers_who_see(self.live_task) if self.live_task is not None else []
+
+    @property
+    def people(self) -> list:
+        """Owner, assignee and watchers: who hears of a change to the task."""
+        return self.owner_and_assignee + self.watchers
+
+    @property
+    def new_mentions(self) -> list[int]:
+        """The users the comment newly mentions who see the task now."""
+        ids = [i for i in self.payload.get("new_mention_ids") or [] if isinstance(i, int)]
+        if not ids or self.live_task is None:
+            return []
+        users = db.session.scalars(sa.select(User).where(User.id.in_(ids), User.active.is_(True)))
+        return [u.id for u in users if can_see(u, self.live_task)]
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -151,6 +185,14 @@ class Rule:
     recipients: Callable[[_Facts], list]
     message: Callable[[_Facts], str]
     data: Callable[[_Facts], dict] = lambda f: {}
+
+
+def _mentioned(f: _Facts) -> str:
+    return f"{f.actor} mentioned you on {f.title}: {f.excerpt}"
+
+
+def _comment_data(f: _Facts) -> dict:
+    return {"comment_id": f.comment.get("id"), "excerpt": f.excerpt}
 
 
 def _earlier_commenters(task_id: int | None, comment_id: Any) -> list[int]:
@@ -186,62 +228,66 @@ def _new_status(f: _Facts) -> Any:
     return (f.changes.get("status") or [None, f.task.get("status")])[-1]
 
 
-#: Event type -> its notification rule (the table of the module docstring).
-RULES: dict[str, Rule] = {
-    "task.created": Rule(
+#: Event type -> its notification rules, in order (the table of the module docstring).
+RULES: dict[str, tuple[Rule, ...]] = {
+    "task.created": (Rule(
         "task_assigned", lambda f: [f.assignee_id],
         lambda f: f"{f.actor} assigned you to {f.title}.",
-        lambda f: {"changes": {"assignee_id": [None, f.assignee_id]}}),
-    "task.assigned": Rule(
+        lambda f: {"changes": {"assignee_id": [None, f.assignee_id]}}),),
+    "task.assigned": (Rule(
         "task_assigned", lambda f: [(f.changes.get("assignee_id") or [None, None])[-1]],
-        lambda f: f"{f.actor} assigned you to {f.title}.", _changes),
-    "task.updated": Rule(
-        "task_updated", lambda f: f.owner_and_assignee,
-        lambda f: f"{f.actor} updated {f.title} ({', '.join(sorted(f.changes)) or 'details'}).", _changes),
-    "task.status_changed": Rule(
-        "task_status_changed", lambda f: f.owner_and_assignee,
-        lambda f: f"{f.actor} changed the status of {f.title} to {_new_status(f)}.", _changes),
-    "task.deleted": Rule(
-        "task_deleted", lambda f: f.owner_and_assignee, lambda f: f"{f.actor} deleted {f.title}."),
-    "comment.created": Rule(
-        "comment_added",
-        lambda f: f.owner_and_assignee + _earlier_commenters(f.event.task_id, f.comment.get("id")),
-        lambda f: f"{f.actor} commented on {f.title}: {f.excerpt}",
-        lambda f: {"comment_id": f.comment.get("id"), "excerpt": f.excerpt}),
-    "reminder.due": Rule(
+        lambda f: f"{f.actor} assigned you to {f.title}.", _changes),),
+    "task.updated": (Rule(
+        "task_updated", lambda f: f.people,
+        lambda f: f"{f.actor} updated {f.title} ({', '.join(sorted(f.changes)) or 'details'}).", _changes),),
+    "task.status_changed": (Rule(
+        "task_status_changed", lambda f: f.people,
+        lambda f: f"{f.actor} changed the status of {f.title} to {_new_status(f)}.", _changes),),
+    "task.deleted": (Rule(
+        "task_deleted", lambda f: f.people, lambda f: f"{f.actor} deleted {f.title}."),),
+    "comment.created": (
+        Rule("mentioned", lambda f: f.new_mentions, _mentioned, _comment_data),
+        Rule("comment_added",
+             lambda f: f.people + _earlier_commenters(f.event.task_id, f.comment.get("id")),
+             lambda f: f"{f.actor} commented on {f.title}: {f.excerpt}", _comment_data)),
+    "comment.updated": (Rule("mentioned", lambda f: f.new_mentions, _mentioned, _comment_data),),
+    "reminder.due": (Rule(
         "deadline_reminder", lambda f: [f.assignee_id, f.owner_id],
         lambda f: f"Reminder: {f.title} is due {f.due}." if f.due else f"Reminder: {f.title}.",
         lambda f: {"reminder_id": f.payload.get("reminder_id"), "remind_at": f.payload.get("remind_at"),
-                   "due_at": f.due}),
-    "task.overdue": Rule(
+                   "due_at": f.due}),),
+    "task.overdue": (Rule(
         "task_overdue", lambda f: f.owner_and_assignee,
-        lambda f: f"{f.title} is overdue (due {f.due}).", lambda f: {"due_at": f.due}),
-    "invitation.created": Rule(
+        lambda f: f"{f.title} is overdue (due {f.due}).", lambda f: {"due_at": f.due}),),
+    "invitation.created": (Rule(
         "team_invitation", lambda f: [f.payload.get("invitee_user_id")],
         lambda f: (f"{f.actor} invited you to join the team {_quote(f.team_name)} "
                    f"as {f.invitation.get('role') or 'member'}."),
         lambda f: {"invitation_id": f.invitation.get("id"), "team_name": f.team_name,
-                   "role": f.invitation.get("role")}),
-    "invitation.accepted": Rule(
+                   "role": f.invitation.get("role")}),),
+    "invitation.accepted": (Rule(
         "invitation_accepted", lambda f: _inviter_and_owner(f.invitation.get("id"), f.event.team_id),
         lambda f: f"{f.actor} accepted the invitation to join the team {_quote(f.team_name)}.",
         lambda f: {"invitation_id": f.invitation.get("id"), "user_id": f.payload.get("user_id"),
-                   "team_name": f.team_name}),
+                   "team_name": f.team_name}),),
 }
 
 
 def plan_notifications(event: Event) -> list[Planned]:
-    """The notifications an event causes (before the existence checks), by :data:`RULES`."""
-    rule = RULES.get(event.type)
-    if rule is None:
-        return []
-    facts = _Facts(event)
-    recipients = _unique(rule.recipients(facts), event.actor_id)
-    if not recipients:
-        return []
-    base = {"task_title": facts.task.get("title")} if facts.task else {}
-    message, data = rule.message(facts), {**base, **rule.data(facts)}
-    return [Planned(user_id, rule.type, message, data) for user_id in recipients]
+    """The notifications an event causes (before the existence checks), by :data:`RULES`:
+    at most one per recipient, from the first of the event's rules that names them."""
+    rules = RULES.get(event.type, ())
+    facts = _Facts(event) if rules else None
+    planned: list[Planned] = []
+    for rule in rules:
+        taken = {p.user_id for p in planned}
+        recipients = [u for u in _unique(rule.recipients(facts), event.actor_id) if u not in taken]
+        if not recipients:
+            continue
+        base = {"task_title": facts.task.get("title")} if facts.task else {}
+        message, data = rule.message(facts), {**base, **rule.data(facts)}
+        planned += [Planned(user_id, rule.type, message, data) for user_id in recipients]
+    return planned
 
 
 # --------------------------------------------------------------------------- Socket.IO

@@ -120,18 +120,3 @@ def delete_item(actor: User, item_id: int, *, if_match: list[int] | None = None)
         each.position = number
     _commit(actor, task, if_match, old, None)
 
-
-def items_by_task(task_ids: list[int]) -> dict[int, list[dict]]:
-    """``{task_id: [{id, text, done, position}, ...]}`` in one statement (the list
-    endpoints), each list in checklist order."""
-    result: dict[int, list[dict]] = {task_id: [] for task_id in task_ids}
-    if not task_ids:
-        return result
-    for row in db.session.execute(
-            sa.select(ChecklistItem.task_id, ChecklistItem.id, ChecklistItem.text,
-                      ChecklistItem.done, ChecklistItem.position)
-            .where(ChecklistItem.task_id.in_(task_ids))
-            .order_by(ChecklistItem.task_id, ChecklistItem.position, ChecklistItem.id)):
-        result[row.task_id].append({"id": row.id, "text": row.text, "done": row.done,
-                                    "position": row.position})
-    return result

@@ -27,7 +27,7 @@ from tasktracker.core.errors import Conflict, Forbidden, LabelNotFound, TeamNotF
 from tasktracker.core.types import utcnow
 from tasktracker.events.services import record_event
 from tasktracker.extensions import db
-from tasktracker.tasks.label_schemas import label_schema
+from tasktracker.tasks.schemas import label_schema
 from tasktracker.tasks.models import LABEL_DEFAULT_COLOR, Label, Task, TaskLabel
 from tasktracker.tasks.permissions import TEAM_MANAGER_ROLES, team_role
 from tasktracker.tasks.services.payload import record_task_event
@@ -193,20 +193,6 @@ def labels_in_scope(current: Iterable[Label], owner_id: int, team_id: int | None
         return [label for label in current if label.team_id == team_id]
     return [label for label in current if label.team_id is None and label.user_id == owner_id]
 
-
-def labels_by_task(task_ids: list[int]) -> dict[int, list[dict]]:
-    """``{task_id: [{id, name, color}, ...]}`` for ``task_ids`` in one statement (the
-    list endpoints), each list ordered as :data:`LABEL_ORDER`."""
-    result: dict[int, list[dict]] = {task_id: [] for task_id in task_ids}
-    if not task_ids:
-        return result
-    rows = db.session.execute(
-        sa.select(TaskLabel.task_id, Label.id, Label.name, Label.color)
-        .join(Label, Label.id == TaskLabel.label_id)
-        .where(TaskLabel.task_id.in_(task_ids)).order_by(TaskLabel.task_id, *LABEL_ORDER))
-    for row in rows:
-        result[row.task_id].append({"id": row.id, "name": row.name, "color": row.color})
-    return result
 
 
 def has_labels_condition(task_id_column, label_ids: list[int]):

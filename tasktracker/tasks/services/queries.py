@@ -15,15 +15,17 @@ import sqlalchemy as sa
 
 from tasktracker.auth.models import User
 from tasktracker.core.db import is_postgresql
+from tasktracker.core.fields import iso_utc
 from tasktracker.core.pagination import paginate
 from tasktracker.core.serialization import dumps
 from tasktracker.core.types import utcnow
 from tasktracker.events.services import task_events_query
 from tasktracker.extensions import db
 from tasktracker.tasks import cache as list_cache
-from tasktracker.tasks.models import Reminder, Task
+from tasktracker.tasks.models import ChecklistItem, Label, Reminder, Task, TaskLabel
 from tasktracker.tasks.permissions import TEAM_MANAGER_ROLES, get_visible_task, visible_condition
 from tasktracker.tasks.schemas import task_item
+from tasktracker.tasks.services import labels, watchers
 from tasktracker.teams.models import TeamMember
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
@@ -61,7 +63,8 @@ def filtered_query(actor: User, args: dict) -> sa.Select:
     (int or ``"me"``), ``owner_id`` (int or ``"me"``), ``team_id``, ``due_before``
     (exclusive), ``due_after`` (inclusive), ``overdue`` (bool), ``q`` (case-
     insensitive substring of title or description), ``deleted="only"`` (the
-    caller's trash instead of live tasks).
+    caller's trash instead of live tasks), ``label_id`` (list: every one of these
+    labels), ``watching`` (bool: tasks the caller watches, or the others).
     """
     stmt = sa.select(Task)
     if args.get("deleted") == "only":
@@ -87,6 +90,11 @@ def filtered_query(actor: User, args: dict) -> sa.Select:
     if args.get("q"):
         q = args["q"].strip()
         stmt = stmt.where(sa.or_(_contains(Task.title, q), _contains(Task.description, q)))
+    if args.get("label_id"):
+        stmt = stmt.where(labels.has_labels_condition(Task.id, args["label_id"]))
+    if "watching" in args:
+        watched = watchers.watching_condition(actor)
+        stmt = stmt.where(watched if args["watching"] else sa.not_(watched))
     return stmt
 
 
@@ -145,8 +153,43 @@ _OWNER = sa.orm.aliased(User, name="owner")
 _ASSIGNEE = sa.orm.aliased(User, name="assignee")
 _TASK_COLUMNS = [Task.id, Task.title, Task.description, Task.status, Task.priority, Task.due_at,
                  Task.team_id, Task.created_at, Task.updated_at, Task.completed_at,
-                 Task.deleted_at, Task.version]
+                 Task.deleted_at, Task.version, Task.recurrence_rule, Task.recurrence_from,
+                 Task.recurrence_of]
 _USER_REF_COLUMNS = ("id", "username", "full_name")
+
+
+def _typed_null(type_):
+    return sa.cast(sa.null(), type_)
+
+
+_REMINDER, _LABEL, _ITEM = 0, 1, 2
+
+
+def _children(task_ids: list[int]) -> sa.Select:
+    """The reminders, labels and checklist items of ``task_ids`` in one statement
+    (UNION ALL over one column shape: ``task_id, kind, id, at, sent_at, name, color,
+    done, position``, the columns a kind lacks are NULL), ordered as
+    :class:`TaskSchema` lists them: reminders by time, labels by name, checklist
+    items by position, each then by id."""
+    reminders = sa.select(
+        Reminder.task_id, sa.literal(_REMINDER).label("kind"), Reminder.id,
+        Reminder.remind_at.label("at"), Reminder.sent_at, _typed_null(sa.String).label("name"),
+        _typed_null(sa.String).label("color"), _typed_null(sa.Boolean).label("done"),
+        _typed_null(sa.Integer).label("position"), _typed_null(sa.String).label("sort_name"),
+    ).where(Reminder.task_id.in_(task_ids))
+    task_labels = sa.select(
+        TaskLabel.task_id, sa.literal(_LABEL), Label.id, _typed_null(Reminder.remind_at.type),
+        _typed_null(Reminder.sent_at.type), Label.name, Label.color, _typed_null(sa.Boolean),
+        _typed_null(sa.Integer), sa.func.lower(Label.name),
+    ).join(Label, Label.id == TaskLabel.label_id).where(TaskLabel.task_id.in_(task_ids))
+    items = sa.select(
+        ChecklistItem.task_id, sa.literal(_ITEM), ChecklistItem.id, _typed_null(Reminder.remind_at.type),
+        _typed_null(Reminder.sent_at.type), ChecklistItem.text, _typed_null(sa.String),
+        ChecklistItem.done, ChecklistItem.position, _typed_null(sa.String),
+    ).where(ChecklistItem.task_id.in_(task_ids))
+    union = sa.union_all(reminders, task_labels, items).subquery()
+    return sa.select(union).order_by(union.c.task_id, union.c.kind, union.c.at, union.c.sort_name,
+                                     union.c.position, union.c.id)
 
 
 def page_items(query: sa.Select) -> list[dict]:
@@ -154,8 +197,9 @@ def page_items(query: sa.Select) -> list[dict]:
     filters, order, limit and offset), as :class:`TaskSchema` dumps them.
 
     Two statements whatever the page size: the page's task columns joined with
-    owner and assignee, then the page's reminders. Plain rows, no ORM objects:
-    building and dumping 100 ORM tasks cost more than the queries themselves
+    owner and assignee, then the page's reminders, labels and checklist items
+    together (:func:`_children`). Plain rows, no ORM objects: building and
+    dumping 100 ORM tasks cost more than the queries themselves
     (bench/cpu_cost.py).
     """
     owner = [getattr(_OWNER, c).label(f"owner_{c}") for c in _USER_REF_COLUMNS]
@@ -164,19 +208,23 @@ def page_items(query: sa.Select) -> list[dict]:
             .join(_OWNER, _OWNER.id == Task.owner_id)
             .outerjoin(_ASSIGNEE, _ASSIGNEE.id == Task.assignee_id))
     rows = db.session.execute(stmt).all()
-    reminders: dict[int, list] = {row.id: [] for row in rows}
+    children: dict[int, tuple[list, list, list]] = {row.id: ([], [], []) for row in rows}
     if rows:
-        for r in db.session.execute(
-                sa.select(Reminder.task_id, Reminder.id, Reminder.remind_at, Reminder.sent_at)
-                .where(Reminder.task_id.in_(list(reminders)))
-                .order_by(Reminder.remind_at, Reminder.id)):
-            reminders[r.task_id].append(r)
+        for c in db.session.execute(_children(list(children))):
+            if c.kind == _REMINDER:
+                children[c.task_id][0].append({"id": c.id, "remind_at": iso_utc(c.at),
+                                               "sent_at": iso_utc(c.sent_at)})
+            elif c.kind == _LABEL:
+                children[c.task_id][1].append({"id": c.id, "name": c.name, "color": c.color})
+            else:
+                children[c.task_id][2].append({"id": c.id, "text": c.name, "done": c.done,
+                                               "position": c.position})
     items = []
     for row in rows:
         owner_ref = {c: getattr(row, f"owner_{c}") for c in _USER_REF_COLUMNS}
         assignee_ref = ({c: getattr(row, f"assignee_{c}") for c in _USER_REF_COLUMNS}
                         if row.assignee_id is not None else None)
-        items.append(task_item(row, owner_ref, assignee_ref, reminders[row.id]))
+        items.append(task_item(row, owner_ref, assignee_ref, *children[row.id]))
     return items
 
 

@@ -23,13 +23,6 @@ from tasktracker.tasks.recurrence import InvalidRule, next_occurrence, parse_rul
 from tasktracker.tasks.services.payload import record_task_event
 
 
-def recurrence_of(task: Task) -> dict | None:
-    """The task's ``recurrence`` as the API shows it: ``{rule, from}`` or None."""
-    if task.recurrence_rule is None:
-        return None
-    return {"rule": task.recurrence_rule, "from": task.recurrence_from}
-
-
 def set_recurrence(task: Task, recurrence: dict | None) -> None:
     """Validate and set ``recurrence`` (``{rule, from}`` or None) on ``task``, whose
     ``due_at`` is already the new one. 422 on ``recurrence`` when there is no

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from tasktracker.auth.models import User
 from tasktracker.core.db import dialect_insert
+from tasktracker.events.services import record_event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.tasks.permissions import can_see, get_visible_task
@@ -29,20 +30,31 @@ from tasktracker.tasks.models import TaskWatcher
 MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,30}[A-Za-z0-9_])?)(?![\w])")
 
 
+def _record_watching(type_: str, actor: User, task: Task) -> None:
+    # ``GET /api/tasks?watching=`` depends on it: a new data version for the list cache.
+    # No task_id: the task's activity log is about the task, not its audience.
+    record_event(type_, actor_id=actor.id, team_id=task.team_id,
+                 payload={"task_id": task.id, "user_id": actor.id})
+
+
 def watch(actor: User, task_id: int) -> None:
     """``PUT /api/tasks/<id>/watchers/me``: start watching (idempotent; 404 if not visible).
-    Concurrent twins are settled by the primary key."""
+    Concurrent twins are settled by the primary key (``ON CONFLICT DO NOTHING``)."""
     task = get_visible_task(actor, task_id)
-    db.session.execute(dialect_insert(TaskWatcher).values(task_id=task.id, user_id=actor.id)
-                       .on_conflict_do_nothing(index_elements=["task_id", "user_id"]))
+    added = db.session.execute(dialect_insert(TaskWatcher).values(task_id=task.id, user_id=actor.id)
+                               .on_conflict_do_nothing(index_elements=["task_id", "user_id"])).rowcount
+    if added:
+        _record_watching("task.watched", actor, task)
     db.session.commit()
 
 
 def unwatch(actor: User, task_id: int) -> None:
     """``DELETE /api/tasks/<id>/watchers/me``: stop watching (idempotent; 404 if not visible)."""
     task = get_visible_task(actor, task_id)
-    db.session.execute(sa.delete(TaskWatcher).where(TaskWatcher.task_id == task.id,
-                                                    TaskWatcher.user_id == actor.id))
+    removed = db.session.execute(sa.delete(TaskWatcher).where(
+        TaskWatcher.task_id == task.id, TaskWatcher.user_id == actor.id)).rowcount
+    if removed:
+        _record_watching("task.unwatched", actor, task)
     db.session.commit()
 
 

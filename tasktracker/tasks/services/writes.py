@@ -62,7 +62,7 @@ def _snapshot(task: Task) -> dict:
             "assignee_id": task.assignee_id,
             "reminders": [iso_utc(r.remind_at) for r in task.reminders if r.sent_at is None],
             "labels": sorted(label.id for label in task.labels),
-            "recurrence": recurring.recurrence_of(task)}
+            "recurrence": task.recurrence}
 
 
 def _check_if_match(task: Task, if_match: list[int] | None) -> None:
