@@ -14,21 +14,17 @@ from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 
 from tasktracker import create_app
-from tasktracker.auth import services as auth_services
 from tasktracker.config import TestConfig
 from tasktracker.core.db import import_all_models
 from tasktracker.extensions import db
+from tests.helpers import People, RealtimeCalls, TeamSetup, orm_user
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-# Fast hashing in tests: same algorithm (argon2id), cheaper parameters.
-auth_services._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 def require_service(name: str, reason: str) -> None:
@@ -185,14 +181,56 @@ def auth(client):
 def sockets():
     """``sockets(name, **client_options)`` makes a real python-socketio client
     (:class:`tests.procs.SioClient`); all are closed after the test."""
-    from tests.procs import SioClient
+    from tests.procs import SioClients
 
-    made = []
+    made = SioClients()
+    yield made
+    made.close()
 
-    def make(name: str, **options):
-        made.append(SioClient(name, **options))
-        return made[-1]
 
-    yield make
-    for c in made:
-        c.close()
+@pytest.fixture
+def alice(auth):
+    """One logged-in user (cheaper than ``people`` for single-user tests)."""
+    return auth.user("alice")
+
+
+@pytest.fixture
+def people(auth) -> People:
+    """Four logged-in users: owner, assignee, other (no relation), site admin."""
+    return People(auth.user("owner"), auth.user("assignee"), auth.user("other"),
+                  auth.user("root", admin=True))
+
+
+@pytest.fixture
+def team_setup(auth) -> TeamSetup:
+    """A team owned by ``team_owner`` with an admin and a plain member; and an outsider."""
+    from tests.factories import TeamFactory, add_member
+
+    team_owner, team_admin, member = auth.user("towner"), auth.user("tadmin"), auth.user("tmember")
+    outsider = auth.user("outsider")
+    team = TeamFactory(owner=orm_user(team_owner), name="Core")
+    add_member(team, orm_user(team_admin), "admin")
+    add_member(team, orm_user(member), "member")
+    return TeamSetup(team, team_owner, team_admin, member, outsider)
+
+
+@pytest.fixture
+def realtime_calls(monkeypatch) -> RealtimeCalls:
+    """Record ``realtime.emit`` / ``realtime.sync_membership`` calls instead of sending."""
+    from tasktracker import realtime
+
+    calls = RealtimeCalls()
+    monkeypatch.setattr(realtime, "emit", lambda event, data, rooms: calls.emits.append(
+        (event, data, list(rooms))), raising=False)
+    monkeypatch.setattr(realtime, "sync_membership", lambda user_id, team_id, joined: calls.memberships.append(
+        (user_id, team_id, joined)), raising=False)
+    return calls
+
+
+@pytest.fixture
+def held_fanout(app, monkeypatch) -> list[int]:
+    """Disable the after-commit fan-out (the app's event consumer): committed events
+    stay undispatched. The list collects the seqs that would have been enqueued."""
+    held: list[int] = []
+    monkeypatch.setitem(app.extensions, "tt_event_consumer", lambda seqs: held.extend(seqs))
+    return held
