@@ -34,7 +34,7 @@ from tests.procs import (
     migrated_database, skip_unless_postgres, wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]  # hard bound incl. setup/teardown
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(__name__), pytest.mark.timeout(120)]  # hard bound incl. setup/teardown
 
 
 @pytest.fixture(scope="module")
