@@ -95,22 +95,27 @@ def _truncate_all() -> None:
     """Empty every table and restart ids at 1.
 
     DELETE + resetting the sequences is about 10x faster than PostgreSQL's
-    TRUNCATE on these small tables (measured: 0.02 s vs 0.2-0.5 s per test).
+    TRUNCATE on these small tables (measured: 0.02 s vs 0.2-0.5 s per test); on
+    PostgreSQL it is one round trip (one batch of statements, no parameters).
     """
     tables = list(reversed(db.metadata.sorted_tables))
     with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("; ".join(
+                [f'DELETE FROM "{table.name}"' for table in tables]
+                + [f"SELECT setval(pg_get_serial_sequence('\"{table.name}\"', '{column.name}'), 1, false)"
+                   for table in tables for column in table.primary_key.columns if _is_serial(table, column)]))
+            return
         for table in tables:
             conn.execute(table.delete())
-        if conn.dialect.name == "postgresql":
-            for table in tables:
-                for column in table.primary_key.columns:
-                    if column.autoincrement is True or (column.autoincrement == "auto"
-                                                        and len(table.primary_key.columns) == 1
-                                                        and isinstance(column.type, sa.Integer)):
-                        conn.execute(sa.text("SELECT setval(pg_get_serial_sequence(:t, :c), 1, false)"),
-                                     {"t": table.name, "c": column.name})
-        elif conn.execute(sa.text("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'")).first():
+        if conn.execute(sa.text("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'")).first():
             conn.execute(sa.text("DELETE FROM sqlite_sequence"))
+
+
+def _is_serial(table: sa.Table, column: sa.Column) -> bool:
+    """Whether ``column`` of ``table`` is backed by a sequence (an autoincrement id)."""
+    return column.autoincrement is True or (column.autoincrement == "auto" and len(table.primary_key.columns) == 1
+                                            and isinstance(column.type, sa.Integer))
 
 
 @pytest.fixture
