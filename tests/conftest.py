@@ -27,6 +27,32 @@ RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
+#: Modules whose tests share processes started by a module-scoped fixture: under
+#: pytest-xdist each runs whole on one worker (:func:`pytest_xdist_make_scheduler`),
+#: so its stack starts once. Any other test goes to whichever worker is free.
+SHARED_PROCESS_MODULES = frozenset(f"tests/{name}.py" for name in (
+    "test_deployment", "test_e2e_gunicorn", "test_faults", "test_flood", "test_http_limits",
+    "test_readme_production", "test_realtime_processes", "test_split_deployment"))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` (the Makefile's) with :data:`SHARED_PROCESS_MODULES` as the
+    groups: xdist's own loadgroup reads ``xdist_group`` marks by rewriting
+    ``item._nodeid``, which pytest 9 no longer has, so every test was spread (and each
+    worker started its own copy of a module's stack, once per test). The groups are
+    handed out first, biggest first (xdist's ``--loadscope-reorder``)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedProcessModules(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_PROCESS_MODULES else nodeid
+
+    return SharedProcessModules(config, log)
+
+
 def require_service(name: str, reason: str) -> None:
     """Fail under CI=true, skip otherwise: services needed by a test must exist in CI."""
     if IN_CI:

@@ -28,16 +28,18 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tasktracker.config import TestConfig
+from tasktracker.config import Config, TestConfig
 from tests.conftest import RABBITMQ_URL, REDIS_URL, _create_postgres_database, require_service
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PASSWORD = "correct-horse-9"
 JWT_SECRET = "deployment-tests-" + "x" * 40
-#: The tests' cheap argon2 cost (TestConfig's) for the processes the tests start.
-CHEAP_HASHING = {name: str(getattr(TestConfig, name)) for name in
-                 ("PASSWORD_HASH_TIME_COST", "PASSWORD_HASH_MEMORY_COST", "PASSWORD_HASH_PARALLELISM")}
+_HASHING = ("PASSWORD_HASH_TIME_COST", "PASSWORD_HASH_MEMORY_COST", "PASSWORD_HASH_PARALLELISM")
+#: The tests' cheap argon2 cost (TestConfig's) for the processes the tests start (:func:`base_env`).
+CHEAP_HASHING = {name: str(getattr(TestConfig, name)) for name in _HASHING}
+#: The production argon2 cost (config.py's defaults), for a test that needs slow requests.
+FULL_HASHING = {name: str(getattr(Config, name)) for name in _HASHING}
 
 
 def free_port() -> int:
@@ -751,8 +753,8 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-__all__ = ["ApiServer", "BIN", "CHEAP_HASHING", "CeleryProc", "Db", "Nginx", "PASSWORD", "PrivatePostgres",
-           "Proc", "ROOT", "SioClient", "SioClients", "Stack", "TcpProxy", "User", "Web", "base_env",
-           "check_rabbitmq", "check_redis", "delete_queue", "delete_redis_keys", "free_port",
+__all__ = ["ApiServer", "BIN", "CHEAP_HASHING", "CeleryProc", "Db", "FULL_HASHING", "Nginx", "PASSWORD",
+           "PrivatePostgres", "Proc", "ROOT", "SioClient", "SioClients", "Stack", "TcpProxy", "User", "Web",
+           "base_env", "check_rabbitmq", "check_redis", "delete_queue", "delete_redis_keys", "free_port",
            "gateway_settings", "migrate", "migrated_database", "nginx_binary", "skip_unless_postgres", "tail",
            "wait_for"]

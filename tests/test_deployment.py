@@ -20,7 +20,7 @@ from tests.procs import (
     production_env, skip_unless_postgres, unique_name, wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(__name__), pytest.mark.timeout(120)]  # hard bound incl. setup/teardown
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]  # hard bound incl. setup/teardown
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import requests
 
 from tests.procs import PASSWORD, Web, base_env, migrated_database
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(__name__)]  # one worker: module-scoped processes
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

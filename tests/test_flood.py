@@ -38,7 +38,7 @@ from tests.procs import (
     migrated_database, nginx_binary, production_env, skip_unless_postgres, unique_name,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(__name__), pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 IDLE_WEBSOCKETS = 300
 SLOW_HEADERS = 200

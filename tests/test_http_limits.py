@@ -22,7 +22,7 @@ import requests
 from tests.conftest import RABBITMQ_URL
 from tests.procs import ApiServer, Nginx, Web, base_env, migrate, nginx_binary
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(__name__), pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ import requests
 
 from tests.procs import ROOT, delete_queue, tail, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(__name__), pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 ADMIN_PASSWORD = "readme-admin-password-1"
 PORTS = (8001, 8101, 8102, 8080)

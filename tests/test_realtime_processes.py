@@ -30,7 +30,7 @@ from tests.procs import (
     ROOT, Proc, SioClient, Web, base_env, check_rabbitmq, check_redis, delete_queue, delete_redis_keys,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(__name__)]  # one worker: module-scoped processes
+pytestmark = pytest.mark.integration
 
 HEARTBEAT, TTL = 0.5, 2
 #: The two production choices (``gunicorn -c gunicorn.conf.py``, one worker each):

@@ -34,7 +34,7 @@ from tests.procs import (
     make_team, migrated_database, nginx_binary, production_env, skip_unless_postgres, unique_name, wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group(__name__), pytest.mark.timeout(150)]  # hard bound incl. setup/teardown
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]  # hard bound incl. setup/teardown
 
 def _redis_via(port: int) -> str:
     """REDIS_URL with its address replaced by 127.0.0.1:``port`` (the same database number)."""
