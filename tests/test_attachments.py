@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import re
-import threading
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -21,6 +20,7 @@ from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.teams.models import Team
 from tests.factories import TaskFactory, add_member
+from tests.helpers import raised, run_together
 
 LIMIT = 1024
 
@@ -264,28 +264,20 @@ def test_control_characters_and_long_names_are_cleaned(client, w):
 
 
 def test_concurrent_uploads_to_one_task(app, w):
-    results, errors = [], []
     contents = [f"file {i} ".encode() * (i + 1) for i in range(8)]
     before = stored_files(app)
     url = f"/api/tasks/{w.task.id}/attachments"
     headers = [s.headers for s in (w.owner, w.assignee, w.member)]
-    start = threading.Barrier(len(contents))
 
-    def worker(i):
-        try:
-            with app.test_client() as client:
-                start.wait(timeout=30)
-                response = client.post(url, data={"file": (io.BytesIO(contents[i]), "same-name.txt")},
-                                       headers=headers[i % 3])
-                results.append((i, response.status_code, response.get_json()))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def upload_one(i):
+        def call(client):
+            response = client.post(url, data={"file": (io.BytesIO(contents[i]), "same-name.txt")},
+                                   headers=headers[i % 3])
+            return i, response.status_code, response.get_json()
+        return call
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(contents))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    results = run_together(app, *[upload_one(i) for i in range(len(contents))])
+    errors = raised(results)
     assert not errors
     assert sorted(status for _, status, _ in results) == [201] * len(contents), results
     for i, _, body in results:

@@ -33,7 +33,7 @@ from tasktracker.tasks.models import Reminder, Task
 from tests.conftest import RABBITMQ_URL, require_service
 from tests.factories import UserFactory
 from tests.procs import delete_queue, wait_for
-from tests.test_jobs_support import api_task, events_of, notifications_for
+from tests.helpers import api_task, events_of, notifications_for
 
 pytestmark = pytest.mark.integration
 
