@@ -351,7 +351,7 @@ class ChecklistItemCreateSchema(Schema):
 class ChecklistItemPatchSchema(ChecklistItemCreateSchema):
     """``PATCH /api/checklist-items/<id>``: ``{text?, done?, position?}``."""
 
-    done = fields.Boolean()
+    done = fields.Boolean(truthy={True}, falsy={False})  # JSON true/false only, not "yes"
 
     def __init__(self, **kwargs):
         kwargs.setdefault("partial", True)

@@ -31,7 +31,7 @@ def item_snapshot(item: ChecklistItem) -> dict:
 def _locked_task(actor: User, task_id: int, if_match: list[int] | None) -> Task:
     """The visible, editable, live task, re-read under its row lock (404 / 403 / 412)."""
     task = _editable_task(actor, task_id)
-    task = db.session.scalar(sa.select(Task).where(Task.id == task.id).with_for_update()
+    task = db.session.scalar(sa.select(Task).where(Task.id == task.id).with_for_update(of=Task)
                              .execution_options(populate_existing=True))
     if task is None or task.deleted_at is not None:  # purged or trashed while we waited
         raise TaskNotFound()
