@@ -174,15 +174,15 @@ class TaskSchema(Schema):
         "description": 'Grows on every change; sent as ETag: "<version>".'})
 
 
-def task_item(row, owner: dict, assignee: dict | None, reminders: list, labels: list[dict],
-              checklist: list[dict]) -> dict:
+def task_item(row, owner: dict, assignee: dict | None, reminders: list, labels, checklist) -> dict:
     """What :class:`TaskSchema` dumps, built straight from a row of task columns
     (the list endpoints' fast path: no ORM objects, no per-field dispatch).
 
     ``row`` has the task's columns as attributes; ``owner``/``assignee`` are
     ``{id, username, full_name}``; ``reminders`` are ``{id, remind_at, sent_at}``
-    (JSON-ready), ``labels`` ``{id, name, color}`` and ``checklist`` items ``{id,
-    text, done, position}``, each in :class:`TaskSchema`'s order.
+    (JSON-ready); ``labels`` (``{id, name, color}``) and ``checklist`` (``{id, text,
+    done, position}``) are JSON arrays already (``orjson.Fragment``), each in
+    :class:`TaskSchema`'s order.
     tests/test_tasks_list.py checks that list items equal the task's own ``GET
     /api/tasks/<id>`` body.
     """

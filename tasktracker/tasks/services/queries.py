@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from tasktracker.auth.models import User
 from tasktracker.core.db import is_postgresql
@@ -158,38 +161,57 @@ _TASK_COLUMNS = [Task.id, Task.title, Task.description, Task.status, Task.priori
 _USER_REF_COLUMNS = ("id", "username", "full_name")
 
 
-def _typed_null(type_):
-    return sa.cast(sa.null(), type_)
+def _json_array_column(postgresql: bool, rows: sa.Select, fields: dict, order: list):
+    """A correlated scalar subquery: the JSON array (text) of ``{key: column}`` objects
+    for the ``rows`` of the outer task, ordered by ``order``; ``[]`` when none.
+
+    The database builds the array as compact JSON (PostgreSQL: ``to_json`` of each
+    value, concatenated, ``string_agg(... ORDER BY ...)``: its ``json_build_object``
+    text has spaces; SQLite: ``json_group_array`` of ``json_object`` over an ordered
+    subquery), and the page embeds the text as is (``orjson.Fragment``): a task's
+    labels and checklist cost no Python per item (bench/task_model.py), and the list
+    keeps its statement count."""
+    if postgresql:
+        parts = []
+        for n, (key, column) in enumerate(fields.items()):
+            parts += [sa.literal(("{" if n == 0 else ",") + f'"{key}":'),
+                      sa.cast(sa.func.to_json(column), sa.Text)]
+        obj = sa.func.concat(*parts, sa.literal("}"))
+        array = sa.func.string_agg(obj, aggregate_order_by(sa.literal_column("','"), *order))
+        return rows.with_only_columns(
+            sa.func.concat("[", sa.func.coalesce(array, ""), "]")).scalar_subquery()
+    ordered = rows.with_only_columns(*(column.label(key) for key, column in fields.items())) \
+        .order_by(*order).correlate(Task).subquery()
+    pairs = [x for key in fields for x in (sa.literal(key), _sqlite_json_value(ordered.c[key]))]
+    array = sa.func.json_group_array(sa.func.json_object(*pairs))
+    return sa.select(sa.func.coalesce(array, "[]")).select_from(ordered).scalar_subquery()
 
 
-_REMINDER, _LABEL, _ITEM = 0, 1, 2
+def _sqlite_json_value(column):
+    # SQLite keeps booleans as 0/1: json('true'/'false') makes them JSON booleans
+    if isinstance(column.type, sa.Boolean):
+        return sa.func.json(sa.case((column, "true"), else_="false"))
+    return column
 
 
-def _children(task_ids: list[int]) -> sa.Select:
-    """The reminders, labels and checklist items of ``task_ids`` in one statement
-    (UNION ALL over one column shape: ``task_id, kind, id, at, sent_at, name, color,
-    done, position``, the columns a kind lacks are NULL), ordered as
-    :class:`TaskSchema` lists them: reminders by time, labels by name, checklist
-    items by position, each then by id."""
-    reminders = sa.select(
-        Reminder.task_id, sa.literal(_REMINDER).label("kind"), Reminder.id,
-        Reminder.remind_at.label("at"), Reminder.sent_at, _typed_null(sa.String).label("name"),
-        _typed_null(sa.String).label("color"), _typed_null(sa.Boolean).label("done"),
-        _typed_null(sa.Integer).label("position"), _typed_null(sa.String).label("sort_name"),
-    ).where(Reminder.task_id.in_(task_ids))
-    task_labels = sa.select(
-        TaskLabel.task_id, sa.literal(_LABEL), Label.id, _typed_null(Reminder.remind_at.type),
-        _typed_null(Reminder.sent_at.type), Label.name, Label.color, _typed_null(sa.Boolean),
-        _typed_null(sa.Integer), sa.func.lower(Label.name),
-    ).join(Label, Label.id == TaskLabel.label_id).where(TaskLabel.task_id.in_(task_ids))
-    items = sa.select(
-        ChecklistItem.task_id, sa.literal(_ITEM), ChecklistItem.id, _typed_null(Reminder.remind_at.type),
-        _typed_null(Reminder.sent_at.type), ChecklistItem.text, _typed_null(sa.String),
-        ChecklistItem.done, ChecklistItem.position, _typed_null(sa.String),
-    ).where(ChecklistItem.task_id.in_(task_ids))
-    union = sa.union_all(reminders, task_labels, items).subquery()
-    return sa.select(union).order_by(union.c.task_id, union.c.kind, union.c.at, union.c.sort_name,
-                                     union.c.position, union.c.id)
+def _children_columns(postgresql: bool) -> list:
+    """The ``labels`` and ``checklist`` JSON columns of a task page (TaskSchema's order)."""
+    labels = _json_array_column(
+        postgresql,
+        sa.select(Label.id).join(TaskLabel, TaskLabel.label_id == Label.id)
+        .where(TaskLabel.task_id == Task.id),
+        {"id": Label.id, "name": Label.name, "color": Label.color},
+        [sa.func.lower(Label.name), Label.id])
+    checklist = _json_array_column(
+        postgresql,
+        sa.select(ChecklistItem.id).where(ChecklistItem.task_id == Task.id),
+        {"id": ChecklistItem.id, "text": ChecklistItem.text, "done": ChecklistItem.done,
+         "position": ChecklistItem.position},
+        [ChecklistItem.position, ChecklistItem.id])
+    return [labels.label("labels_json"), checklist.label("checklist_json")]
+
+
+_CHILDREN_COLUMNS = {dialect: _children_columns(dialect) for dialect in (True, False)}
 
 
 def page_items(query: sa.Select) -> list[dict]:
@@ -197,34 +219,33 @@ def page_items(query: sa.Select) -> list[dict]:
     filters, order, limit and offset), as :class:`TaskSchema` dumps them.
 
     Two statements whatever the page size: the page's task columns joined with
-    owner and assignee, then the page's reminders, labels and checklist items
-    together (:func:`_children`). Plain rows, no ORM objects: building and
-    dumping 100 ORM tasks cost more than the queries themselves
-    (bench/cpu_cost.py).
+    owner and assignee, with each task's labels and checklist as JSON arrays
+    built by the database (:func:`_json_array_column`), then the page's
+    reminders. Plain rows, no ORM objects: building and dumping 100 ORM tasks
+    cost more than the queries themselves (bench/cpu_cost.py).
     """
     owner = [getattr(_OWNER, c).label(f"owner_{c}") for c in _USER_REF_COLUMNS]
     assignee = [getattr(_ASSIGNEE, c).label(f"assignee_{c}") for c in _USER_REF_COLUMNS]
-    stmt = (query.with_only_columns(*_TASK_COLUMNS, *owner, *assignee)
+    stmt = (query.with_only_columns(*_TASK_COLUMNS, *owner, *assignee,
+                                    *_CHILDREN_COLUMNS[is_postgresql()])
             .join(_OWNER, _OWNER.id == Task.owner_id)
             .outerjoin(_ASSIGNEE, _ASSIGNEE.id == Task.assignee_id))
     rows = db.session.execute(stmt).all()
-    children: dict[int, tuple[list, list, list]] = {row.id: ([], [], []) for row in rows}
+    reminders: dict[int, list] = {row.id: [] for row in rows}
     if rows:
-        for c in db.session.execute(_children(list(children))):
-            if c.kind == _REMINDER:
-                children[c.task_id][0].append({"id": c.id, "remind_at": iso_utc(c.at),
-                                               "sent_at": iso_utc(c.sent_at)})
-            elif c.kind == _LABEL:
-                children[c.task_id][1].append({"id": c.id, "name": c.name, "color": c.color})
-            else:
-                children[c.task_id][2].append({"id": c.id, "text": c.name, "done": c.done,
-                                               "position": c.position})
+        for r in db.session.execute(
+                sa.select(Reminder.task_id, Reminder.id, Reminder.remind_at, Reminder.sent_at)
+                .where(Reminder.task_id.in_(list(reminders)))
+                .order_by(Reminder.remind_at, Reminder.id)):
+            reminders[r.task_id].append(
+                {"id": r.id, "remind_at": iso_utc(r.remind_at), "sent_at": iso_utc(r.sent_at)})
     items = []
     for row in rows:
         owner_ref = {c: getattr(row, f"owner_{c}") for c in _USER_REF_COLUMNS}
         assignee_ref = ({c: getattr(row, f"assignee_{c}") for c in _USER_REF_COLUMNS}
                         if row.assignee_id is not None else None)
-        items.append(task_item(row, owner_ref, assignee_ref, *children[row.id]))
+        items.append(task_item(row, owner_ref, assignee_ref, reminders[row.id],
+                               orjson.Fragment(row.labels_json), orjson.Fragment(row.checklist_json)))
     return items
 
 
