@@ -20,30 +20,24 @@ page_args_schema = PageArgsSchema()
 
 
 class TaskAttachmentList(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self, task_id: int):
         """Attachments of a task, oldest first, paginated (anyone who sees the task).
         ---
-        tags: [attachments]
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
-          - in: query
-            schema: PageArgsSchema
+        operationId: attachments_list
+        query: PageArgsSchema
         responses:
-          200: {description: A page of attachments, content: {application/json: {schema: AttachmentPageSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: A page of attachments, schema: AttachmentPageSchema}
         """
         args = load_args(page_args_schema)
         query = services.attachments_query(current_user, task_id)
         return paginate(query, args["page"], args["per_page"], attachments_schema.dump), 200
 
-    @auth_required
     def post(self, task_id: int):
         """Upload a file to a task (owner, assignee, members of the task's team, site admins).
         ---
-        tags: [attachments]
+        operationId: attachments_upload
         description: >-
           A `multipart/form-data` body with one file part named `file`. At most
           MAX_UPLOAD_BYTES (default 10 MiB) of content, else 413 (checked against
@@ -51,27 +45,14 @@ class TaskAttachmentList(Resource):
           accepted. The media type is the part's, else guessed from the file name,
           else application/octet-stream. The file name is kept for display only;
           the stored name is random.
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
         requestBody:
           required: true
           content:
             multipart/form-data:
               schema: AttachmentUploadSchema
-              encoding:
-                file: {contentType: "*/*"}
+        errors: [400, 403, 413, 415, 422]
         responses:
-          201:
-            description: The attachment's metadata
-            headers: {Location: {description: URL to download the file, schema: {type: string}}}
-            content: {application/json: {schema: AttachmentSchema}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          201: {description: "The attachment's metadata", schema: AttachmentSchema, headers: [Location]}
         """
         task = services.upload_target(current_user, task_id)
         if request.mimetype != "multipart/form-data":
@@ -90,21 +71,22 @@ class TaskAttachmentList(Resource):
                                                  upload.content_type)
         finally:
             upload.close()
-        return attachment_schema.dump(attachment), 201, {"Location": f"/api/attachments/{attachment.id}"}
+        location = api.url_for(AttachmentDetail, attachment_id=attachment.id)
+        return attachment_schema.dump(attachment), 201, {"Location": location}
 
 
 class AttachmentDetail(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self, attachment_id: int):
         """Download an attachment's bytes (anyone who sees the task).
         ---
-        tags: [attachments]
+        operationId: attachments_download
         description: >-
-          Served with the recorded media type, `Content-Disposition: attachment`
-          (an ASCII `filename` plus the UTF-8 `filename*`), `X-Content-Type-Options:
-          nosniff` and an ETag (the SHA-256); Range and conditional requests work.
-        parameters:
-          - {in: path, name: attachment_id, required: true, schema: {type: integer}}
+          Served with the recorded media type (whatever was uploaded),
+          `Content-Disposition: attachment` (an ASCII `filename` plus the UTF-8
+          `filename*`), `X-Content-Type-Options: nosniff` and an ETag (the
+          SHA-256); Range and conditional requests work.
         responses:
           200:
             description: The file
@@ -112,15 +94,9 @@ class AttachmentDetail(Resource):
               Content-Disposition: {description: "attachment; filename=...; filename*=UTF-8''...", schema: {type: string}}
               X-Content-Type-Options: {description: nosniff, schema: {type: string}}
               ETag: {description: the SHA-256 of the content, schema: {type: string}}
-            content:
-              application/octet-stream:
-                schema: {type: string, format: binary}
-              "*/*":
-                schema: {type: string, format: binary}
-          206: {description: "A byte range (Range header)", content: {"*/*": {schema: {type: string, format: binary}}}}
+            content: {application/octet-stream: {schema: {type: string, format: binary}}}
+          206: {description: "A byte range (Range header)", content: {application/octet-stream: {schema: {type: string, format: binary}}}}
           304: {description: Not modified (If-None-Match)}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
         """
         attachment, path = services.download(current_user, attachment_id)
         response = send_file(path, mimetype=attachment.content_type, conditional=True,
@@ -132,19 +108,14 @@ class AttachmentDetail(Resource):
         response.headers["Cache-Control"] = "private, no-cache"
         return response
 
-    @auth_required
     def delete(self, attachment_id: int):
         """Delete an attachment (uploader, task owner, site admin; others who see it get 403).
         ---
-        tags: [attachments]
+        operationId: attachments_delete
         description: The stored file is removed after the deletion is committed.
-        parameters:
-          - {in: path, name: attachment_id, required: true, schema: {type: integer}}
+        errors: [403]
         responses:
           204: {description: Deleted}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
         """
         services.delete_attachment(current_user, attachment_id)
         return no_content()

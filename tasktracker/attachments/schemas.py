@@ -6,6 +6,7 @@ from marshmallow import Schema, fields
 
 from tasktracker.auth.schemas import UserRefSchema
 from tasktracker.core.fields import UTCDateTime
+from tasktracker.core.pagination import page_envelope_schema
 
 
 class AttachmentSchema(Schema):
@@ -29,14 +30,9 @@ class AttachmentUploadSchema(Schema):
     file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
 
 
-class AttachmentPageSchema(Schema):
-    """A page of attachments."""
+#: A page of attachments.
+AttachmentPageSchema = page_envelope_schema(AttachmentSchema, "AttachmentPageSchema")
 
-    items = fields.List(fields.Nested(AttachmentSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
-    pages = fields.Integer()
 
 attachment_schema = AttachmentSchema()
 attachments_schema = AttachmentSchema(many=True)

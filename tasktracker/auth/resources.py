@@ -28,6 +28,10 @@ token_pair_schema = TokenPairSchema()
 user_list_args_schema = UserListArgsSchema()
 
 
+#: The guard of ``POST /api/auth/refresh``: a refresh token, not an access token.
+refresh_required = jwt_required(refresh=True)
+
+
 def _login_account_key() -> str:
     """Rate-limit key for the account named in a login body (email or username).
 
@@ -53,21 +57,11 @@ class Register(Resource):
     def post(self):
         """Register an account.
         ---
-        tags: [auth]
-        security: []
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: RegisterSchema
+        operationId: auth_register
+        body: RegisterSchema
+        errors: [409]
         responses:
-          201: {description: The new user, content: {application/json: {schema: UserSchema}}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          409: {$ref: "#/components/responses/Conflict"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
+          201: {description: The new user, schema: UserSchema}
         """
         data = load_body(register_schema)
         user = services.create_user(**data)
@@ -85,22 +79,11 @@ class Login(Resource):
     def post(self):
         """Log in with email (or username) and password.
         ---
-        tags: [auth]
-        security: []
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: LoginSchema
+        operationId: auth_login
+        body: LoginSchema
+        errors: [401]
         responses:
-          200: {description: Tokens and the user, content: {application/json: {schema: TokenPairSchema}}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
-          429: {$ref: "#/components/responses/RateLimited"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
+          200: {description: Tokens and the user, schema: TokenPairSchema}
         """
         data = load_body(login_schema)
         result = services.login(data.get("email"), data.get("username"), data["password"])
@@ -108,67 +91,54 @@ class Login(Resource):
 
 
 class Refresh(Resource):
-    @jwt_required(refresh=True)
+    method_decorators = [refresh_required]
+
     def post(self):
         """A new access token from a refresh token.
         ---
-        tags: [auth]
+        operationId: auth_refresh
         description: Send the refresh token as the bearer token.
         responses:
-          200: {description: A new access token, content: {application/json: {schema: AccessTokenSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
+          200: {description: A new access token, schema: AccessTokenSchema}
         """
         return access_token_schema.dump(services.refresh(current_user, get_jwt()["sid"])), 200
 
 
 class Logout(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def post(self):
         """Revoke the access token and its refresh token.
         ---
-        tags: [auth]
+        operationId: auth_logout
         responses:
           204: {description: Logged out}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         services.logout(current_user, get_jwt()["sid"])
         return no_content()
 
 
 class Profile(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self):
         """The caller's user.
         ---
-        tags: [auth]
+        operationId: auth_profile_get
         responses:
-          200: {description: The caller, content: {application/json: {schema: UserSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
+          200: {description: The caller, schema: UserSchema}
         """
         return user_schema.dump(current_user), 200
 
-    @auth_required
     def patch(self):
         """Update the caller's profile; a password change revokes the caller's other tokens.
         ---
-        tags: [auth]
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: ProfileUpdateSchema
+        operationId: auth_profile_update
+        description: A new `password` needs the right `current_password` (else 422).
+        body: ProfileUpdateSchema
+        errors: [409]
         responses:
-          200: {description: The updated user, content: {application/json: {schema: UserSchema}}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          409: {$ref: "#/components/responses/Conflict"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
+          200: {description: The updated user, schema: UserSchema}
         """
         data = load_body(profile_update_schema)
         user = services.update_profile(current_user, data, get_jwt()["sid"])
@@ -176,20 +146,16 @@ class Profile(Resource):
 
 
 class UserList(Resource):
-    @admin_required
+    method_decorators = [admin_required]
+
     def get(self):
         """Users, paginated (admin).
         ---
+        operationId: users_list
         tags: [users]
-        parameters:
-          - in: query
-            schema: UserListArgsSchema
+        query: UserListArgsSchema
         responses:
-          200: {description: A page of users, content: {application/json: {schema: UserPage}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          422: {$ref: "#/components/responses/ValidationError"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
+          200: {description: A page of users, schema: UserPageSchema}
         """
         args = load_args(user_list_args_schema)
         query = services.users_query(args.get("q"), args.get("role"), args.get("active"))
@@ -197,13 +163,13 @@ class UserList(Resource):
 
 
 class UserDetail(Resource):
-    @auth_required
+    method_decorators = {"get": [auth_required], "patch": [admin_required]}
+
     def get(self, user_id: int):
         """A user: full for admins and self, public (no email) for teammates.
         ---
+        operationId: users_get
         tags: [users]
-        parameters:
-          - {in: path, name: user_id, required: true, schema: {type: integer}}
         responses:
           200:
             description: The user
@@ -211,40 +177,23 @@ class UserDetail(Resource):
               application/json:
                 schema:
                   oneOf: [{$ref: "#/components/schemas/User"}, {$ref: "#/components/schemas/PublicUser"}]
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
         """
         user, full = services.view_user(current_user, user_id)
         return (user_schema if full else public_user_schema).dump(user), 200
 
-    @admin_required
     def patch(self, user_id: int):
         """Change a user's role or active flag (admin); deactivation revokes their tokens.
         ---
+        operationId: users_update
         tags: [users]
         description: >-
           The last active site admin can be neither demoted nor deactivated (409
           `last_admin`, nothing changes), also when admins demote or deactivate each
           other at the same moment: one of them is refused.
-        parameters:
-          - {in: path, name: user_id, required: true, schema: {type: integer}}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: AdminUserUpdateSchema
+        body: AdminUserUpdateSchema
+        errors: [409]
         responses:
-          200: {description: The user, content: {application/json: {schema: UserSchema}}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
+          200: {description: The user, schema: UserSchema}
         """
         data = load_body(admin_user_update_schema)
         user = services.admin_update_user(services.get_user(user_id), **data, actor_id=current_user.id)

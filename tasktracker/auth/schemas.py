@@ -8,12 +8,15 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from tasktracker.auth.models import ROLES
 from tasktracker.core.fields import UTCDateTime
-from tasktracker.core.pagination import PageArgsSchema
+from tasktracker.core.pagination import PageArgsSchema, page_envelope_schema
 
 USERNAME = validate.Regexp(r"^[A-Za-z0-9_.-]{3,32}$",
                            error="3-32 characters: letters, digits, '_', '.', '-'.")
 PASSWORD = validate.Length(min=8, max=128)
 _TIMEZONES = frozenset(available_timezones()) | {"UTC"}
+#: The known zones as one JSON-Schema pattern (for OpenAPI; a 600-member enum would
+#: give generated clients a 600-member type, with names that collide: Etc/GMT+0, Etc/GMT-0).
+TIMEZONE_PATTERN = "^(?:" + "|".join(sorted(z.replace("+", r"\+") for z in _TIMEZONES)) + ")$"
 
 
 class UserSchema(Schema):
@@ -29,16 +32,15 @@ class UserSchema(Schema):
     created_at = UTCDateTime(dump_only=True)
 
 
-class PublicUserSchema(Schema):
-    """A teammate's view of a user: no email."""
+class PublicUserSchema(UserSchema):
+    """A teammate's view of a user: :class:`UserSchema` without the email."""
 
-    id = fields.Integer()
-    username = fields.String()
-    full_name = fields.String()
-    role = fields.String()
-    timezone = fields.String()
-    active = fields.Boolean()
-    created_at = UTCDateTime(dump_only=True)
+    class Meta:
+        exclude = ("email",)
+
+
+#: A page of users (``GET /api/users``).
+UserPageSchema = page_envelope_schema(UserSchema, "UserPageSchema")
 
 
 class UserRefSchema(Schema):
@@ -90,7 +92,7 @@ class ProfileUpdateSchema(Schema):
     username = fields.String(validate=USERNAME)
     email = fields.Email(validate=validate.Length(max=254))
     full_name = fields.String(validate=validate.Length(max=120))
-    timezone = fields.String()
+    timezone = fields.String(metadata={"pattern": TIMEZONE_PATTERN, "description": "an IANA time zone"})
     password = fields.String(load_only=True, validate=PASSWORD)
     current_password = fields.String(load_only=True, validate=validate.Length(max=128))
 

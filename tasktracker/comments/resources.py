@@ -20,93 +20,56 @@ page_args_schema = PageArgsSchema()
 
 
 class TaskCommentList(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self, task_id: int):
         """Comments of a task, oldest first, paginated (anyone who sees the task).
         ---
-        tags: [comments]
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
-          - in: query
-            schema: PageArgsSchema
+        operationId: comments_list
+        query: PageArgsSchema
         responses:
-          200: {description: A page of comments, content: {application/json: {schema: CommentPageSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: A page of comments, schema: CommentPageSchema}
         """
         args = load_args(page_args_schema)
         query = services.comments_query(current_user, task_id)
         return paginate(query, args["page"], args["per_page"], comments_schema.dump), 200
 
-    @auth_required
     def post(self, task_id: int):
         """Comment on a task (owner, assignee, members of the task's team, site admins).
         ---
-        tags: [comments]
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: CommentBodySchema
+        operationId: comments_create
+        body: CommentBodySchema
+        errors: [403]
         responses:
-          201:
-            description: The new comment
-            headers: {Location: {description: URL of the comment, schema: {type: string}}}
-            content: {application/json: {schema: CommentSchema}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          201: {description: The new comment, schema: CommentSchema, headers: [Location]}
         """
         data = load_body(comment_body_schema)
         comment = services.create_comment(current_user, task_id, data["body"])
-        return comment_schema.dump(comment), 201, {"Location": f"/api/comments/{comment.id}"}
+        return comment_schema.dump(comment), 201, {"Location": api.url_for(CommentDetail, comment_id=comment.id)}
 
 
 class CommentDetail(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def patch(self, comment_id: int):
         """Edit a comment (its author only; others who see the task get 403).
         ---
-        tags: [comments]
-        parameters:
-          - {in: path, name: comment_id, required: true, schema: {type: integer}}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: CommentBodySchema
+        operationId: comments_update
+        body: CommentBodySchema
+        errors: [403]
         responses:
-          200: {description: The comment, content: {application/json: {schema: CommentSchema}}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: The comment, schema: CommentSchema}
         """
         data = load_body(comment_body_schema)
         return comment_schema.dump(services.update_comment(current_user, comment_id, data["body"])), 200
 
-    @auth_required
     def delete(self, comment_id: int):
         """Delete a comment (its author, the task owner or a site admin; others who see it get 403).
         ---
-        tags: [comments]
-        parameters:
-          - {in: path, name: comment_id, required: true, schema: {type: integer}}
+        operationId: comments_delete
+        errors: [403]
         responses:
           204: {description: Deleted}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
         """
         services.delete_comment(current_user, comment_id)
         return no_content()

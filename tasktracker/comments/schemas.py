@@ -5,7 +5,8 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate
 
 from tasktracker.auth.schemas import UserRefSchema
-from tasktracker.core.fields import UTCDateTime
+from tasktracker.core.fields import NOT_BLANK_TEXT_PATTERN, UTCDateTime
+from tasktracker.core.pagination import page_envelope_schema
 
 BODY_MAX = 10_000
 
@@ -31,17 +32,13 @@ class CommentBodySchema(Schema):
     """``POST /api/tasks/<id>/comments`` and ``PATCH /api/comments/<id>``:
     ``{body}``, 1..10000 characters, not only whitespace (kept as sent)."""
 
-    body = fields.String(required=True, validate=[validate.Length(min=1, max=BODY_MAX), _not_blank])
+    body = fields.String(required=True, validate=[validate.Length(min=1, max=BODY_MAX), _not_blank],
+                         metadata={"pattern": NOT_BLANK_TEXT_PATTERN})
 
 
-class CommentPageSchema(Schema):
-    """A page of comments."""
+#: A page of comments.
+CommentPageSchema = page_envelope_schema(CommentSchema, "CommentPageSchema")
 
-    items = fields.List(fields.Nested(CommentSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
-    pages = fields.Integer()
 
 comment_schema = CommentSchema()
 comments_schema = CommentSchema(many=True)

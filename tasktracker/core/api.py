@@ -116,8 +116,9 @@ def _reject_unstorable_text(items) -> None:
         raise Unprocessable(details=bad)
 
 
-def load_body(schema: Schema, *, partial: bool = False) -> dict:
-    """Parse the JSON body with a marshmallow schema (422 on invalid fields)."""
+def load_body(schema: Schema, *, partial: bool | None = None) -> dict:
+    """Parse the JSON body with a marshmallow schema (422 on invalid fields);
+    ``partial`` None keeps the schema's own (``TaskPatchSchema`` is partial)."""
     return schema.load(json_body(), partial=partial)
 
 

@@ -34,3 +34,14 @@ class UTCDateTime(fields.AwareDateTime):
 
     def _serialize(self, value, attr, obj, **kwargs):
         return iso_utc(value)
+
+
+#: JSON-Schema patterns of the text rules (OpenAPI): no NUL character anywhere
+#: (:func:`tasktracker.core.api.storable_text`; its other half, no unpaired UTF-16
+#: surrogate, is not a pattern: ECMA regexes without the ``u`` flag see the halves
+#: of every astral character as surrogates) ...
+STORABLE_TEXT_PATTERN = r"^[^\u0000]*$"
+#: ... and, for names, titles and bodies, a character that is not whitespace as
+#: ``str.strip`` means it (spelled out: ECMA's ``\s`` is a smaller set).
+_WHITESPACE = "".join(f"\\u{c:04x}" for c in range(0x3001) if chr(c).isspace())
+NOT_BLANK_TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{_WHITESPACE}][^\u0000]*$"

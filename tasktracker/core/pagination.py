@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import sqlalchemy as sa
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, class_registry, fields, validate
 
 from tasktracker.extensions import db
 
@@ -42,15 +42,21 @@ def paginate(query: sa.Select, page: int, per_page: int, dump=None, *, fetch=Non
     }
 
 
-def page_envelope_schema(item_schema: type[Schema], name: str) -> type[Schema]:
-    """A schema class for the paginated envelope of ``item_schema`` (used by OpenAPI)."""
-    return Schema.from_dict(
+def page_envelope_schema(item_schema: type[Schema], name: str, **extra: fields.Field) -> type[Schema]:
+    """A schema class named ``name`` for the envelope :func:`paginate` returns
+    (``{items, page, per_page, total, pages}``, items dumped by ``item_schema``),
+    plus the ``extra`` fields; OpenAPI documents the list responses with it (by
+    name: the class is registered like a declared one)."""
+    envelope = Schema.from_dict(
         {
             "items": fields.List(fields.Nested(item_schema)),
             "page": fields.Integer(),
             "per_page": fields.Integer(),
             "total": fields.Integer(),
             "pages": fields.Integer(),
+            **extra,
         },
         name=name,
     )
+    class_registry.register(name, envelope)
+    return envelope

@@ -24,20 +24,17 @@ read_all_result_schema = ReadAllResultSchema()
 
 
 class NotificationList(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self):
         """The caller's notifications, newest first, with the unread count.
         ---
-        tags: [notifications]
-        parameters:
-          - in: query
-            schema: NotificationListArgsSchema
+        operationId: notifications_list
+        query: NotificationListArgsSchema
         responses:
           200:
             description: A page of notifications and `unread_count` (over all pages)
-            content: {application/json: {schema: NotificationPageSchema}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          422: {$ref: "#/components/responses/ValidationError"}
+            schema: NotificationPageSchema
         """
         args = load_args(notification_list_args_schema)
         query = services.notifications_query(current_user.id, unread=args["unread"])
@@ -47,27 +44,17 @@ class NotificationList(Resource):
 
 
 class NotificationDetail(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def patch(self, notification_id: int):
         """Mark one of the caller's notifications read or unread.
         ---
-        tags: [notifications]
+        operationId: notifications_update
         description: "`read: true` sets `read_at` (kept if already read); `read: false` clears it.
           Another user's notification is a 404."
-        parameters:
-          - {in: path, name: notification_id, required: true, schema: {type: integer}}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: NotificationUpdateSchema
+        body: NotificationUpdateSchema
         responses:
-          200: {description: The notification, content: {application/json: {schema: NotificationSchema}}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: The notification, schema: NotificationSchema}
         """
         data = load_body(notification_update_schema)
         notification = services.set_read(current_user.id, notification_id, data["read"])
@@ -75,15 +62,15 @@ class NotificationDetail(Resource):
 
 
 class NotificationReadAll(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def post(self):
         """Mark all of the caller's notifications read.
         ---
-        tags: [notifications]
+        operationId: notifications_read_all
         description: No request body is needed (any body is ignored).
         responses:
-          200: {description: How many were unread, content: {application/json: {schema: ReadAllResultSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
+          200: {description: How many were unread, schema: ReadAllResultSchema}
         """
         return read_all_result_schema.dump({"updated": services.read_all(current_user.id)}), 200
 

@@ -6,7 +6,7 @@ from marshmallow import Schema, fields
 
 from tasktracker.auth.schemas import UserRefSchema
 from tasktracker.core.fields import UTCDateTime
-from tasktracker.core.pagination import PageArgsSchema
+from tasktracker.core.pagination import PageArgsSchema, page_envelope_schema
 from tasktracker.notifications.models import NOTIFICATION_TYPES
 
 
@@ -45,15 +45,9 @@ class NotificationListArgsSchema(PageArgsSchema):
         "description": "true: unread notifications only; false or absent: all."})
 
 
-class NotificationPageSchema(Schema):
-    """A page of notifications plus the caller's total ``unread_count``."""
-
-    items = fields.List(fields.Nested(NotificationSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
-    pages = fields.Integer()
-    unread_count = fields.Integer(metadata={"description": "The caller's unread notifications (all pages)."})
+#: A page of notifications plus the caller's total ``unread_count``.
+NotificationPageSchema = page_envelope_schema(NotificationSchema, "NotificationPageSchema",
+    unread_count=fields.Integer(metadata={"description": "The caller's unread notifications (all pages)."}))
 
 
 class NotificationUpdateSchema(Schema):

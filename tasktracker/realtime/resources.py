@@ -21,26 +21,22 @@ page_args_schema = PageArgsSchema()
 
 
 class TeamPresence(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self, team_id: int):
         """Presence of a team's members (team members and site admins).
         ---
+        operationId: teams_presence
         tags: [teams]
         description: >
           Every member of the team with `online` (at least one Socket.IO
           connection open, in any server process) and `last_seen_at` (last
           Socket.IO connect or disconnect). Paginated like every list, ordered
-          by `user_id`. A team you are not in answers 404.
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
-          - in: query
-            schema: PageArgsSchema
+          by `user_id`. A team you are not in answers 404; 503 when the presence
+          store (Redis) is down.
+        query: PageArgsSchema
         responses:
-          200: {description: A page of presences, content: {application/json: {schema: PresencePageSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
-          422: {$ref: "#/components/responses/ValidationError"}
-          503: {$ref: "#/components/responses/ServiceUnavailable"}
+          200: {description: A page of presences, schema: PresencePageSchema}
         """
         args = load_args(page_args_schema)
         query = services.team_presence_query(current_user, team_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 from tasktracker.core.fields import UTCDateTime
+from tasktracker.core.pagination import page_envelope_schema
 
 
 class PresenceSchema(Schema):
@@ -16,14 +17,8 @@ class PresenceSchema(Schema):
         "description": "Last Socket.IO connect or disconnect (UTC); null if never connected."})
 
 
-class PresencePageSchema(Schema):
-    """A page of team members' presence, ordered by ``user_id``."""
-
-    items = fields.List(fields.Nested(PresenceSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
-    pages = fields.Integer()
+#: A page of team members' presence, ordered by ``user_id``.
+PresencePageSchema = page_envelope_schema(PresenceSchema, "PresencePageSchema")
 
 
 presences_schema = PresenceSchema(many=True)

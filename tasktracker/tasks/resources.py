@@ -14,6 +14,7 @@ import re
 from flask import Blueprint, Response, request
 from flask_jwt_extended import current_user
 from flask_restful import Resource
+from werkzeug.http import parse_etags
 
 from tasktracker.auth.access import auth_required
 from tasktracker.core.api import Api, json_body, load_args, load_body, no_content
@@ -23,7 +24,7 @@ from tasktracker.tasks import services
 from tasktracker.tasks.models import Task
 from tasktracker.tasks.schemas import (
     TaskAssignSchema, TaskCreateSchema, TaskDeleteArgsSchema, TaskListArgsSchema, TaskPatchSchema,
-    TaskReplaceSchema, TaskSearchArgsSchema, TaskStatusSchema, activity_schema, task_schema,
+    TaskReplaceSchema, TaskSearchArgsSchema, TaskStatusUpdateSchema, activity_schema, task_schema,
 )
 
 bp = Blueprint("tasks", __name__, url_prefix="/api")
@@ -35,27 +36,42 @@ task_assign_schema = TaskAssignSchema()
 task_delete_args_schema = TaskDeleteArgsSchema()
 task_patch_schema = TaskPatchSchema()
 task_replace_schema = TaskReplaceSchema()
-task_status_schema = TaskStatusSchema()
+task_status_schema = TaskStatusUpdateSchema()
 task_list_args_schema = TaskListArgsSchema()
 task_search_args_schema = TaskSearchArgsSchema()
 task_create_schema = TaskCreateSchema()
 
-_ETAG = re.compile(r'"(\d{1,18})"')
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+#: A well-formed ``If-Match``: ``*`` or a comma list of strong tags ``"<version>"``
+#: (the pattern /api/openapi.json documents for the header).
+IF_MATCH = re.compile(r'[ \t]*(\*|"[0-9]{1,18}"([ \t]*,[ \t]*"[0-9]{1,18}")*)[ \t]*')
+#: ``Idempotency-Key``: 1..255 visible ASCII characters.
+IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
 
 
 def if_match_versions() -> list[int] | None:
-    """The versions named by ``If-Match``: None when absent or ``*`` (no condition);
-    a list otherwise, empty when nothing in it is a valid strong tag (never matches)."""
+    """The versions named by ``If-Match`` (RFC 9110 §13.1.1): None when absent or
+    ``*`` (no condition); a list otherwise, empty when the value is malformed
+    (not ``IF_MATCH``: e.g. unquoted or weak tags), which never matches and so
+    answers 412 like a stale one.
+
+    Parsed by Werkzeug's ``parse_etags`` (what ``request.if_match`` uses), on the
+    stripped value: it reads ``"3"`` followed by trailing whitespace as one
+    unquoted tag (servers strip it; the test client does not).
+    """
     raw = request.headers.get("If-Match")
-    if raw is None or raw.strip() == "*":
+    if raw is None:
         return None
-    versions = []
-    for part in raw.split(","):
-        match = _ETAG.fullmatch(part.strip())
-        if match:
-            versions.append(int(match.group(1)))
-    return versions
+    if not IF_MATCH.fullmatch(raw):
+        return []
+    etags = parse_etags(raw.strip())
+    if etags.star_tag:
+        return None
+    return [int(tag) for tag in etags.as_set()]
+
+
+def if_none_match() -> str | None:
+    """The raw ``If-None-Match`` header (the list services compare with their ETag)."""
+    return request.headers.get("If-None-Match")
 
 
 def idempotency_key() -> str | None:
@@ -63,7 +79,7 @@ def idempotency_key() -> str | None:
     raw = request.headers.get("Idempotency-Key")
     if raw is None:
         return None
-    if not _IDEMPOTENCY_KEY.fullmatch(raw.strip()):
+    if not IDEMPOTENCY_KEY.fullmatch(raw.strip()):
         raise Unprocessable(details={"Idempotency-Key": [
             "Must be 1..255 visible ASCII characters."]})
     return raw.strip()
@@ -88,55 +104,37 @@ def list_response(result: services.ListResult) -> Response:
 
 
 class TaskList(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self):
         """Tasks the caller may see (not deleted), filtered, sorted and paginated.
         ---
-        tags: [tasks]
+        operationId: tasks_list
         description: >
           Filters combine with AND. `deleted=only` lists the caller's trash instead
           (soft-deleted tasks the caller may restore: own tasks and tasks of teams the
           caller owns or administers; every deleted task for site admins). Unknown
           parameters, unknown values and unknown sort keys answer 422.
-        parameters:
-          - in: query
-            schema: TaskListArgsSchema
-          - in: header
-            name: If-None-Match
-            required: false
-            description: >
-              An ETag of an earlier response of this URL (or a list of them, or *);
-              if the result would be the same, the answer is 304 without a body
-            schema: {type: string}
+        query: TaskListArgsSchema
+        headers: [If-None-Match]
+        errors: [400]
         responses:
           200:
-            description: A page of tasks
-            headers:
-              ETag:
-                description: >
-                  Strong tag of this result for the caller (absent when the query
-                  uses `overdue`, whose result depends on the clock); changes after
-                  any write that could change it
-                schema: {type: string}
-              Cache-Control: {description: '"private, no-cache"', schema: {type: string}}
-            content: {application/json: {schema: TaskPageSchema}}
-          304:
-            description: Not modified (If-None-Match named the current ETag); no body
-            headers:
-              ETag: {description: The current tag, schema: {type: string}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          422: {$ref: "#/components/responses/ValidationError"}
+            description: >
+              A page of tasks. The ETag is the strong tag of this result for the caller
+              (absent when the query uses `overdue`, whose result depends on the clock);
+              it changes after any write that could change it
+            schema: TaskPageSchema
+            headers: [ETag, Cache-Control]
+          304: {description: "Not modified (If-None-Match named the current ETag); no body", headers: [ETag]}
         """
         args = load_args(task_list_args_schema)
-        return list_response(services.task_page(
-            current_user, args, if_none_match=request.headers.get("If-None-Match")))
+        return list_response(services.task_page(current_user, args, if_none_match=if_none_match()))
 
-    @auth_required
     def post(self):
         """Create a task (the caller is its owner).
         ---
-        tags: [tasks]
+        operationId: tasks_create
         description: >
           `team_id` must name a team the caller belongs to (else 422 on `team_id`, the
           team is not revealed). `assignee_id` must be an active user (422) and, for a
@@ -145,30 +143,14 @@ class TaskList(Resource):
           from the same user within 24 h returns the first result (201, same task,
           same Location) and creates nothing; the same key with another body is a 422
           `idempotency_key_reused`.
-        parameters:
-          - in: header
-            name: Idempotency-Key
-            required: false
-            description: 1..255 visible ASCII characters, unique per request you mean
-            schema: {type: string, minLength: 1, maxLength: 255}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: TaskCreateSchema
+        headers: [Idempotency-Key]
+        body: TaskCreateSchema
+        errors: [409]
         responses:
           201:
             description: The new task (or, replaying an Idempotency-Key, the task it created)
-            headers:
-              Location: {description: "URL of the task, /api/tasks/{id}", schema: {type: string}}
-              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
-              Idempotent-Replayed: {description: '"true" when this is a replayed result', schema: {type: string}}
-            content: {application/json: {schema: TaskSchema}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          409: {$ref: "#/components/responses/Conflict"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+            schema: TaskSchema
+            headers: [Location, ETag, Idempotent-Replayed]
         """
         key = idempotency_key()
         raw = json_body()
@@ -181,74 +163,44 @@ class TaskList(Resource):
 
 
 class TaskSearch(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self):
         """Search tasks, ranked by relevance.
         ---
-        tags: [tasks]
+        operationId: tasks_search
         description: >
           The tasks of `GET /api/tasks?q=` (same visibility and filters), ordered by
           rank: title equal to `q`, title starting with `q`, title containing `q`,
           then description-only matches (case-insensitive); ties newest first.
-        parameters:
-          - in: query
-            schema: TaskSearchArgsSchema
-          - in: header
-            name: If-None-Match
-            required: false
-            description: >
-              An ETag of an earlier response of this URL (or a list of them, or *);
-              if the result would be the same, the answer is 304 without a body
-            schema: {type: string}
+        query: TaskSearchArgsSchema
+        headers: [If-None-Match]
+        errors: [400]
         responses:
-          200:
-            description: A page of tasks
-            headers:
-              ETag:
-                description: >
-                  Strong tag of this result for the caller (absent when the query
-                  uses `overdue`, whose result depends on the clock); changes after
-                  any write that could change it
-                schema: {type: string}
-              Cache-Control: {description: '"private, no-cache"', schema: {type: string}}
-            content: {application/json: {schema: TaskPageSchema}}
-          304:
-            description: Not modified (If-None-Match named the current ETag); no body
-            headers:
-              ETag: {description: The current tag, schema: {type: string}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: A page of tasks (ETag as in tasks_list), schema: TaskPageSchema, headers: [ETag, Cache-Control]}
+          304: {description: "Not modified (If-None-Match named the current ETag); no body", headers: [ETag]}
         """
         args = load_args(task_search_args_schema)
-        return list_response(services.task_page(
-            current_user, args, search=True, if_none_match=request.headers.get("If-None-Match")))
+        return list_response(services.task_page(current_user, args, search=True,
+                                                if_none_match=if_none_match()))
 
 
 class TaskDetail(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self, task_id: int):
         """One task.
         ---
-        tags: [tasks]
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
+        operationId: tasks_get
         responses:
-          200:
-            description: The task
-            headers:
-              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
-            content: {application/json: {schema: TaskSchema}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
+          200: {description: The task, schema: TaskSchema, headers: [ETag]}
         """
         return task_response(services.get_task(current_user, task_id))
 
-    @auth_required
     def put(self, task_id: int):
         """Replace the editable fields of a task.
         ---
-        tags: [tasks]
+        operationId: tasks_replace
         description: >
           Owner, assignee, team owner/admins. `title` is required; omitted fields are
           reset to their defaults (an omitted `assignee_id` unassigns, an omitted
@@ -256,103 +208,48 @@ class TaskDetail(Resource):
           to manage the task (owner, team owner/admins; else 403) and follows the
           membership rules of creation (422). A status change follows the rules of
           `/status` (409). `reminders` replace the task's unsent reminders.
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
-          - in: header
-            name: If-Match
-            required: false
-            description: 'Optional "<version>" (or a list, or *); a stale or malformed value answers 412'
-            schema: {type: string}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: TaskReplaceSchema
+        headers: [If-Match]
+        body: TaskReplaceSchema
+        errors: [403, 409]
         responses:
-          200:
-            description: The updated task
-            headers:
-              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
-            content: {application/json: {schema: TaskSchema}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
-          412: {$ref: "#/components/responses/PreconditionFailed"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: The task, schema: TaskSchema, headers: [ETag]}
         """
         data = load_body(task_replace_schema)
         return task_response(services.update_task(current_user, task_id, data,
                                                   if_match=if_match_versions()))
 
-    @auth_required
     def patch(self, task_id: int):
         """Change some fields of a task.
         ---
-        tags: [tasks]
+        operationId: tasks_update
         description: >
           Same rules as PUT, for the given fields only. A request that changes
           nothing answers the task unchanged (same version).
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
-          - in: header
-            name: If-Match
-            required: false
-            description: 'Optional "<version>" (or a list, or *); a stale or malformed value answers 412'
-            schema: {type: string}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: TaskPatchSchema
+        headers: [If-Match]
+        body: TaskPatchSchema
+        errors: [403, 409]
         responses:
-          200:
-            description: The updated task
-            headers:
-              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
-            content: {application/json: {schema: TaskSchema}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
-          412: {$ref: "#/components/responses/PreconditionFailed"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: The task, schema: TaskSchema, headers: [ETag]}
         """
         data = load_body(task_patch_schema)
         return task_response(services.update_task(current_user, task_id, data,
                                                   if_match=if_match_versions()))
 
-    @auth_required
     def delete(self, task_id: int):
         """Move a task to the trash, or (`permanent=true`) delete a trashed task for good.
         ---
-        tags: [tasks]
+        operationId: tasks_delete
         description: >
           Owner, team owner/admins (else 403). A soft-deleted task answers 404 to reads
           and leaves lists except `deleted=only`. `permanent=true` only works for a task
           already in the caller's trash (409 `not_in_trash` for a live one) and removes
           its comments, attachments (files too), reminders and notifications.
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
-          - in: query
-            schema: TaskDeleteArgsSchema
-          - in: header
-            name: If-Match
-            required: false
-            description: 'Optional "<version>" (soft delete only); a stale or malformed value answers 412'
-            schema: {type: string}
+          `If-Match` applies to the soft delete only.
+        query: TaskDeleteArgsSchema
+        headers: [If-Match]
+        errors: [403, 409]
         responses:
           204: {description: Deleted}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
-          412: {$ref: "#/components/responses/PreconditionFailed"}
-          422: {$ref: "#/components/responses/ValidationError"}
         """
         args = load_args(task_delete_args_schema)
         if args["permanent"]:
@@ -363,42 +260,22 @@ class TaskDetail(Resource):
 
 
 class TaskStatus(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def patch(self, task_id: int):
         """Change the status of a task.
         ---
-        tags: [tasks]
+        operationId: tasks_update_status
         description: >
           Allowed: todo->in_progress, in_progress->done, in_progress->todo,
           done->in_progress, todo->done; anything else (same->same included) is a 409
           `invalid_transition`. `done` sets `completed_at`; leaving `done` clears it.
           Owner, assignee, team owner/admins (else 403).
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
-          - in: header
-            name: If-Match
-            required: false
-            description: 'Optional "<version>"; a stale or malformed value answers 412'
-            schema: {type: string}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: TaskStatusSchema
+        headers: [If-Match]
+        body: TaskStatusUpdateSchema
+        errors: [403, 409]
         responses:
-          200:
-            description: The updated task
-            headers:
-              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
-            content: {application/json: {schema: TaskSchema}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
-          412: {$ref: "#/components/responses/PreconditionFailed"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: The task, schema: TaskSchema, headers: [ETag]}
         """
         data = load_body(task_status_schema)
         return task_response(services.change_status(current_user, task_id, data["status"],
@@ -406,39 +283,20 @@ class TaskStatus(Resource):
 
 
 class TaskAssign(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def patch(self, task_id: int):
         """Assign a task to a user, or unassign it (`assignee_id: null`).
         ---
-        tags: [tasks]
+        operationId: tasks_assign
         description: >
           Owner, team owner/admins (else 403). The assignee must be an active user
           and, for a team task, a member of the team (else 422).
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
-          - in: header
-            name: If-Match
-            required: false
-            description: 'Optional "<version>"; a stale or malformed value answers 412'
-            schema: {type: string}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: TaskAssignSchema
+        headers: [If-Match]
+        body: TaskAssignSchema
+        errors: [403]
         responses:
-          200:
-            description: The updated task
-            headers:
-              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
-            content: {application/json: {schema: TaskSchema}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          412: {$ref: "#/components/responses/PreconditionFailed"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: The task, schema: TaskSchema, headers: [ETag]}
         """
         data = load_body(task_assign_schema)
         return task_response(services.assign_task(current_user, task_id, data["assignee_id"],
@@ -446,48 +304,35 @@ class TaskAssign(Resource):
 
 
 class TaskRestore(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def patch(self, task_id: int):
         """Take a task out of the trash.
         ---
-        tags: [tasks]
+        operationId: tasks_restore
         description: >
           For a task in the caller's trash (owner, team owner/admins, site admins;
           404 otherwise). A live task answers 409 `not_deleted`. No request body.
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
+        errors: [403, 409]
         responses:
-          200:
-            description: The restored task
-            headers:
-              ETag: {description: 'The task version, "<version>"', schema: {type: string}}
-            content: {application/json: {schema: TaskSchema}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
+          200: {description: The task, schema: TaskSchema, headers: [ETag]}
         """
         return task_response(services.restore_task(current_user, task_id))
 
 
 class TaskActivity(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self, task_id: int):
         """The history of a task, newest first, paginated.
         ---
-        tags: [tasks]
+        operationId: tasks_activity
         description: >
           One entry per event of the task: `id` is the event's seq, `changes` maps
           field -> [old, new] (empty for created/deleted/restored).
-        parameters:
-          - {in: path, name: task_id, required: true, schema: {type: integer}}
-          - in: query
-            schema: PageArgsSchema
+        query: PageArgsSchema
         responses:
-          200: {description: A page of events, content: {application/json: {schema: TaskActivityPageSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: A page of events, schema: TaskActivityPageSchema}
         """
         args = load_args(page_args_schema)
         query = services.activity_query(current_user, task_id)

@@ -13,13 +13,17 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from tasktracker.auth.schemas import UserRefSchema
 from tasktracker.core.db import MAX_ID
-from tasktracker.core.fields import UTCDateTime, iso_utc
-from tasktracker.core.pagination import PageArgsSchema
+from tasktracker.core.fields import NOT_BLANK_TEXT_PATTERN, UTCDateTime, iso_utc
+from tasktracker.core.pagination import PageArgsSchema, page_envelope_schema
 from tasktracker.tasks.models import PRIORITIES, STATUSES
 
 MAX_REMINDERS = 20
 SORT_KEYS = ("created_at", "updated_at", "due_at", "priority", "status", "title")
 DEFAULT_SORT = "-created_at"
+_SORT_KEYS = "(?:" + "|".join(SORT_KEYS) + ")"
+#: ``sort`` for OpenAPI: a comma list of keys with an optional ``-``, none twice.
+SORT_PATTERN = (rf"^(?!.*\b({_SORT_KEYS})\b.*\b\1\b)"
+                rf"[ ]*-?{_SORT_KEYS}[ ]*(?:,[ ]*-?{_SORT_KEYS}[ ]*)*$")
 
 _ID = validate.Range(min=1, max=MAX_ID)
 
@@ -36,6 +40,12 @@ class UserIdOrMe(fields.String):
 
     Loads to an ``int`` or the string ``"me"``.
     """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("metadata", {"description": 'a user id or "me"', "anyOf": [
+            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            {"type": "string", "enum": ["me"]}]})
+        super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs).strip()
@@ -131,14 +141,8 @@ def task_item(row, owner: dict, assignee: dict | None, reminders: list) -> dict:
     }
 
 
-class TaskPageSchema(Schema):
-    """A page of tasks (``GET /api/tasks``, ``GET /api/tasks/search``)."""
-
-    items = fields.List(fields.Nested(TaskSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
-    pages = fields.Integer()
+#: A page of tasks (``GET /api/tasks``, ``GET /api/tasks/search``).
+TaskPageSchema = page_envelope_schema(TaskSchema, "TaskPageSchema")
 
 
 class _Changes(fields.Dict):
@@ -161,41 +165,22 @@ class TaskActivitySchema(Schema):
     created_at = UTCDateTime(dump_only=True)
 
 
-class TaskActivityPageSchema(Schema):
-    """A page of a task's history."""
-
-    items = fields.List(fields.Nested(TaskActivitySchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
-    pages = fields.Integer()
+#: A page of a task's history.
+TaskActivityPageSchema = page_envelope_schema(TaskActivitySchema, "TaskActivityPageSchema")
 
 
 # --------------------------------------------------------------------------- input
 
 
-class _TaskFieldsSchema(Schema):
-    """The editable fields of a task, without defaults (base of the input schemas)."""
+class TaskCreateSchema(Schema):
+    """``POST /api/tasks``. Omitted fields take their defaults (priority ``medium``,
+    status ``todo``, no due date, unassigned, personal task, no reminders)."""
 
     class Meta:
         unknown = RAISE
 
-    title = Title(validate=validate.Length(min=1, max=200))
-    description = fields.String(validate=validate.Length(max=20000))
-    status = fields.String(validate=validate.OneOf(STATUSES))
-    priority = fields.String(validate=validate.OneOf(PRIORITIES))
-    due_at = UTCDateTime(allow_none=True)
-    assignee_id = fields.Integer(strict=True, allow_none=True, validate=_ID)
-    team_id = fields.Integer(strict=True, allow_none=True, validate=_ID)
-    reminders = fields.List(UTCDateTime(), validate=validate.Length(max=MAX_REMINDERS),
-                            metadata={"description": "remind_at times; replace the unsent reminders"})
-
-
-class TaskCreateSchema(_TaskFieldsSchema):
-    """``POST /api/tasks``. Omitted fields take their defaults (priority ``medium``,
-    status ``todo``, no due date, unassigned, personal task, no reminders)."""
-
-    title = Title(required=True, validate=validate.Length(min=1, max=200))
+    title = Title(required=True, validate=validate.Length(min=1, max=200),
+                  metadata={"pattern": NOT_BLANK_TEXT_PATTERN})
     description = fields.String(load_default="", validate=validate.Length(max=20000))
     status = fields.String(load_default="todo", validate=validate.OneOf(STATUSES))
     priority = fields.String(load_default="medium", validate=validate.OneOf(PRIORITIES))
@@ -204,7 +189,7 @@ class TaskCreateSchema(_TaskFieldsSchema):
     team_id = fields.Integer(strict=True, load_default=None, allow_none=True, validate=_ID)
     reminders = fields.List(UTCDateTime(), load_default=list,
                             validate=validate.Length(max=MAX_REMINDERS),
-                            metadata={"description": "remind_at times"})
+                            metadata={"description": "remind_at times; replace the unsent reminders"})
 
 
 class TaskReplaceSchema(TaskCreateSchema):
@@ -214,11 +199,16 @@ class TaskReplaceSchema(TaskCreateSchema):
     means ``todo`` (subject to the transition rules)."""
 
 
-class TaskPatchSchema(_TaskFieldsSchema):
-    """``PATCH /api/tasks/<id>``: only the given fields change."""
+class TaskPatchSchema(TaskCreateSchema):
+    """``PATCH /api/tasks/<id>``: the create schema with ``partial=True``: only the
+    given fields change (nothing is required, no defaults are filled in)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("partial", True)
+        super().__init__(**kwargs)
 
 
-class TaskStatusSchema(Schema):
+class TaskStatusUpdateSchema(Schema):
     """``PATCH /api/tasks/<id>/status``."""
 
     class Meta:
@@ -248,15 +238,16 @@ class TaskFilterArgsSchema(PageArgsSchema):
     status = fields.List(fields.String(validate=validate.OneOf(STATUSES)),
                          metadata={"description": "repeatable: ?status=todo&status=done"})
     priority = fields.String(validate=validate.OneOf(PRIORITIES))
-    assignee_id = UserIdOrMe(metadata={"description": 'a user id or "me"'})
-    owner_id = UserIdOrMe(metadata={"description": 'a user id or "me"'})
+    assignee_id = UserIdOrMe()
+    owner_id = UserIdOrMe()
     team_id = fields.Integer(validate=_ID)
     due_before = UTCDateTime(metadata={"description": "due_at < this (offset required)"})
     due_after = UTCDateTime(metadata={"description": "due_at >= this (offset required)"})
     overdue = fields.Boolean(metadata={
         "description": "true: due_at in the past and status not done; false: the others"})
     q = fields.String(validate=validate.Length(min=1, max=200), metadata={
-        "description": "case-insensitive substring of the title or the description"})
+        "description": "case-insensitive substring of the title or the description",
+        "pattern": NOT_BLANK_TEXT_PATTERN})
     deleted = fields.String(validate=validate.OneOf(["only"]), metadata={
         "description": "only: the caller's trash (soft-deleted tasks the caller may restore)"})
 
@@ -271,8 +262,8 @@ class TaskListArgsSchema(TaskFilterArgsSchema):
 
     sort = SortSpec(load_default=lambda: [("created_at", True)], metadata={
         "description": "comma list of " + ", ".join(SORT_KEYS) + "; '-' prefix = descending; "
-                       "default -created_at; id is the final tiebreaker",
-        "example": "-priority,due_at"})
+                       "default -created_at; id is the final tiebreaker; each key at most once",
+        "example": "-priority,due_at", "pattern": SORT_PATTERN})
 
 
 class TaskSearchArgsSchema(TaskFilterArgsSchema):
@@ -281,7 +272,8 @@ class TaskSearchArgsSchema(TaskFilterArgsSchema):
     description only), then newest first."""
 
     q = fields.String(required=True, validate=validate.Length(min=1, max=200),
-                      metadata={"description": "search text (case-insensitive substring)"})
+                      metadata={"description": "search text (case-insensitive substring)",
+                                "pattern": NOT_BLANK_TEXT_PATTERN})
 
 
 class TaskDeleteArgsSchema(Schema):

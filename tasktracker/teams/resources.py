@@ -27,126 +27,83 @@ team_update_schema = TeamUpdateSchema()
 
 
 class TeamList(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self):
         """Teams the caller belongs to (any role), oldest first, paginated.
         ---
-        tags: [teams]
-        parameters:
-          - in: query
-            schema: PageArgsSchema
+        operationId: teams_list
+        query: PageArgsSchema
         responses:
-          200: {description: A page of teams, content: {application/json: {schema: TeamPageSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: A page of teams, schema: TeamPageSchema}
         """
         args = load_args(page_args_schema)
         return paginate(services.my_teams_query(current_user), args["page"], args["per_page"],
                         lambda rows: teams_schema.dump(services.with_member_counts(rows))), 200
 
-    @auth_required
     def post(self):
         """Create a team; the caller becomes its owner.
         ---
-        tags: [teams]
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: TeamCreateSchema
+        operationId: teams_create
+        body: TeamCreateSchema
         responses:
-          201:
-            description: The new team
-            headers: {Location: {description: URL of the team, schema: {type: string}}}
-            content: {application/json: {schema: TeamSchema}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          201: {description: The new team, schema: TeamSchema, headers: [Location]}
         """
         data = load_body(team_create_schema)
         team = services.create_team(current_user, data["name"], data["description"])
-        return team_schema.dump(team), 201, {"Location": f"/api/teams/{team.id}"}
+        return team_schema.dump(team), 201, {"Location": api.url_for(TeamDetail, team_id=team.id)}
 
 
 class TeamDetail(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self, team_id: int):
         """A team with its members (members and site admins; others 404).
         ---
-        tags: [teams]
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
+        operationId: teams_get
         responses:
-          200: {description: The team and its members, content: {application/json: {schema: TeamDetailSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
+          200: {description: The team and its members, schema: TeamDetailSchema}
         """
         return team_detail_schema.dump(services.team_detail(current_user, team_id)), 200
 
-    @auth_required
     def patch(self, team_id: int):
         """Edit a team's name or description (owner, admin, site admin; a member gets 403).
         ---
-        tags: [teams]
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: TeamUpdateSchema
+        operationId: teams_update
+        body: TeamUpdateSchema
+        errors: [403]
         responses:
-          200: {description: The team, content: {application/json: {schema: TeamSchema}}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: The team, schema: TeamSchema}
         """
         data = load_body(team_update_schema)
         return team_schema.dump(services.update_team(current_user, team_id, data)), 200
 
-    @auth_required
     def delete(self, team_id: int):
         """Delete a team (owner or site admin; team admins and members get 403).
         ---
-        tags: [teams]
+        operationId: teams_delete
         description: >-
           The team's tasks (trashed ones too) become their owners' personal tasks
           (team_id null); their assignees stay. Memberships and invitations are removed.
           409 `concurrent_update` if one of its tasks changed at the same moment.
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
+        errors: [403, 409]
         responses:
           204: {description: Deleted}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
         """
         services.delete_team(current_user, team_id)
         return no_content()
 
 
 class TeamMemberList(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self, team_id: int):
         """Members of a team (owner, admins, members; each by join time), paginated.
         ---
-        tags: [teams]
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
-          - in: query
-            schema: PageArgsSchema
+        operationId: teams_members_list
+        query: PageArgsSchema
         responses:
-          200: {description: A page of members, content: {application/json: {schema: TeamMemberPageSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: A page of members, schema: TeamMemberPageSchema}
         """
         args = load_args(page_args_schema)
         query = services.list_members(current_user, team_id)
@@ -154,86 +111,62 @@ class TeamMemberList(Resource):
 
 
 class TeamMemberDetail(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def patch(self, team_id: int, user_id: int):
         """Change a member's role to admin or member.
         ---
-        tags: [teams]
+        operationId: teams_members_update_role
         description: >-
           Owner and site admins only, except that a team admin may step down
           (their own admin -> member); other attempts by team admins and members
           are 403. The owner's role never changes (409 `owner_role_locked`);
           `owner` cannot be given (422). The same role again is a no-op.
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
-          - {in: path, name: user_id, required: true, schema: {type: integer}}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: MemberRoleSchema
+        body: MemberRoleSchema
+        errors: [403, 409]
         responses:
-          200: {description: The membership, content: {application/json: {schema: TeamMemberSchema}}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: The membership, schema: TeamMemberSchema}
         """
         data = load_body(member_role_schema)
         member = services.change_role(current_user, team_id, user_id, data["role"])
         return team_member_schema.dump(member), 200
 
-    @auth_required
     def delete(self, team_id: int, user_id: int):
         """Remove a member (owner, site admin; a team admin removes plain members) or leave (self).
         ---
-        tags: [teams]
+        operationId: teams_members_remove
         description: >-
           The owner can neither leave nor be removed (409 `owner_cannot_leave`).
           The member's tasks in the team are unassigned and their access ends at once.
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
-          - {in: path, name: user_id, required: true, schema: {type: integer}}
+        errors: [403, 409]
         responses:
           204: {description: Removed}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
         """
         services.remove_member(current_user, team_id, user_id)
         return no_content()
 
 
 class TeamInvitationList(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self, team_id: int):
         """Pending (unexpired) invitations of a team, oldest first (owner, admin, site admin).
         ---
+        operationId: teams_invitations_list
         tags: [invitations]
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
-          - in: query
-            schema: PageArgsSchema
+        query: PageArgsSchema
+        errors: [403]
         responses:
-          200: {description: A page of invitations, content: {application/json: {schema: InvitationPageSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: A page of invitations, schema: InvitationPageSchema}
         """
         args = load_args(page_args_schema)
         query = services.team_invitations_query(current_user, team_id)
         return paginate(query, args["page"], args["per_page"], invitations_schema.dump), 200
 
-    @auth_required
     def post(self, team_id: int):
         """Invite an email address into the team (owner, admin, site admin).
         ---
+        operationId: teams_invitations_create
         tags: [invitations]
         description: >-
           Inviting with role `admin` needs the owner or a site admin (403 otherwise).
@@ -243,23 +176,10 @@ class TeamInvitationList(Resource):
           refuses the others, answered with the same 409; the existing invitation is
           not returned). Expires after INVITATION_TTL (7 days). A registered invitee
           gets a `team_invitation` notification.
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
-        requestBody:
-          required: true
-          content:
-            application/json:
-              schema: InvitationCreateSchema
+        body: InvitationCreateSchema
+        errors: [403, 409]
         responses:
-          201: {description: The invitation, content: {application/json: {schema: InvitationSchema}}}
-          400: {$ref: "#/components/responses/BadRequest"}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
-          413: {$ref: "#/components/responses/PayloadTooLarge"}
-          415: {$ref: "#/components/responses/UnsupportedMediaType"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          201: {description: The invitation, schema: InvitationSchema}
         """
         data = load_body(invitation_create_schema)
         invitation = services.create_invitation(current_user, team_id, data["email"], data["role"])
@@ -267,10 +187,12 @@ class TeamInvitationList(Resource):
 
 
 class TeamInvitationDetail(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def delete(self, team_id: int, invitation_id: int):
         """Revoke a pending invitation of the team (owner, admin, site admin).
         ---
+        operationId: teams_invitations_revoke
         tags: [invitations]
         description: >-
           The invitation's status becomes `revoked`: it leaves the team's and the
@@ -281,33 +203,25 @@ class TeamInvitationDetail(Resource):
           `team_not_found`; an invitation that is not the team's, or already revoked,
           404 `invitation_not_found`; one already accepted, declined or expired
           409 `invitation_not_pending`.
-        parameters:
-          - {in: path, name: team_id, required: true, schema: {type: integer}}
-          - {in: path, name: invitation_id, required: true, schema: {type: integer}}
+        errors: [403, 409]
         responses:
           204: {description: Revoked}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          403: {$ref: "#/components/responses/Forbidden"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
         """
         services.revoke_invitation(current_user, team_id, invitation_id)
         return no_content()
 
 
 class MyInvitationList(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def get(self):
         """Pending (unexpired) invitations addressed to the caller's email, newest first.
         ---
+        operationId: invitations_list_mine
         tags: [invitations]
-        parameters:
-          - in: query
-            schema: PageArgsSchema
+        query: PageArgsSchema
         responses:
-          200: {description: A page of invitations, content: {application/json: {schema: InvitationPageSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          422: {$ref: "#/components/responses/ValidationError"}
+          200: {description: A page of invitations, schema: InvitationPageSchema}
         """
         args = load_args(page_args_schema)
         return paginate(services.my_invitations_query(current_user), args["page"], args["per_page"],
@@ -315,10 +229,12 @@ class MyInvitationList(Resource):
 
 
 class InvitationAccept(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def post(self, invitation_id: int):
         """Accept an invitation: the caller becomes a member with the invited role.
         ---
+        operationId: invitations_accept
         tags: [invitations]
         description: >-
           Only the user the invitation is addressed to (by email, case-insensitive);
@@ -329,35 +245,29 @@ class InvitationAccept(Resource):
           `GET /api/teams/{id}/members`. 409 `invitation_not_pending` if already
           accepted, declined or revoked, `invitation_expired` after expires_at,
           `already_member` if the caller is already a member.
-        parameters:
-          - {in: path, name: invitation_id, required: true, schema: {type: integer}}
+        errors: [409]
         responses:
-          200: {description: The accepted invitation, content: {application/json: {schema: InvitationSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
+          200: {description: The accepted invitation, schema: InvitationSchema}
         """
         return invitation_schema.dump(services.accept_invitation(current_user, invitation_id)), 200
 
 
 class InvitationDecline(Resource):
-    @auth_required
+    method_decorators = [auth_required]
+
     def post(self, invitation_id: int):
         """Decline an invitation.
         ---
+        operationId: invitations_decline
         tags: [invitations]
         description: >-
           Only the user the invitation is addressed to (by email, case-insensitive);
           anyone else gets 404, and so does everyone once the team is deleted. 409
           `invitation_not_pending` if already accepted, declined or revoked,
           `invitation_expired` after expires_at.
-        parameters:
-          - {in: path, name: invitation_id, required: true, schema: {type: integer}}
+        errors: [409]
         responses:
-          200: {description: The declined invitation, content: {application/json: {schema: InvitationSchema}}}
-          401: {$ref: "#/components/responses/Unauthorized"}
-          404: {$ref: "#/components/responses/NotFound"}
-          409: {$ref: "#/components/responses/Conflict"}
+          200: {description: The declined invitation, schema: InvitationSchema}
         """
         return invitation_schema.dump(services.decline_invitation(current_user, invitation_id)), 200
 

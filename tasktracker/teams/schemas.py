@@ -5,7 +5,8 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from tasktracker.auth.schemas import UserRefSchema
-from tasktracker.core.fields import UTCDateTime
+from tasktracker.core.fields import NOT_BLANK_TEXT_PATTERN, UTCDateTime
+from tasktracker.core.pagination import page_envelope_schema
 from tasktracker.core.types import utcnow
 
 #: Roles a client may give through the API; ``owner`` is only ever the creator.
@@ -53,7 +54,8 @@ class TeamCreateSchema(Schema):
     """``POST /api/teams``: ``name`` 1..100 characters (trimmed, not blank),
     ``description`` up to 2000 characters."""
 
-    name = fields.String(required=True, validate=[validate.Length(min=1, max=NAME_MAX), _not_blank])
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=NAME_MAX), _not_blank],
+                         metadata={"pattern": NOT_BLANK_TEXT_PATTERN})
     description = fields.String(load_default="", validate=validate.Length(max=DESCRIPTION_MAX))
 
     @post_load
@@ -66,7 +68,8 @@ class TeamCreateSchema(Schema):
 class TeamUpdateSchema(TeamCreateSchema):
     """``PATCH /api/teams/<id>``: any of ``name``, ``description``."""
 
-    name = fields.String(validate=[validate.Length(min=1, max=NAME_MAX), _not_blank])
+    name = fields.String(validate=[validate.Length(min=1, max=NAME_MAX), _not_blank],
+                         metadata={"pattern": NOT_BLANK_TEXT_PATTERN})
     description = fields.String(validate=validate.Length(max=DESCRIPTION_MAX))
 
 
@@ -123,34 +126,17 @@ class InvitationSchema(Schema):
         return invitation.status
 
 
-class TeamPageSchema(Schema):
-    """A page of teams."""
-
-    items = fields.List(fields.Nested(TeamSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
-    pages = fields.Integer()
+#: A page of teams.
+TeamPageSchema = page_envelope_schema(TeamSchema, "TeamPageSchema")
 
 
-class TeamMemberPageSchema(Schema):
-    """A page of memberships."""
-
-    items = fields.List(fields.Nested(TeamMemberSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
-    pages = fields.Integer()
+#: A page of memberships.
+TeamMemberPageSchema = page_envelope_schema(TeamMemberSchema, "TeamMemberPageSchema")
 
 
-class InvitationPageSchema(Schema):
-    """A page of invitations."""
+#: A page of invitations.
+InvitationPageSchema = page_envelope_schema(InvitationSchema, "InvitationPageSchema")
 
-    items = fields.List(fields.Nested(InvitationSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
-    pages = fields.Integer()
 
 team_schema = TeamSchema()
 teams_schema = TeamSchema(many=True)
