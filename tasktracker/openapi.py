@@ -42,7 +42,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.utils import trim_docstring
 from apispec.yaml_utils import load_yaml_from_docstring
 from flask import Blueprint, Flask, current_app, jsonify, send_from_directory
-from flask_limiter._limits import RouteLimit
+from flask_limiter import RouteLimit
 from marshmallow import Schema, class_registry, fields
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.routing import IntegerConverter
@@ -75,7 +75,7 @@ _ERROR_HEADERS = {401: ["WWW-Authenticate"], 429: ["Retry-After"], 503: ["Retry-
 
 #: Response headers (``components/headers``), named in a response's ``headers: [...]``.
 RESPONSE_HEADERS = {
-    "ETag": 'The task version, "<version>"',
+    "ETag": 'Entity tag: of a task, its version "<version>"; of a list, its result for the caller',
     "Location": "URL of the created resource",
     "Idempotent-Replayed": '"true" when this is a replayed result (Idempotency-Key)',
     "Cache-Control": '"private, no-cache"',
@@ -146,7 +146,8 @@ _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")  # <int:task_id> -> {tas
 
 
 def _path_parameters(rule) -> list[dict]:
-    """The rule's ``<converter:name>`` parts as required path parameters."""
+    """The rule's ``<converter:name>`` parts, in path order, as required path parameters
+    (an ``int`` one is an integer; 404 past the converter's bounds)."""
     return [{"in": "path", "name": name, "required": True,
              "schema": {"type": "integer" if isinstance(conv, IntegerConverter) else "string"}}
             for name, conv in rule._converters.items()]

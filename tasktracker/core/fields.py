@@ -36,8 +36,12 @@ class UTCDateTime(fields.AwareDateTime):
         return iso_utc(value)
 
 
-#: JSON-Schema patterns of the text rules (OpenAPI): no NUL and no unpaired UTF-16
-#: surrogate anywhere (:func:`tasktracker.core.api.storable_text`) ...
-STORABLE_TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*$"
-#: ... and, for names, titles and bodies, at least one character that is not whitespace.
-NOT_BLANK_TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*[^\s\u0000\ud800-\udfff][^\u0000\ud800-\udfff]*$"
+#: JSON-Schema patterns of the text rules (OpenAPI): no NUL character anywhere
+#: (:func:`tasktracker.core.api.storable_text`; its other half, no unpaired UTF-16
+#: surrogate, is not a pattern: ECMA regexes without the ``u`` flag see the halves
+#: of every astral character as surrogates) ...
+STORABLE_TEXT_PATTERN = r"^[^\u0000]*$"
+#: ... and, for names, titles and bodies, a character that is not whitespace as
+#: ``str.strip`` means it (spelled out: ECMA's ``\s`` is a smaller set).
+_WHITESPACE = "".join(f"\\u{c:04x}" for c in range(0x3001) if chr(c).isspace())
+NOT_BLANK_TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{_WHITESPACE}][^\u0000]*$"

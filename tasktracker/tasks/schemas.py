@@ -30,9 +30,10 @@ _RULE_PART = "(?:" + "|".join(PARTS) + ")=[A-Za-z0-9,+-]+"
 RULE_PATTERN = f"^(?:RRULE:)?{_RULE_PART}(?:;{_RULE_PART})*$"
 SORT_KEYS = ("created_at", "updated_at", "due_at", "priority", "status", "title")
 DEFAULT_SORT = "-created_at"
-_SORT_KEY = "[ ]*-?(?:" + "|".join(SORT_KEYS) + ")[ ]*"
-#: ``sort`` for OpenAPI: a comma list of keys (repeating one is a 422 it does not show).
-SORT_PATTERN = f"^{_SORT_KEY}(?:,{_SORT_KEY})*$"
+_SORT_KEYS = "(?:" + "|".join(SORT_KEYS) + ")"
+#: ``sort`` for OpenAPI: a comma list of keys with an optional ``-``, none twice.
+SORT_PATTERN = (rf"^(?!.*\b({_SORT_KEYS})\b.*\b\1\b)"
+                rf"[ ]*-?{_SORT_KEYS}[ ]*(?:,[ ]*-?{_SORT_KEYS}[ ]*)*$")
 
 _ID = validate.Range(min=1, max=MAX_ID)
 
@@ -398,7 +399,7 @@ class TaskListArgsSchema(TaskFilterArgsSchema):
 
     sort = SortSpec(load_default=lambda: [("created_at", True)], metadata={
         "description": "comma list of " + ", ".join(SORT_KEYS) + "; '-' prefix = descending; "
-                       "default -created_at; id is the final tiebreaker; a key at most once",
+                       "default -created_at; id is the final tiebreaker; each key at most once",
         "example": "-priority,due_at", "pattern": SORT_PATTERN})
 
 
