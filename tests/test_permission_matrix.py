@@ -6,7 +6,8 @@ request that succeeded in changing something (DELETE, accept...), so actors
 never see each other's changes (a refused request must change nothing). To cover a new endpoint, add one
 ``row(...)`` line; placeholders in the path and in string values of the body
 are the keys of ``World.ids`` (``team``, ``task``, ``comment``, ``attachment``,
-``invitation``, ``missing``, ``<actor>_id``, ``<actor>_email``) and ``setup``
+``invitation``, ``team_label``, ``owner_label``, ``item``, ``missing``, ``<actor>_id``,
+``<actor>_email``) and ``setup``
 names a function in ``SETUPS`` applied to the world before the request.
 
 The world (built in ``build_world``):
@@ -16,7 +17,8 @@ The world (built in ``build_world``):
   ``former`` was a member of T (and assignee of a T task) and was removed;
   ``outsider`` has nothing to do with T but has a pending invitation to T;
   ``site_admin`` is a site admin outside T; ``anonymous`` sends no token.
-- a comment and an attachment on the task, both by ``member``.
+- a comment and an attachment on the task, both by ``member``; a checklist item on
+  the task; a label of T and a personal label of ``owner``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from tasktracker.comments.models import Comment
 from tasktracker.core import storage
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
-from tasktracker.tasks.models import Task
+from tasktracker.tasks.models import ChecklistItem, Label, Task
 from tasktracker.teams import services as team_services
 from tasktracker.teams.models import Invitation, Team, TeamMember
 from tests.factories import _password_hash
@@ -70,6 +72,8 @@ INVITE_MEMBER, INVITE_OUTSIDER = {"email": "{member_email}"}, {"email": "{outsid
 COMMENT, EDIT = {"body": "hi"}, {"body": "edited"}
 NEW_TASK, RETITLE = {"title": "New task"}, {"title": "Renamed task"}
 START, UNASSIGN = {"status": "in_progress"}, {"assignee_id": None}
+NEW_LABEL, RELABEL = {"name": "New label"}, {"name": "Renamed label"}
+NEW_ITEM, TICK = {"text": "New item"}, {"done": True}
 
 ROWS = [
     # method   path                                         setup       body            owner admin member assignee former outsider anon site_admin
@@ -149,6 +153,26 @@ ROWS = [
     row("POST",   "/api/tasks/{task}/attachments",           "trashed",  FILE,           404, 404, 404, 404, 404, 404, 401, 404),
     row("GET",    "/api/attachments/{attachment}",           "trashed",  None,           404, 404, 404, 404, 404, 404, 401, 404),
     row("DELETE", "/api/attachments/{attachment}",           "trashed",  None,           404, 404, 404, 404, 404, 404, 401, 404),
+    # ---- labels (v1.1: personal labels are their user's; team labels: members list and
+    # create, owner/admins change)
+    row("GET",    "/api/labels",                             "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
+    row("POST",   "/api/labels",                             "base",     NEW_LABEL,      201, 201, 201, 201, 201, 201, 401, 201),
+    row("GET",    "/api/teams/{team}/labels",                "base",     None,           200, 200, 200, 404, 404, 404, 401, 200),
+    row("POST",   "/api/teams/{team}/labels",                "base",     NEW_LABEL,      201, 201, 201, 404, 404, 404, 401, 201),
+    row("PATCH",  "/api/labels/{team_label}",                "base",     RELABEL,        200, 200, 403, 404, 404, 404, 401, 200),
+    row("DELETE", "/api/labels/{team_label}",                "base",     None,           204, 204, 403, 404, 404, 404, 401, 204),
+    row("PATCH",  "/api/labels/{owner_label}",               "base",     RELABEL,        200, 404, 404, 404, 404, 404, 401, 404),
+    row("DELETE", "/api/labels/{owner_label}",               "base",     None,           204, 404, 404, 404, 404, 404, 401, 404),
+    # ---- checklists (task editors) and watchers (anyone who sees the task)
+    row("POST",   "/api/tasks/{task}/checklist",             "base",     NEW_ITEM,       201, 201, 403, 201, 404, 404, 401, 201),
+    row("PATCH",  "/api/checklist-items/{item}",             "base",     TICK,           200, 200, 403, 200, 404, 404, 401, 200),
+    row("DELETE", "/api/checklist-items/{item}",             "base",     None,           204, 204, 403, 204, 404, 404, 401, 204),
+    row("POST",   "/api/tasks/{task}/checklist",             "personal", NEW_ITEM,       201, 404, 404, 201, 404, 404, 401, 201),
+    row("PATCH",  "/api/checklist-items/{item}",             "trashed",  TICK,           404, 404, 404, 404, 404, 404, 401, 404),
+    row("PUT",    "/api/tasks/{task}/watchers/me",           "base",     None,           204, 204, 204, 204, 404, 404, 401, 204),
+    row("DELETE", "/api/tasks/{task}/watchers/me",           "base",     None,           204, 204, 204, 204, 404, 404, 401, 204),
+    row("GET",    "/api/tasks/{task}/watchers",              "base",     None,           200, 200, 200, 200, 404, 404, 401, 200),
+    row("PUT",    "/api/tasks/{task}/watchers/me",           "personal", None,           204, 404, 404, 204, 404, 404, 401, 204),
 ]
 
 
@@ -192,10 +216,14 @@ def build_world() -> World:
                             stored_name=stored_name, content_type="text/plain", size=size, sha256=sha256)
     invitation = Invitation(team_id=team.id, email=users["outsider"].email, role="member", status="pending",
                             invited_by_id=users["owner"].id, expires_at=utcnow() + timedelta(days=7))
-    db.session.add_all([comment, attachment, invitation])
+    team_label = Label(name="matrix", team_id=team.id)
+    owner_label = Label(name="mine", user_id=users["owner"].id)
+    item = ChecklistItem(task_id=task.id, text="check", position=0)
+    db.session.add_all([comment, attachment, invitation, team_label, owner_label, item])
     db.session.commit()
     ids = {"team": team.id, "task": task.id, "comment": comment.id, "attachment": attachment.id,
-           "invitation": invitation.id, "missing": 987654}
+           "invitation": invitation.id, "team_label": team_label.id, "owner_label": owner_label.id,
+           "item": item.id, "missing": 987654}
     for name, user in users.items():
         ids[f"{name}_id"], ids[f"{name}_email"] = user.id, user.email
     return World(users, task, invitation, ids)

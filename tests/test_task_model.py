@@ -446,3 +446,40 @@ def test_a_rich_list_uses_as_many_statements_as_a_plain_one(app, client, people,
     assert client.get(f"/api/tasks/{one['id']}", headers=rich_user.headers).json == one
     assert [c["position"] for c in one["checklist"]] == list(range(10))
     assert [x["name"] for x in one["labels"]] == ["l0", "l1", "l2", "l3", "l4"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_label_and_checklist_input_answers_in_the_error_shape(client, people, team_setup):
+    for color in ("red", "#12345", "#1234567", "#GGGGGG", "123456", "", 5, None):
+        assert_error(client.post("/api/labels", json={"name": "c", "color": color},
+                                 headers=people.owner.headers), 422)
+    for name in ("", "   ", "x" * 51, "a\x00b", 7):
+        assert_error(client.post("/api/labels", json={"name": name}, headers=people.owner.headers), 422)
+    r = client.post("/api/tasks", json={"title": "t", "label_ids": [987654]}, headers=people.owner.headers)
+    assert_error(r, 422)
+    assert "987654" in str(r.json["error"]["details"]["label_ids"])
+    for label_ids in ("1", [True], ["1"], [0], [2**31], None):
+        assert_error(client.post("/api/tasks", json={"title": "t", "label_ids": label_ids},
+                                 headers=people.owner.headers), 422)
+    # 10,000 labels on one task: refused whole (at most 50), nothing written
+    mine = label(client, people.owner, "only")
+    r = client.post("/api/tasks", json={"title": "t", "label_ids": [mine["id"]] + list(range(1, 10_000))},
+                    headers=people.owner.headers)
+    assert r.status_code in (413, 422) and set(r.json) == {"error"}
+    assert client.get("/api/tasks", headers=people.owner.headers).json["total"] == 0
+    # a checklist item of another (invisible) task, and of a task in the trash
+    theirs = create_task(client, people.other)
+    item = client.post(f"/api/tasks/{theirs['id']}/checklist", json={"text": "theirs"},
+                       headers=people.other.headers).json
+    for method in ("patch", "delete"):
+        r = getattr(client, method)(f"/api/checklist-items/{item['id']}", json={"text": "mine"},
+                                    headers=people.owner.headers)
+        assert_error(r, 404, "checklist_item_not_found")
+    client.delete(f"/api/tasks/{theirs['id']}", headers=people.other.headers)
+    assert_error(client.patch(f"/api/checklist-items/{item['id']}", json={"done": True},
+                              headers=people.other.headers), 404, "checklist_item_not_found")
+    assert_error(client.patch(f"/api/checklist-items/{2**40}", json={"done": True},
+                              headers=people.owner.headers), 404)
+    assert_error(client.delete(f"/api/labels/{2**40}", headers=people.owner.headers), 404)
