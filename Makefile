@@ -31,7 +31,7 @@ help:
 	@echo "make test        install dev requirements and run the whole test suite"
 	@echo "make test-fast   the suite without the tests that start processes (under 60 s)"
 	@echo "make upgrade     apply migrations (flask db upgrade) to DATABASE_URL"
-	@echo "make migration   regenerate the single initial migration from the models"
+	@echo "make migration   a new migration revision for model changes (MESSAGE=...)"
 	@echo "make admin       create a site admin (prompts for username, email, password)"
 	@echo "make seed        demo data: USERS=20 TASKS=1000"
 	@echo "make dispatch    run the reminder/overdue/outbox scans once"
@@ -78,14 +78,16 @@ test: install-dev
 test-fast: install-dev
 	$(call run_pytest,-m "not integration")
 
-# Regenerate migrations/versions/ as ONE initial revision from the current models
-# (autogenerate against a scratch SQLite database), then check it on both backends.
+# A new revision for what the models changed: a scratch SQLite database is upgraded to
+# the current head, autogenerate writes the difference (make migration MESSAGE="..."),
+# then both backends are checked. Read the revision before committing it.
+MESSAGE ?= schema change
 migration: install-dev
-	rm -f migrations/versions/*.py
 	@scratch=$$(mktemp -d); \
-	DATABASE_URL="sqlite:///$$scratch/scratch.db" $(FLASK) db migrate -m initial; rc=$$?; \
+	DATABASE_URL="sqlite:///$$scratch/scratch.db" $(FLASK) db upgrade && \
+	DATABASE_URL="sqlite:///$$scratch/scratch.db" $(FLASK) db migrate -m "$(MESSAGE)"; rc=$$?; \
 	rm -rf "$$scratch"; exit $$rc
-	$(BIN)/pytest -q tests/test_migrations.py
+	$(BIN)/pytest -q -n 0 tests/test_migrations.py tests/test_migrations_upgrade.py
 
 admin: upgrade
 	@read -p "Username: " u; read -p "Email: " e; $(FLASK) users create-admin --username "$$u" --email "$$e"
