@@ -427,8 +427,12 @@ class Stack:
                     os.killpg(proc.pid, signal.SIGQUIT if cold else signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        for proc in reversed(self.procs):  # an idle worker may notice a signal only ~10 s later
-            proc.stop(signal.SIGTERM, timeout=3 if isinstance(proc, CeleryProc) else 8)
+        # an idle worker may notice a signal only ~10 s later: SIGKILL 3 s after the first
+        # signal (the rest 8 s), counted from one start so that the waits overlap too
+        started = time.monotonic()
+        for proc in reversed(self.procs):
+            limit = 3 if isinstance(proc, CeleryProc) else 8
+            proc.stop(signal.SIGTERM, timeout=max(0.1, started + limit - time.monotonic()))
 
 
 def unique_name(prefix: str) -> str:
