@@ -2,7 +2,8 @@
 #
 #   make run    venv + requirements + `flask db upgrade` + serve on http://127.0.0.1:5000
 #               (embedded mode: SQLite file, in-process jobs and scheduler, Socket.IO)
-#   make test   venv + requirements-dev + the whole pytest suite
+#   make test   venv + requirements-dev + the whole pytest suite (pytest-xdist workers)
+#   make test-fast  the same without the tests that start processes (-m "not integration")
 #
 # See README.md for the rest.
 
@@ -12,17 +13,23 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 PYTEST_ARGS ?=
+# pytest-xdist: 4 workers on 2 cores (most process tests wait on their servers);
+# loadgroup (tests/conftest.py's scheduler) keeps each module of shared, module-scoped
+# processes (SHARED_PROCESS_MODULES) on one worker and hands those out first.
+PYTEST_WORKERS ?= 4
+PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 # CLI commands never need the in-process scheduler thread (and must not scan a
 # database that is not migrated yet).
 FLASK  := SCHEDULER_ENABLED=false FLASK_APP=wsgi.py $(BIN)/flask
 
 .DEFAULT_GOAL := help
-.PHONY: help run test install install-dev upgrade migration worker beat admin seed dispatch ci clean
+.PHONY: help run test test-fast install install-dev upgrade migration worker beat admin seed dispatch ci clean
 
 help:
 	@echo "make run         install, migrate the database and serve on http://$(HOST):$(PORT)"
 	@echo "make test        install dev requirements and run the whole test suite"
+	@echo "make test-fast   the suite without the tests that start processes (under 60 s)"
 	@echo "make upgrade     apply migrations (flask db upgrade) to DATABASE_URL"
 	@echo "make migration   regenerate the single initial migration from the models"
 	@echo "make admin       create a site admin (prompts for username, email, password)"
@@ -58,10 +65,18 @@ run: upgrade
 	@echo "Serving TaskTracker on http://$(HOST):$(PORT)  (Ctrl-C stops)"
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: install-dev
-	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+# $(call run_pytest,ARGS): pytest's exit code 5 (no tests collected) is a failure too.
+define run_pytest
+	@$(PYTEST) $(1) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; \
 	exit $$rc
+endef
+
+test: install-dev
+	$(call run_pytest,)
+
+test-fast: install-dev
+	$(call run_pytest,-m "not integration")
 
 # Regenerate migrations/versions/ as ONE initial revision from the current models
 # (autogenerate against a scratch SQLite database), then check it on both backends.

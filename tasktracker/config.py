@@ -120,6 +120,13 @@ class Config:
     SCAN_BATCH_SIZE = _int("SCAN_BATCH_SIZE", 500)
     JOBS_INLINE = _bool("JOBS_INLINE", False)
 
+    # argon2id cost of password hashes (argon2-cffi's RFC 9106 low-memory profile by
+    # default: 3 passes over 64 MiB, 4 lanes). Existing hashes of another cost are
+    # re-hashed at the next login. Tests lower it (TestConfig, tests/procs.py).
+    PASSWORD_HASH_TIME_COST = _int("PASSWORD_HASH_TIME_COST", 3)
+    PASSWORD_HASH_MEMORY_COST = _int("PASSWORD_HASH_MEMORY_COST", 65536)  # KiB
+    PASSWORD_HASH_PARALLELISM = _int("PASSWORD_HASH_PARALLELISM", 4)
+
     IDEMPOTENCY_TTL = timedelta(hours=24)
     INVITATION_TTL = timedelta(days=7)
     LOG_JSON = _bool("LOG_JSON", False)
@@ -204,6 +211,10 @@ class TestConfig(Config):
     # Tests insert rows without events (factories), which the list cache cannot see:
     # it is off unless a test turns it on (tests/test_list_cache.py).
     LIST_CACHE_TTL_SECONDS = 0
+    # Same algorithm (argon2id), cheapest parameters: registrations and logins are most tests.
+    PASSWORD_HASH_TIME_COST = 1
+    PASSWORD_HASH_MEMORY_COST = 1024
+    PASSWORD_HASH_PARALLELISM = 1
 
 
 class ConfigError(RuntimeError):

@@ -14,21 +14,43 @@ from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 
 from tasktracker import create_app
-from tasktracker.auth import services as auth_services
 from tasktracker.config import TestConfig
 from tasktracker.core.db import import_all_models
 from tasktracker.extensions import db
+from tests.helpers import People, RealtimeCalls, TeamSetup, orm_user
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
-# Fast hashing in tests: same algorithm (argon2id), cheaper parameters.
-auth_services._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+#: Modules whose tests share processes started by a module-scoped fixture: under
+#: pytest-xdist each runs whole on one worker (:func:`pytest_xdist_make_scheduler`),
+#: so its stack starts once. Any other test goes to whichever worker is free.
+SHARED_PROCESS_MODULES = frozenset(f"tests/{name}.py" for name in (
+    "test_deployment", "test_e2e_gunicorn", "test_faults", "test_flood", "test_http_limits",
+    "test_readme_production", "test_realtime_processes", "test_split_deployment"))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` (the Makefile's) with :data:`SHARED_PROCESS_MODULES` as the
+    groups: xdist's own loadgroup reads ``xdist_group`` marks by rewriting
+    ``item._nodeid``, which pytest 9 no longer has, so every test was spread (and each
+    worker started its own copy of a module's stack, once per test). The groups are
+    handed out first, biggest first (xdist's ``--loadscope-reorder``)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedProcessModules(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_PROCESS_MODULES else nodeid
+
+    return SharedProcessModules(config, log)
 
 
 def require_service(name: str, reason: str) -> None:
@@ -99,22 +121,27 @@ def _truncate_all() -> None:
     """Empty every table and restart ids at 1.
 
     DELETE + resetting the sequences is about 10x faster than PostgreSQL's
-    TRUNCATE on these small tables (measured: 0.02 s vs 0.2-0.5 s per test).
+    TRUNCATE on these small tables (measured: 0.02 s vs 0.2-0.5 s per test); on
+    PostgreSQL it is one round trip (one batch of statements, no parameters).
     """
     tables = list(reversed(db.metadata.sorted_tables))
     with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("; ".join(
+                [f'DELETE FROM "{table.name}"' for table in tables]
+                + [f"SELECT setval(pg_get_serial_sequence('\"{table.name}\"', '{column.name}'), 1, false)"
+                   for table in tables for column in table.primary_key.columns if _is_serial(table, column)]))
+            return
         for table in tables:
             conn.execute(table.delete())
-        if conn.dialect.name == "postgresql":
-            for table in tables:
-                for column in table.primary_key.columns:
-                    if column.autoincrement is True or (column.autoincrement == "auto"
-                                                        and len(table.primary_key.columns) == 1
-                                                        and isinstance(column.type, sa.Integer)):
-                        conn.execute(sa.text("SELECT setval(pg_get_serial_sequence(:t, :c), 1, false)"),
-                                     {"t": table.name, "c": column.name})
-        elif conn.execute(sa.text("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'")).first():
+        if conn.execute(sa.text("SELECT 1 FROM sqlite_master WHERE name='sqlite_sequence'")).first():
             conn.execute(sa.text("DELETE FROM sqlite_sequence"))
+
+
+def _is_serial(table: sa.Table, column: sa.Column) -> bool:
+    """Whether ``column`` of ``table`` is backed by a sequence (an autoincrement id)."""
+    return column.autoincrement is True or (column.autoincrement == "auto" and len(table.primary_key.columns) == 1
+                                            and isinstance(column.type, sa.Integer))
 
 
 @pytest.fixture
@@ -185,14 +212,56 @@ def auth(client):
 def sockets():
     """``sockets(name, **client_options)`` makes a real python-socketio client
     (:class:`tests.procs.SioClient`); all are closed after the test."""
-    from tests.procs import SioClient
+    from tests.procs import SioClients
 
-    made = []
+    made = SioClients()
+    yield made
+    made.close()
 
-    def make(name: str, **options):
-        made.append(SioClient(name, **options))
-        return made[-1]
 
-    yield make
-    for c in made:
-        c.close()
+@pytest.fixture
+def alice(auth):
+    """One logged-in user (cheaper than ``people`` for single-user tests)."""
+    return auth.user("alice")
+
+
+@pytest.fixture
+def people(auth) -> People:
+    """Four logged-in users: owner, assignee, other (no relation), site admin."""
+    return People(auth.user("owner"), auth.user("assignee"), auth.user("other"),
+                  auth.user("root", admin=True))
+
+
+@pytest.fixture
+def team_setup(auth) -> TeamSetup:
+    """A team owned by ``team_owner`` with an admin and a plain member; and an outsider."""
+    from tests.factories import TeamFactory, add_member
+
+    team_owner, team_admin, member = auth.user("towner"), auth.user("tadmin"), auth.user("tmember")
+    outsider = auth.user("outsider")
+    team = TeamFactory(owner=orm_user(team_owner), name="Core")
+    add_member(team, orm_user(team_admin), "admin")
+    add_member(team, orm_user(member), "member")
+    return TeamSetup(team, team_owner, team_admin, member, outsider)
+
+
+@pytest.fixture
+def realtime_calls(monkeypatch) -> RealtimeCalls:
+    """Record ``realtime.emit`` / ``realtime.sync_membership`` calls instead of sending."""
+    from tasktracker import realtime
+
+    calls = RealtimeCalls()
+    monkeypatch.setattr(realtime, "emit", lambda event, data, rooms: calls.emits.append(
+        (event, data, list(rooms))), raising=False)
+    monkeypatch.setattr(realtime, "sync_membership", lambda user_id, team_id, joined: calls.memberships.append(
+        (user_id, team_id, joined)), raising=False)
+    return calls
+
+
+@pytest.fixture
+def held_fanout(app, monkeypatch) -> list[int]:
+    """Disable the after-commit fan-out (the app's event consumer): committed events
+    stay undispatched. The list collects the seqs that would have been enqueued."""
+    held: list[int] = []
+    monkeypatch.setitem(app.extensions, "tt_event_consumer", lambda seqs: held.extend(seqs))
+    return held

@@ -28,12 +28,18 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from tasktracker.config import Config, TestConfig
 from tests.conftest import RABBITMQ_URL, REDIS_URL, _create_postgres_database, require_service
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PASSWORD = "correct-horse-9"
 JWT_SECRET = "deployment-tests-" + "x" * 40
+_HASHING = ("PASSWORD_HASH_TIME_COST", "PASSWORD_HASH_MEMORY_COST", "PASSWORD_HASH_PARALLELISM")
+#: The tests' cheap argon2 cost (TestConfig's) for the processes the tests start (:func:`base_env`).
+CHEAP_HASHING = {name: str(getattr(TestConfig, name)) for name in _HASHING}
+#: The production argon2 cost (config.py's defaults), for a test that needs slow requests.
+FULL_HASHING = {name: str(getattr(Config, name)) for name in _HASHING}
 
 
 def free_port() -> int:
@@ -118,15 +124,16 @@ def skip_unless_postgres(database_url: str) -> None:
 
 def base_env(**overrides: str) -> dict:
     """The environment of the app's processes: the caller's, minus app settings
-    that would leak in, plus test-friendly defaults and ``overrides``."""
+    that would leak in, plus test-friendly defaults (:data:`CHEAP_HASHING` included)
+    and ``overrides``."""
     prefixes = ("CELERY_", "SOCKETIO_", "REDIS_", "PRESENCE_", "DATABASE_", "SCAN_", "OUTBOX_",
-                "GUNICORN_", "TASKTRACKER_", "JOBS_", "SCHEDULER_")
+                "GUNICORN_", "TASKTRACKER_", "JOBS_", "SCHEDULER_", "PASSWORD_HASH_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update({"TASKTRACKER_ENV": "development", "JWT_SECRET_KEY": JWT_SECRET, "FLASK_APP": "wsgi.py",
                 "RATELIMIT_ENABLED": "false", "SCHEDULER_ENABLED": "false", "LOG_JSON": "false",
                 "CELERY_BROKER_URL": "", "SOCKETIO_MESSAGE_QUEUE": "", "REDIS_URL": "",
                 "SOCKETIO_ASYNC_MODE": "threading", "PYTHONUNBUFFERED": "1",
-                "GUNICORN_LOG_LEVEL": "info"})
+                "GUNICORN_LOG_LEVEL": "info", **CHEAP_HASHING})
     env.update(overrides)
     return env
 
@@ -181,13 +188,16 @@ def migrated_database(log_dir: Path) -> tuple[str, callable]:
 
 
 class Proc:
-    """A subprocess we started (own session, output to a log file); stopped by pid."""
+    """A subprocess we started (own session, output to a log file); stopped by pid.
+    ``stdin``/``stdout`` (e.g. ``subprocess.PIPE``) replace no input / the log file;
+    stderr always goes to the log."""
 
-    def __init__(self, name: str, args: list[str], env: dict, log_dir: Path):
+    def __init__(self, name: str, args: list[str], env: dict, log_dir: Path, stdin=None, stdout=None):
         self.name = name
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:4]}.log"
         self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdin=stdin,
+                                      stdout=self._log if stdout is None else stdout, stderr=self._log,
                                       start_new_session=True)
 
     @property
@@ -407,15 +417,22 @@ class Stack:
         return "\n".join(p.log_tail(n) for p in self.procs)
 
     def stop_all(self) -> None:
-        # workers: SIGQUIT (cold; their test queue is deleted anyway); the rest SIGTERM
+        """Signal every process at once, then wait for each (SIGKILL past its timeout):
+        their shutdowns overlap instead of adding up. Celery workers get SIGQUIT (cold;
+        their test queue is deleted anyway), the rest SIGTERM."""
         for proc in reversed(self.procs):
-            if isinstance(proc, CeleryProc) and proc.alive() and proc.name != "beat":
+            if proc.alive():
+                cold = isinstance(proc, CeleryProc) and proc.name != "beat"
                 try:
-                    os.killpg(proc.pid, signal.SIGQUIT)
+                    os.killpg(proc.pid, signal.SIGQUIT if cold else signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        for proc in reversed(self.procs):  # an idle worker may notice a signal only ~10 s later
-            proc.stop(signal.SIGTERM, timeout=3 if isinstance(proc, CeleryProc) else 8)
+        # an idle worker may notice a signal only ~10 s later: SIGKILL 3 s after the first
+        # signal (the rest 8 s), counted from one start so that the waits overlap too
+        started = time.monotonic()
+        for proc in reversed(self.procs):
+            limit = 3 if isinstance(proc, CeleryProc) else 8
+            proc.stop(signal.SIGTERM, timeout=max(0.1, started + limit - time.monotonic()))
 
 
 def unique_name(prefix: str) -> str:
@@ -471,6 +488,7 @@ class SioClient:
         self.name = name
         self.sio = socketio.Client(reconnection=False, **client_options)
         self.events: list[tuple[str, object]] = []
+        self.connect_errors: list = []
         self._cond = threading.Condition()
 
         @self.sio.on("*")
@@ -478,6 +496,10 @@ class SioClient:
             with self._cond:
                 self.events.append((event, args[0] if args else None))
                 self._cond.notify_all()
+
+        @self.sio.on("connect_error")
+        def _connect_error(data=None):
+            self.connect_errors.append(data)
 
     def connect(self, url: str, token: str, transports: tuple[str, ...] = ("websocket",)) -> "SioClient":
         self.sio.connect(url, auth={"token": token}, transports=list(transports), wait_timeout=10)
@@ -500,12 +522,33 @@ class SioClient:
                 self._cond.wait(left)
         return matching()
 
+    def clear(self) -> None:
+        """Forget the events received so far."""
+        with self._cond:
+            self.events.clear()
+
     def close(self) -> None:
         if self.sio.connected:
             try:
                 self.sio.disconnect()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - its server may be dead (crash tests)
                 pass
+
+
+class SioClients:
+    """The ``sockets`` fixture: ``sockets(name, **client_options)`` makes a
+    :class:`SioClient`; ``close()`` closes every one made (idempotent)."""
+
+    def __init__(self):
+        self.made: list[SioClient] = []
+
+    def __call__(self, name: str, **client_options) -> SioClient:
+        self.made.append(SioClient(name, **client_options))
+        return self.made[-1]
+
+    def close(self) -> None:
+        for client in self.made:
+            client.close()
 
 
 # --------------------------------------------------------------------------- database checks
@@ -717,7 +760,8 @@ class PrivatePostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-__all__ = ["ApiServer", "BIN", "CeleryProc", "Db", "Nginx", "PASSWORD", "PrivatePostgres", "Proc", "ROOT",
-           "SioClient", "Stack", "TcpProxy", "User", "Web", "base_env", "check_rabbitmq", "check_redis",
-           "delete_queue", "delete_redis_keys", "free_port", "gateway_settings", "migrate",
-           "migrated_database", "nginx_binary", "skip_unless_postgres", "tail", "wait_for"]
+__all__ = ["ApiServer", "BIN", "CHEAP_HASHING", "CeleryProc", "Db", "FULL_HASHING", "Nginx", "PASSWORD",
+           "PrivatePostgres", "Proc", "ROOT", "SioClient", "SioClients", "Stack", "TcpProxy", "User", "Web",
+           "base_env", "check_rabbitmq", "check_redis", "delete_queue", "delete_redis_keys", "free_port",
+           "gateway_settings", "migrate", "migrated_database", "nginx_binary", "skip_unless_postgres", "tail",
+           "wait_for"]

@@ -10,85 +10,25 @@ through gunicorn's worker.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 import requests
 
-from tests.conftest import _create_postgres_database
+from tests.procs import PASSWORD, Web, base_env, migrated_database
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-PASSWORD = "correct-horse-9"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, n: int = 60) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except FileNotFoundError:
-        return "(no output)"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Base URL of a gunicorn serving ``wsgi:app`` on a fresh, migrated PostgreSQL database."""
     logs = tmp_path_factory.mktemp("e2e")
-    database_url, drop = _create_postgres_database()
-    port = _free_port()
-    env = {**os.environ,
-           "DATABASE_URL": database_url, "FLASK_APP": "wsgi.py",
-           "TASKTRACKER_ENV": "development", "CELERY_BROKER_URL": "", "SOCKETIO_MESSAGE_QUEUE": "",
-           "SOCKETIO_ASYNC_MODE": "gevent", "SCHEDULER_ENABLED": "false",
-           "RATELIMIT_ENABLED": "false", "UPLOAD_DIR": str(logs / "uploads"),
-           "HOST": "127.0.0.1", "PORT": str(port)}
-    with open(logs / "migrate.log", "wb") as out:
-        migrate = subprocess.run([str(BIN / "flask"), "db", "upgrade"], cwd=ROOT, env=env,
-                                 stdout=out, stderr=subprocess.STDOUT, timeout=120)
-    if migrate.returncode != 0:
-        drop()
-        pytest.fail(f"flask db upgrade failed:\n{_tail(logs / 'migrate.log')}")
-
-    out = open(logs / "gunicorn.log", "wb")
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    database_url, drop = migrated_database(logs)
+    web = Web("gunicorn", base_env(DATABASE_URL=database_url, SOCKETIO_ASYNC_MODE="gevent",
+                                   UPLOAD_DIR=str(logs / "uploads")), logs)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gunicorn exited with {proc.returncode}:\n{_tail(logs / 'gunicorn.log')}")
-            try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /health in 60 s:\n{_tail(logs / 'gunicorn.log')}")
-            time.sleep(0.2)
-        yield base
+        yield web.wait_ready(timeout=60).url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # its own session: gunicorn master + its worker
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        out.close()
+        web.stop(timeout=40)
         drop()
 
 

@@ -18,8 +18,8 @@ from tasktracker.notifications.services import recipients
 from tasktracker.notifications.models import Notification
 from tasktracker.notifications.services import fan_out
 from tests.factories import TeamFactory, add_member
-from tests.test_jobs_support import (  # noqa: F401 - fixtures
-    add_event, all_notifications, api_task, events_of, held_fanout, notifications_for, realtime_calls,
+from tests.helpers import (
+    add_event, all_notifications, api_task, events_of, notifications_for, raised, run_together,
 )
 
 
@@ -192,23 +192,12 @@ def test_concurrent_fan_out_of_the_same_events_claims_each_once(app, client, aut
     seqs = list(held_fanout)
     assert len(seqs) == 8
     claimed: list[tuple[int, bool]] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
 
     def worker():
-        try:
-            with app.app_context():
-                barrier.wait(timeout=10)
-                for seq in seqs:
-                    claimed.append((seq, fan_out(seq).claimed))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for seq in seqs:
+            claimed.append((seq, fan_out(seq).claimed))
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    errors = raised(run_together(app, worker, worker, timeout=30, context="app"))
     assert not errors, errors
     wins = Counter(seq for seq, ok in claimed if ok)
     assert len(claimed) == 16 and wins == Counter({seq: 1 for seq in seqs})

@@ -30,7 +30,7 @@ import requests
 
 from tests.conftest import RABBITMQ_URL
 from tests.procs import (
-    Db, PrivatePostgres, Stack, TcpProxy, User, base_env, check_rabbitmq, delete_queue, migrate,
+    FULL_HASHING, Db, PrivatePostgres, Stack, TcpProxy, User, base_env, check_rabbitmq, delete_queue, migrate,
     migrated_database, skip_unless_postgres, wait_for,
 )
 
@@ -108,7 +108,8 @@ def test_sigterm_worker_mid_batch_then_restart_delivers_each_reminder_once(stack
 
 def test_sigterm_gunicorn_completes_in_flight_requests_then_exits(stack, shared_db):
     _, db = shared_db
-    web = stack.web("web", GUNICORN_GRACEFUL_TIMEOUT="15")
+    # production's argon2 cost: the registrations below must be slow enough to be in flight
+    web = stack.web("web", GUNICORN_GRACEFUL_TIMEOUT="15", **FULL_HASHING)
     alice = User(web.url, _name("alice"))
 
     # 1) slow uploads: headers and half of the body sent, the rest after the SIGTERM

@@ -19,7 +19,7 @@ from tasktracker.jobs.setup import celery_init_app, init_jobs
 from tasktracker.tasks.models import Reminder
 from tests.factories import TaskFactory, UserFactory
 from tests.procs import wait_for
-from tests.test_jobs_support import api_task, events_of, notifications_for
+from tests.helpers import api_task, events_of, notifications_for
 
 DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1//"
 

@@ -25,7 +25,7 @@ from tasktracker.notifications.models import Notification
 from tasktracker.tasks import cache as list_cache
 from tests.procs import wait_for
 from tests.conftest import REDIS_URL, require_service
-from tests.test_tasks_support import create_task, people  # noqa: F401 - fixtures
+from tests.helpers import create_task
 
 LIST = "/api/tasks"
 

@@ -158,6 +158,7 @@ def test_cli_workers_and_sigttin_are_checked_too(monkeypatch, caplog):
     assert any("refusing to run 2 gunicorn workers" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.integration  # a real gunicorn process
 def test_gunicorn_exits_with_the_message(tmp_path):
     """The real command: exit status 1 and ``Error: refusing ...`` before binding the port."""
     port = free_port()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tasktracker.extensions import db
 from tasktracker.notifications.models import Notification
-from tests.test_jobs_support import add_notification, api_task, notifications_for
+from tests.helpers import add_notification, api_task, notifications_for
 
 FIELDS = {"id", "type", "message", "task_id", "team_id", "actor", "actor_id", "data", "read_at", "created_at", "seq"}
 

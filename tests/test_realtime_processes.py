@@ -10,15 +10,12 @@ prefix, so parallel runs do not see each other's messages.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -27,88 +24,19 @@ import socketio
 from tasktracker.auth.models import User
 from tasktracker.extensions import db
 from tasktracker.teams.models import TeamMember
-from tests.procs import delete_queue
-from tests.conftest import RABBITMQ_URL, REDIS_URL, require_service
+from tests.conftest import RABBITMQ_URL, REDIS_URL
 from tests.factories import TaskFactory, TeamFactory, add_member
+from tests.procs import (
+    ROOT, Proc, SioClient, Web, base_env, check_rabbitmq, check_redis, delete_queue, delete_redis_keys,
+)
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 HEARTBEAT, TTL = 0.5, 2
-
-
-def _check_services() -> None:
-    import kombu
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        require_service("Redis", str(exc))
-    try:
-        with kombu.Connection(RABBITMQ_URL, connect_timeout=3) as conn:
-            conn.connect()
-    except Exception as exc:  # noqa: BLE001
-        require_service("RabbitMQ", str(exc))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proc:
-    """A subprocess we started (own session, output to a file); stopped by pid."""
-
-    def __init__(self, name: str, args: list[str], env: dict, log_dir: Path, **kw):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=kw.pop("stdout", self._log),
-                                      stderr=self._log, start_new_session=True, **kw)
-
-    def log_tail(self, n: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, sig)  # the group of the process we started
-                self.popen.wait(timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.popen.wait(5)
-        self._log.close()
-
-
-class Server(Proc):
-    """``gunicorn -w 1 --threads 50`` (threading mode) or ``gunicorn -k gevent -w 1``."""
-
-    def __init__(self, name: str, env: dict, log_dir: Path, mode: str = "threading"):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        worker = ["--threads", "50"] if mode == "threading" else ["-k", "gevent"]
-        super().__init__(name, [str(GUNICORN), "-w", "1", *worker, "--graceful-timeout", "2",
-                                "--no-control-socket", "-b", f"127.0.0.1:{self.port}", "wsgi:app"],
-                         {**env, "SOCKETIO_ASYNC_MODE": mode}, log_dir)
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                pytest.fail(f"{self.name} exited:\n{self.log_tail()}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+#: The two production choices (``gunicorn -c gunicorn.conf.py``, one worker each):
+#: server1 gthread (50 threads), server2 gevent.
+THREADING = {"SOCKETIO_ASYNC_MODE": "threading", "GUNICORN_THREADS": "50", "GUNICORN_GRACEFUL_TIMEOUT": "2"}
+GEVENT = {"SOCKETIO_ASYNC_MODE": "gevent", "GUNICORN_GRACEFUL_TIMEOUT": "2"}
 
 
 WORKER_SCRIPT = r"""
@@ -129,9 +57,10 @@ with app.app_context():
 
 
 class Worker(Proc):
-    """A process without a Socket.IO server calling realtime.emit/sync_membership."""
+    """A process without a Socket.IO server calling realtime.emit/sync_membership
+    (commands on its stdin, one JSON answer per line on its stdout; stderr to the log)."""
 
-    def __init__(self, env: dict, log_dir: Path):
+    def __init__(self, env: dict, log_dir):
         super().__init__("worker", [sys.executable, "-c", WORKER_SCRIPT], env, log_dir,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.hello = None
@@ -169,20 +98,18 @@ def stack(app, tmp_path_factory):
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     if url.startswith("sqlite"):
         pytest.skip("real-process tests share one PostgreSQL database (run in the postgresql half)")
-    _check_services()
+    check_redis()
+    check_rabbitmq()
     run = uuid.uuid4().hex[:10]
     log_dir = tmp_path_factory.mktemp("realtime-procs")
-    env = {**os.environ, "DATABASE_URL": url, "SOCKETIO_MESSAGE_QUEUE": RABBITMQ_URL,
-           "SOCKETIO_CHANNEL": f"tt-test-{run}", "REDIS_URL": REDIS_URL,
-           "PRESENCE_KEY_PREFIX": f"tt-test:{run}", "PRESENCE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-           "PRESENCE_SERVER_TTL_SECONDS": str(TTL), "SCHEDULER_ENABLED": "false",
-           "SOCKETIO_ASYNC_MODE": "threading", "CELERY_BROKER_URL": "", "RATELIMIT_ENABLED": "false",
-           "TASKTRACKER_ENV": "development", "JWT_SECRET_KEY": app.config["JWT_SECRET_KEY"],
-           "PYTHONUNBUFFERED": "1"}
+    env = base_env(DATABASE_URL=url, SOCKETIO_MESSAGE_QUEUE=RABBITMQ_URL, SOCKETIO_CHANNEL=f"tt-test-{run}",
+                   REDIS_URL=REDIS_URL, PRESENCE_KEY_PREFIX=f"tt-test:{run}",
+                   PRESENCE_HEARTBEAT_SECONDS=str(HEARTBEAT), PRESENCE_SERVER_TTL_SECONDS=str(TTL),
+                   JWT_SECRET_KEY=app.config["JWT_SECRET_KEY"])
     procs: list[Proc] = []
     try:
         # both production choices at once: server1 threads, server2 gevent
-        s1, s2 = Server("server1", env, log_dir), Server("server2", env, log_dir, mode="gevent")
+        s1, s2 = Web("server1", env, log_dir, **THREADING), Web("server2", env, log_dir, **GEVENT)
         procs += [s1, s2]
         worker = Worker(env, log_dir)
         procs.append(worker)
@@ -193,79 +120,16 @@ def stack(app, tmp_path_factory):
     finally:
         for proc in procs:
             proc.stop()
-        import redis
-
         delete_queue(env["SOCKETIO_CHANNEL"])  # its fanout exchange
-        r = redis.Redis.from_url(REDIS_URL)
-        keys = list(r.scan_iter(match=f"tt-test:{run}:*"))
-        if keys:
-            r.delete(*keys)
-
-
-class Client:
-    """A real python-socketio client (websocket) recording every event it receives."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.sio = socketio.Client(reconnection=False)
-        self.events: list[tuple[str, object]] = []
-        self.connect_errors: list = []
-        self._cond = threading.Condition()
-
-        @self.sio.on("*")
-        def _any(event, *args):
-            with self._cond:
-                self.events.append((event, args[0] if args else None))
-                self._cond.notify_all()
-
-        @self.sio.on("connect_error")
-        def _error(data=None):
-            self.connect_errors.append(data)
-
-    def connect(self, server: Server, token: str, **auth) -> "Client":
-        self.sio.connect(server.url, auth={"token": token, **auth}, transports=["websocket"],
-                         wait_timeout=10)
-        return self
-
-    def named(self, name: str) -> list:
-        with self._cond:
-            return [data for event, data in self.events if event == name]
-
-    def wait_for(self, name: str, count: int = 1, timeout: float = 10) -> list:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len([1 for e, _ in self.events if e == name]) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-        return self.named(name)
-
-    def clear(self) -> None:
-        with self._cond:
-            self.events.clear()
-
-    def close(self) -> None:
-        if self.sio.connected:
-            try:
-                self.sio.disconnect()
-            except Exception:  # noqa: BLE001 - its server may be dead (crash test)
-                pass
+        delete_redis_keys(f"tt-test:{run}:")
 
 
 @pytest.fixture
-def clients(stack):
-    made: list[Client] = []
-
-    def make(name: str) -> Client:
-        c = Client(name)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-    # wait for the servers to forget these connections (user ids are reused by the next test)
+def clients(stack, sockets):
+    """``clients(name)``: a :class:`tests.procs.SioClient`; after the test, all are closed
+    and the servers have forgotten them (user ids are reused by the next test)."""
+    yield sockets
+    sockets.close()
     from tasktracker.realtime.presence import RedisPresence
 
     presence = RedisPresence.from_url(REDIS_URL, stack["prefix"], TTL, server_id="test-observer")
@@ -274,7 +138,7 @@ def clients(stack):
         time.sleep(0.1)
 
 
-def probe(worker: Worker, *recipients: tuple[Client, int]) -> None:
+def probe(worker: Worker, *recipients: tuple[SioClient, int]) -> None:
     """Wait until each server's queue listener delivers to these clients (a server starts
     listening on the queue at its first connection), then forget the probes."""
     for client, user_id in recipients:
@@ -300,9 +164,9 @@ def test_connect_refused_over_websocket(stack, auth, clients):
     alice = auth.user("alice")
     bad = clients("bad")
     with pytest.raises(socketio.exceptions.ConnectionError):
-        bad.connect(s1, alice.refresh_token)
+        bad.connect(s1.url, alice.refresh_token)
     assert bad.connect_errors and bad.connect_errors[0]["data"] == {"code": "invalid_token"}
-    good = clients("good").connect(s1, alice.access_token)
+    good = clients("good").connect(s1.url, alice.access_token)
     assert good.sio.call("task:subscribe", {"task_id": 123456}, timeout=5) == \
         {"ok": False, "error": "not_found"}
 
@@ -314,10 +178,10 @@ def test_worker_emit_reaches_clients_on_both_servers_once(stack, auth, clients):
     team = TeamFactory(owner=model(alice))
     add_member(team, model(bob))
     task = TaskFactory(owner=model(alice), team_id=team.id)
-    alice1 = clients("alice@s1").connect(s1, alice.access_token)
-    alice2 = clients("alice@s2").connect(s2, alice.access_token)
-    bob2 = clients("bob@s2").connect(s2, bob.access_token)
-    carol1 = clients("carol@s1").connect(s1, carol.access_token)
+    alice1 = clients("alice@s1").connect(s1.url, alice.access_token)
+    alice2 = clients("alice@s2").connect(s2.url, alice.access_token)
+    bob2 = clients("bob@s2").connect(s2.url, bob.access_token)
+    carol1 = clients("carol@s1").connect(s1.url, carol.access_token)
     assert alice1.sio.call("task:subscribe", {"task_id": task.id}, timeout=5) == {"ok": True}
     assert carol1.sio.call("task:subscribe", {"task_id": task.id}, timeout=5)["ok"] is False
     probe(worker, (alice1, alice.id), (alice2, alice.id), (bob2, bob.id), (carol1, carol.id))
@@ -338,7 +202,7 @@ def test_presence_across_servers(stack, auth, clients):
     watcher, user = auth.user("watcher"), auth.user("user")
     team = TeamFactory(owner=model(watcher))
     add_member(team, model(user))
-    w = clients("watcher@s1").connect(s1, watcher.access_token)
+    w = clients("watcher@s1").connect(s1.url, watcher.access_token)
     probe(stack["worker"], (w, watcher.id))
 
     def presence(server):
@@ -347,8 +211,8 @@ def test_presence_across_servers(stack, auth, clients):
         return {i["user_id"]: i for i in r.json()["items"]}[user.id]
 
     assert presence(s2)["online"] is False
-    tab1 = clients("user@s1").connect(s1, user.access_token)
-    tab2 = clients("user@s2").connect(s2, user.access_token)
+    tab1 = clients("user@s1").connect(s1.url, user.access_token)
+    tab2 = clients("user@s2").connect(s2.url, user.access_token)
     assert w.wait_for("presence:update") == [{"user_id": user.id, "online": True}]
     assert presence(s1)["online"] is True and presence(s2)["online"] is True
 
@@ -370,9 +234,9 @@ def test_sync_membership_across_processes(stack, auth, clients):
     owner, bob = auth.user("owner"), auth.user("bob")
     team = TeamFactory(owner=model(owner))
     add_member(team, model(bob))
-    own1 = clients("owner@s1").connect(s1, owner.access_token)
-    bob1 = clients("bob@s1").connect(s1, bob.access_token)
-    bob2 = clients("bob@s2").connect(s2, bob.access_token)
+    own1 = clients("owner@s1").connect(s1.url, owner.access_token)
+    bob1 = clients("bob@s1").connect(s1.url, bob.access_token)
+    bob2 = clients("bob@s2").connect(s2.url, bob.access_token)
     probe(worker, (own1, owner.id), (bob1, bob.id), (bob2, bob.id))
 
     db.session.delete(db.session.get(TeamMember, (team.id, bob.id)))
@@ -395,12 +259,12 @@ def test_crashed_server_does_not_leave_users_online(stack, auth, clients):
     watcher, user = auth.user("watcher"), auth.user("user")
     team = TeamFactory(owner=model(watcher))
     add_member(team, model(user))
-    doomed = Server("server3", stack["env"], stack["log_dir"])
+    doomed = Web("server3", stack["env"], stack["log_dir"], **THREADING)
     stack["procs"].append(doomed)
     doomed.wait_ready()
-    w = clients("watcher@s1").connect(s1, watcher.access_token)
+    w = clients("watcher@s1").connect(s1.url, watcher.access_token)
     probe(stack["worker"], (w, watcher.id))
-    clients("user@s3").connect(doomed, user.access_token)
+    clients("user@s3").connect(doomed.url, user.access_token)
     assert w.wait_for("presence:update") == [{"user_id": user.id, "online": True}]
 
     doomed.stop(signal.SIGKILL)  # crash: no disconnect handler runs

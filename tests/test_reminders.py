@@ -20,8 +20,8 @@ from tasktracker.notifications.models import Notification
 from tasktracker.tasks.models import Reminder, Task
 from tasktracker.tasks.services import reminders
 from tests.factories import TaskFactory, UserFactory
-from tests.test_jobs_support import (  # noqa: F401 - fixtures
-    add_event, all_notifications, api_task, events_of, held_fanout, notifications_for,
+from tests.helpers import (
+    add_event, all_notifications, api_task, events_of, notifications_for, raised, run_together,
 )
 
 
@@ -106,23 +106,8 @@ def test_concurrent_dispatch_claims_each_reminder_once(app):
     for i in range(6):
         make_task(users[i % 4], users[(i + 1) % 4], reminders_ago=range(1, 21))
     assert count(Reminder) == 120
-    results: list[dict] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
-
-    def run():
-        try:
-            with app.app_context():
-                barrier.wait(timeout=10)
-                results.append(reminders.dispatch_due_reminders(batch=15))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = run_together(app, *[lambda: reminders.dispatch_due_reminders(batch=15)] * 2, context="app")
+    errors = raised(results)
     assert not errors, errors
     assert sum(r["sent"] for r in results) == 120
     ids = Counter(e.payload["reminder_id"] for e in events_of("reminder.due"))
@@ -198,19 +183,8 @@ def test_concurrent_overdue_scans_flag_each_task_once(app):
     alice = UserFactory()
     for _ in range(40):
         make_task(alice, None, due_at=utcnow() - timedelta(minutes=1))
-    results: list[int] = []
-    barrier = threading.Barrier(2)
-
-    def run():
-        with app.app_context():
-            barrier.wait(timeout=10)
-            results.append(reminders.dispatch_overdue(batch=7))
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = run_together(app, *[lambda: reminders.dispatch_overdue(batch=7)] * 2, context="app")
+    assert not raised(results), results
     assert sum(results) == 40
     assert Counter(e.task_id for e in events_of("task.overdue")).most_common(1)[0][1] == 1
     assert len(events_of("task.overdue")) == 40 and count(Notification) == 40

@@ -10,9 +10,7 @@ from tasktracker.events.models import Event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Reminder, Task
 from tasktracker.tasks.services import writes as services
-from tests.test_tasks_support import (  # noqa: F401 - fixtures
-    alice, create_task, error_code, events_of, orm_user, people, task_row, team_setup,
-)
+from tests.helpers import create_task, error_code, task_events, task_row
 
 # --------------------------------------------------------------------------- create
 
@@ -61,7 +59,7 @@ def test_create_done_sets_completed_at(client, alice):
 
 def test_create_writes_task_created_event(client, people):
     body = create_task(client, people.owner, title="Evented")
-    [event] = events_of(body["id"])
+    [event] = task_events(body["id"])
     assert event.type == "task.created" and event.actor_id == people.owner.id
     assert event.task_id == body["id"] and event.team_id is None
     assert event.payload == {"task": body}
@@ -119,7 +117,7 @@ def test_create_in_team_needs_membership(client, team_setup, people):
     t = team_setup
     body = create_task(client, t.member, team_id=t.team.id, assignee_id=t.team_admin.id)
     assert body["team_id"] == t.team.id and body["assignee"]["id"] == t.team_admin.id
-    [event] = events_of(body["id"])
+    [event] = task_events(body["id"])
     assert event.team_id == t.team.id
     # a non-member gets 422 on team_id; an unknown team looks the same
     for team_id in (t.team.id, 999999):
@@ -234,9 +232,9 @@ def test_moving_between_personal_and_team(client, people, team_setup):
     # back to personal
     r = client.patch(url, json={"team_id": None}, headers=t.member.headers)
     assert r.status_code == 200 and r.json["team_id"] is None
-    types = [e.type for e in events_of(task["id"])]
+    types = [e.type for e in task_events(task["id"])]
     assert types == ["task.created", "task.updated", "task.assigned", "task.updated"]
-    moved = events_of(task["id"])[1]
+    moved = task_events(task["id"])[1]
     assert moved.payload["changes"] == {"team_id": [None, t.team.id]} and moved.team_id == t.team.id
 
 
@@ -277,7 +275,7 @@ def test_patch_changes_only_given_fields_and_records_changes(client, people):
     assert r.status_code == 200
     assert r.json["priority"] == "high" and r.json["due_at"] == "2026-12-02T08:00:00Z"
     assert r.json["description"] == "d" and r.json["version"] == 2
-    event = events_of(task["id"])[-1]
+    event = task_events(task["id"])[-1]
     assert event.type == "task.updated"
     assert event.payload["changes"] == {"priority": ["low", "high"],
                                         "due_at": ["2026-12-01T09:00:00Z", "2026-12-02T08:00:00Z"]}
@@ -298,7 +296,7 @@ def test_patch_without_changes_writes_nothing(client, alice):
     for body in ({}, {"title": "Same", "priority": "high"}, {"reminders": []}):
         r = client.patch(url, json=body, headers=alice.headers)
         assert r.status_code == 200 and r.json == task and r.headers["ETag"] == '"1"'
-    assert [e.type for e in events_of(task["id"])] == ["task.created"]
+    assert [e.type for e in task_events(task["id"])] == ["task.created"]
 
 
 def test_patch_status_follows_transition_rules(client, alice):
@@ -306,7 +304,7 @@ def test_patch_status_follows_transition_rules(client, alice):
     url = f"/api/tasks/{task['id']}"
     r = client.patch(url, json={"status": "done", "title": "Finished"}, headers=alice.headers)
     assert r.status_code == 200 and r.json["completed_at"] is not None
-    assert [e.type for e in events_of(task["id"])][1:] == ["task.updated", "task.status_changed"]
+    assert [e.type for e in task_events(task["id"])][1:] == ["task.updated", "task.status_changed"]
     r = client.patch(url, json={"status": "todo", "title": "Nope"}, headers=alice.headers)
     assert r.status_code == 409 and error_code(r) == "invalid_transition"
     assert task_row(task["id"]).title == "Finished"  # nothing changed
@@ -327,7 +325,7 @@ def test_patch_reminders_replace_only_unsent_ones(client, alice):
     assert r.status_code == 200
     assert [(x["remind_at"], x["sent_at"] is not None) for x in r.json["reminders"]] == [
         ("2026-11-01T09:00:00Z", True), ("2026-11-29T08:00:00Z", False)]
-    event = events_of(task["id"])[-1]
+    event = task_events(task["id"])[-1]
     assert event.payload["changes"] == {"reminders": [["2026-11-30T09:00:00Z"], ["2026-11-29T08:00:00Z"]]}
     assert db.session.scalar(sa.select(sa.func.count(Reminder.id))) == 2
 
@@ -352,7 +350,7 @@ def test_if_match(client, people):
         assert r.status_code == 412
     row = task_row(task["id"])
     assert (row.title, row.version, row.status, row.assignee_id, row.deleted_at) == ("v2", 2, "todo", None, None)
-    assert len(events_of(task["id"])) == 2
+    assert len(task_events(task["id"])) == 2
     r = client.patch(url, json={"title": "v3"}, headers={**h, "If-Match": '"7", "2"'})
     assert r.status_code == 200 and r.json["version"] == 3
     r = client.patch(url, json={"title": "v4"}, headers={**h, "If-Match": "*"})
@@ -380,7 +378,7 @@ def test_concurrent_writer_is_detected(client, people, monkeypatch, if_match, st
     monkeypatch.undo()
     row = task_row(task["id"])
     assert (row.title, row.version) == ("theirs", 2)
-    assert [e.type for e in events_of(task["id"])] == ["task.created"]
+    assert [e.type for e in task_events(task["id"])] == ["task.created"]
 
 
 # --------------------------------------------------------------------------- status endpoint
@@ -399,14 +397,14 @@ def test_status_transitions(client, alice, old, new):
         assert r.status_code == 200, r.json
         assert r.json["status"] == new and r.json["version"] == 2 and r.headers["ETag"] == '"2"'
         assert (r.json["completed_at"] is not None) == (new == "done")
-        event = events_of(task["id"])[-1]
+        event = task_events(task["id"])[-1]
         assert event.type == "task.status_changed"
         assert event.payload["changes"] == {"status": [old, new]} and event.payload["task"] == r.json
     else:
         assert r.status_code == 409 and error_code(r) == "invalid_transition"
         row = task_row(task["id"])
         assert (row.status, row.version) == (old, 1)
-        assert len(events_of(task["id"])) == 1
+        assert len(task_events(task["id"])) == 1
 
 
 def test_status_endpoint_rights_and_validation(client, people, team_setup):
@@ -414,7 +412,7 @@ def test_status_endpoint_rights_and_validation(client, people, team_setup):
     task = create_task(client, people.owner, assignee_id=people.assignee.id)
     url = f"/api/tasks/{task['id']}/status"
     r = client.patch(url, json={"status": "in_progress"}, headers=people.assignee.headers)
-    assert r.status_code == 200 and events_of(task["id"])[-1].actor_id == people.assignee.id
+    assert r.status_code == 200 and task_events(task["id"])[-1].actor_id == people.assignee.id
     r = client.patch(url, json={"status": "in_progress"}, headers=people.other.headers)
     assert r.status_code == 404
     for bad in ({}, {"status": "finished"}, {"status": "done", "extra": 1}, {"status": None}):
@@ -439,17 +437,17 @@ def test_assign_and_unassign(client, people, team_setup):
     r = client.patch(url, json={"assignee_id": people.other.id}, headers=people.owner.headers)
     assert r.status_code == 200 and r.json["assignee"]["id"] == people.other.id
     assert r.headers["ETag"] == '"2"'
-    event = events_of(task["id"])[-1]
+    event = task_events(task["id"])[-1]
     assert event.type == "task.assigned" and event.payload["changes"] == {"assignee_id": [None, people.other.id]}
     # assigning the same user again changes nothing
     r = client.patch(url, json={"assignee_id": people.other.id}, headers=people.owner.headers)
-    assert r.status_code == 200 and r.json["version"] == 2 and len(events_of(task["id"])) == 2
+    assert r.status_code == 200 and r.json["version"] == 2 and len(task_events(task["id"])) == 2
     # the assignee sees but may not re-assign
     r = client.patch(url, json={"assignee_id": None}, headers=people.other.headers)
     assert r.status_code == 403
     r = client.patch(url, json={"assignee_id": None}, headers=people.owner.headers)
     assert r.status_code == 200 and r.json["assignee"] is None
-    assert events_of(task["id"])[-1].payload["changes"] == {"assignee_id": [people.other.id, None]}
+    assert task_events(task["id"])[-1].payload["changes"] == {"assignee_id": [people.other.id, None]}
     for bad in ({}, {"assignee_id": "x"}, {"assignee_id": 424242}):
         r = client.patch(url, json=bad, headers=people.owner.headers)
         assert r.status_code == 422 and "assignee_id" in r.json["error"]["details"]

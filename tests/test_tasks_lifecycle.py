@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 from datetime import timedelta
 
 import pytest
@@ -18,9 +17,7 @@ from tasktracker.extensions import db
 from tasktracker.notifications.models import Notification
 from tasktracker.tasks.models import IdempotencyKey, Reminder, Task
 from tasktracker.tasks.services import idempotency as services
-from tests.test_tasks_support import (  # noqa: F401 - fixtures
-    alice, create_task, error_code, events_of, people, task_row, team_setup,
-)
+from tests.helpers import create_task, error_code, raised, run_together, task_events, task_row
 
 
 def count(model) -> int:
@@ -42,7 +39,7 @@ def test_idempotency_key_replays_first_result(client, people):
     assert again.headers["Location"] == first.headers["Location"]
     assert again.headers["ETag"] == first.headers["ETag"]
     assert count(Task) == 1 and count(IdempotencyKey) == 1
-    assert [e.type for e in events_of(first.json["id"])] == ["task.created"]
+    assert [e.type for e in task_events(first.json["id"])] == ["task.created"]
     # same key, another body: refused, nothing created
     r = client.post("/api/tasks", json={"title": "Twice"}, headers=h)
     assert r.status_code == 422 and error_code(r) == "idempotency_key_reused"
@@ -121,21 +118,13 @@ def test_idempotency_race_loser_replays_winner(client, alice, monkeypatch):
 
 def test_idempotency_under_real_concurrency(app, alice):
     """Parallel requests with one key create exactly one task."""
-    barrier = threading.Barrier(4)
-    results = []
-
-    def post():
-        client = app.test_client()
-        barrier.wait()
+    def post(client):
         r = client.post("/api/tasks", json={"title": "parallel"},
                         headers={**alice.headers, "Idempotency-Key": "par"})
-        results.append((r.status_code, (r.json or {}).get("id")))
+        return r.status_code, (r.json or {}).get("id")
 
-    threads = [threading.Thread(target=post) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = run_together(app, *[post] * 4, timeout=30)
+    assert not raised(results), results
     assert len(results) == 4
     assert {status for status, _ in results} == {201}, results
     assert len({task_id for _, task_id in results}) == 1
@@ -154,7 +143,7 @@ def test_soft_delete_and_restore(client, people):
     assert r.status_code == 204 and r.data == b""
     row = task_row(task["id"])
     assert row.deleted_at is not None and row.version == 2
-    event = events_of(task["id"])[-1]
+    event = task_events(task["id"])[-1]
     assert event.type == "task.deleted" and event.payload["task"]["deleted_at"] is not None
     for session in (people.owner, people.assignee):
         assert client.get(url, headers=session.headers).status_code == 404
@@ -173,8 +162,8 @@ def test_soft_delete_and_restore(client, people):
     r = client.patch(f"{url}/restore", headers=people.owner.headers)
     assert r.status_code == 200 and r.json["deleted_at"] is None and r.json["version"] == 3
     assert r.headers["ETag"] == '"3"'
-    assert events_of(task["id"])[-1].type == "task.restored"
-    assert events_of(task["id"])[-1].payload["task"] == r.json
+    assert task_events(task["id"])[-1].type == "task.restored"
+    assert task_events(task["id"])[-1].payload["task"] == r.json
     assert client.get(url, headers=people.assignee.headers).status_code == 200
     r = client.patch(f"{url}/restore", headers=people.owner.headers)
     assert r.status_code == 409 and error_code(r) == "not_deleted"
@@ -243,7 +232,7 @@ def test_permanent_delete_only_from_trash_and_cascades(app, client, people):
     assert not any(os.path.exists(os.path.join(upload_dir, n)) for n in names)
     assert os.path.exists(os.path.join(upload_dir, keep_name))
     assert db.session.get(Task, gone_key_task) is not None  # other tasks untouched
-    purged = events_of(task["id"])[-1]
+    purged = task_events(task["id"])[-1]
     assert purged.type == "task.purged" and purged.actor_id == people.owner.id
     assert purged.payload == {"task_id": task["id"], "title": "Task", "owner_id": people.owner.id,
                               "assignee_id": people.assignee.id}

@@ -15,9 +15,7 @@ from tasktracker.extensions import db
 from tasktracker.tasks.models import Reminder, Task
 from tasktracker.tasks.schemas import task_schema
 from tests.factories import add_member
-from tests.test_tasks_support import (  # noqa: F401 - fixtures
-    alice, create_task, error_code, orm_user, people, team_setup,
-)
+from tests.helpers import create_task, error_code, orm_user
 
 
 def listing(client, session, query: str = "") -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
 from flask_jwt_extended import create_access_token
 
 from tasktracker.auth.models import User
@@ -16,29 +17,42 @@ from tasktracker.events.services import diff, record_event
 from tasktracker.extensions import db
 from tasktracker.teams.models import TeamMember
 
-_hasher = PasswordHasher()
-_dummy: tuple[PasswordHasher, str] | None = None
 INVALID_CREDENTIALS = "Invalid credentials."
+
+
+def _hashing() -> tuple[PasswordHasher, str]:
+    """The current app's argon2id hasher and a dummy hash made with it, built once from
+    ``PASSWORD_HASH_TIME_COST``, ``PASSWORD_HASH_MEMORY_COST`` and
+    ``PASSWORD_HASH_PARALLELISM`` (config.py) and kept in ``app.extensions``."""
+    hashing = current_app.extensions.get("tt_password_hashing")
+    if hashing is None:
+        config = current_app.config
+        hasher = PasswordHasher(time_cost=config["PASSWORD_HASH_TIME_COST"],
+                                memory_cost=config["PASSWORD_HASH_MEMORY_COST"],
+                                parallelism=config["PASSWORD_HASH_PARALLELISM"])
+        hashing = current_app.extensions["tt_password_hashing"] = (hasher, hasher.hash("not-a-real-password"))
+    return hashing
+
+
+def _hasher() -> PasswordHasher:
+    return _hashing()[0]
 
 
 def _dummy_hash() -> str:
     """A hash made by the current hasher: verifying an unknown user against it takes as
     long as verifying a real user's (same argon2 parameters), so timing tells nothing."""
-    global _dummy
-    if _dummy is None or _dummy[0] is not _hasher:
-        _dummy = (_hasher, _hasher.hash("not-a-real-password"))
-    return _dummy[1]
+    return _hashing()[1]
 
 
 def hash_password(password: str) -> str:
-    """argon2id hash of ``password``."""
-    return _hasher.hash(password)
+    """argon2id hash of ``password`` (needs an app context: the cost is app config)."""
+    return _hasher().hash(password)
 
 
 def verify_password(user: User | None, password: str) -> bool:
     """Constant-shape check of ``password`` against ``user``'s hash (False for None)."""
     try:
-        return _hasher.verify(user.password_hash if user else _dummy_hash(), password) and user is not None
+        return _hasher().verify(user.password_hash if user else _dummy_hash(), password) and user is not None
     except (VerificationError, InvalidHashError):
         return False
 
@@ -128,7 +142,7 @@ def login(email: str | None, username: str | None, password: str) -> dict:
     user = find_login_user(email, username)
     if not verify_password(user, password) or not user.active:
         raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
-    if _hasher.check_needs_rehash(user.password_hash):
+    if _hasher().check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     tokens = issue_tokens(user)
     db.session.commit()
