@@ -14,8 +14,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 PYTEST_ARGS ?=
 # pytest-xdist: 4 workers on 2 cores (most process tests wait on their servers);
-# loadgroup keeps each module of shared, module-scoped processes on one worker
-# (pytest.mark.xdist_group) and hands the biggest such groups out first.
+# loadgroup (tests/conftest.py's scheduler) keeps each module of shared, module-scoped
+# processes (SHARED_PROCESS_MODULES) on one worker and hands those out first.
 PYTEST_WORKERS ?= 4
 PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet

@@ -18,6 +18,8 @@ from tasktracker.events.models import Event
 from tasktracker.extensions import db
 from tasktracker.notifications.models import Notification
 from tasktracker.tasks.models import Task
+from tasktracker.teams.models import Team, TeamMember
+from tests.factories import TaskFactory, add_member
 
 USER_KEYS = {"id", "username", "email", "full_name", "role", "timezone", "active", "created_at"}
 #: A string tests put into exceptions; it must never reach a response body.
@@ -143,6 +145,13 @@ def events_of(type_: str) -> list[Event]:
     return list(db.session.scalars(sa.select(Event).where(Event.type == type_).order_by(Event.seq)))
 
 
+def role_of(team_id: int, user_id: int) -> str | None:
+    """A user's role in a team, or None (fresh from the database)."""
+    db.session.expire_all()
+    return db.session.scalar(sa.select(TeamMember.role).where(TeamMember.team_id == team_id,
+                                                             TeamMember.user_id == user_id))
+
+
 def notifications_for(user_id: int, type_: str | None = None) -> list[Notification]:
     query = sa.select(Notification).where(Notification.user_id == user_id)
     if type_:
@@ -211,3 +220,29 @@ class TeamSetup:
     team_admin: object
     member: object
     outsider: object
+
+
+@dataclass
+class World:
+    """:func:`make_world`'s task and the people around it."""
+
+    task: Task
+    owner: object      # task owner (a team member)
+    assignee: object   # task assignee (a team member)
+    member: object     # another team member
+    outsider: object
+    root: object       # site admin
+
+
+def make_world(client, auth) -> World:
+    """A team task (owner's, assigned to ``assignee``) in a team of owner, assignee and
+    member, plus an outsider and a site admin, all logged in."""
+    owner, assignee, member = auth.user("owner"), auth.user("assignee"), auth.user("member")
+    outsider, root = auth.user("outsider"), auth.user("root", admin=True)
+    team = client.post("/api/teams", json={"name": "T"}, headers=owner.headers).json
+    team_obj = db.session.get(Team, team["id"])
+    for session in (assignee, member):
+        add_member(team_obj, db.session.get(User, session.id))
+    task = TaskFactory(owner=db.session.get(User, owner.id), assignee=db.session.get(User, assignee.id),
+                       team_id=team["id"])
+    return World(task, owner, assignee, member, outsider, root)

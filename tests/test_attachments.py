@@ -6,45 +6,23 @@ import hashlib
 import io
 import os
 import re
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 import pytest
 import sqlalchemy as sa
 
 from tasktracker.attachments.models import Attachment
-from tasktracker.auth.models import User
 from tasktracker.core.types import utcnow
-from tasktracker.events.models import Event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
-from tasktracker.teams.models import Team
-from tests.factories import TaskFactory, add_member
-from tests.helpers import raised, run_together
+from tests.helpers import World, events_of, make_world, raised, run_together
 
 LIMIT = 1024
 
 
-@dataclass
-class World:
-    task: Task
-    owner: object      # task owner (a team member)
-    assignee: object   # task assignee (a team member)
-    member: object     # another team member
-    outsider: object
-    root: object       # site admin
-
-
 @pytest.fixture
 def w(client, auth) -> World:
-    owner, assignee, member = auth.user("owner"), auth.user("assignee"), auth.user("member")
-    outsider, root = auth.user("outsider"), auth.user("root", admin=True)
-    team = client.post("/api/teams", json={"name": "T"}, headers=owner.headers).json
-    for session in (assignee, member):
-        add_member(db.session.get(Team, team["id"]), db.session.get(User, session.id))
-    task = TaskFactory(owner=db.session.get(User, owner.id), assignee=db.session.get(User, assignee.id),
-                       team_id=team["id"])
-    return World(task, owner, assignee, member, outsider, root)
+    return make_world(client, auth)
 
 
 @pytest.fixture
@@ -75,11 +53,6 @@ def upload_raw(client, session, task_id, part_headers: str, content: bytes = b"a
     body, content_type = multipart(part_headers, content)
     return client.post(f"/api/tasks/{task_id}/attachments", data=body, content_type=content_type,
                        headers=session.headers, **kwargs)
-
-
-def events(type_: str) -> list[Event]:
-    db.session.expire_all()
-    return list(db.session.scalars(sa.select(Event).where(Event.type == type_).order_by(Event.seq)))
 
 
 def count_attachments() -> int:
@@ -113,7 +86,7 @@ def test_upload_stores_random_name_and_records(client, app, w):
     assert db.session.get(Attachment, body["id"]).stored_name == new_file
     with open(os.path.join(app.config["UPLOAD_DIR"], new_file), "rb") as fh:
         assert fh.read() == content
-    [event] = events("attachment.added")
+    [event] = events_of("attachment.added")
     assert event.task_id == w.task.id and event.team_id == w.task.team_id and event.actor_id == w.member.id
     assert event.payload == {"attachment": body}
 
@@ -164,7 +137,7 @@ def test_one_byte_over_is_413_and_leaves_no_file(client, app, w, small_limit):
     response = upload(client, w.owner, w.task.id, b"x" * (small_limit + 1), "over.bin")
     assert response.status_code == 413 and error_code(response) == "payload_too_large"
     assert stored_files(app) == before
-    assert count_attachments() == 0 and events("attachment.added") == []
+    assert count_attachments() == 0 and events_of("attachment.added") == []
 
 
 def test_declared_length_over_limit_is_rejected_before_reading(client, app, w, small_limit):
@@ -287,7 +260,7 @@ def test_concurrent_uploads_to_one_task(app, w):
     assert len(rows) == len(contents)
     assert len({r.stored_name for r in rows}) == len(contents)
     assert {r.stored_name for r in rows} == stored_files(app) - before
-    assert len(events("attachment.added")) == len(contents)
+    assert len(events_of("attachment.added")) == len(contents)
 
 
 # --------------------------------------------------------------------------- list / download
@@ -371,6 +344,6 @@ def test_delete_by_uploader_task_owner_or_site_admin(client, app, w):
     assert client.delete(f"/api/attachments/{ids[0]}", headers=w.member.headers).status_code == 404
     remaining = client.get(f"/api/tasks/{w.task.id}/attachments", headers=w.owner.headers).json["items"]
     assert [a["id"] for a in remaining] == [by_assignee]
-    deleted = events("attachment.deleted")
+    deleted = events_of("attachment.deleted")
     assert [e.payload for e in deleted] == [{"attachment_id": i, "filename": f"{n}.txt"} for n, i in enumerate(ids)]
     assert [e.actor_id for e in deleted] == [w.member.id, w.owner.id, w.root.id]

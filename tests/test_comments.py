@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -10,42 +9,14 @@ import sqlalchemy as sa
 from tasktracker.auth.models import User
 from tasktracker.comments.models import Comment
 from tasktracker.core.types import utcnow
-from tasktracker.events.models import Event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
-from tasktracker.teams.models import Team
-from tests.factories import TaskFactory, add_member
-
-
-@dataclass
-class World:
-    task: Task
-    owner: object      # task owner (a team member)
-    assignee: object   # task assignee (a team member)
-    member: object     # another team member
-    outsider: object
-    root: object       # site admin
-
-
-def make_world(client, auth) -> World:
-    owner, assignee, member = auth.user("owner"), auth.user("assignee"), auth.user("member")
-    outsider, root = auth.user("outsider"), auth.user("root", admin=True)
-    team = client.post("/api/teams", json={"name": "T"}, headers=owner.headers).json
-    team_obj = db.session.get(Team, team["id"])
-    for session in (assignee, member):
-        add_member(team_obj, db.session.get(User, session.id))
-    task = TaskFactory(owner=db.session.get(User, owner.id), assignee=db.session.get(User, assignee.id),
-                       team_id=team["id"])
-    return World(task, owner, assignee, member, outsider, root)
+from tests.factories import TaskFactory
+from tests.helpers import events_of, make_world
 
 
 def post_comment(client, session, task_id: int, body: str = "Hello"):
     return client.post(f"/api/tasks/{task_id}/comments", json={"body": body}, headers=session.headers)
-
-
-def events(type_: str) -> list[Event]:
-    db.session.expire_all()
-    return list(db.session.scalars(sa.select(Event).where(Event.type == type_).order_by(Event.seq)))
 
 
 def trash(task: Task) -> None:
@@ -74,7 +45,7 @@ def test_create_comment_and_event(client, auth):
     assert body["body"] == "  First!\nline two  "  # kept as sent
     assert body["created_at"].endswith("Z")
     assert response.headers["Location"] == f"/api/comments/{body['id']}"
-    [event] = events("comment.created")
+    [event] = events_of("comment.created")
     assert event.task_id == w.task.id and event.team_id == w.task.team_id and event.actor_id == w.member.id
     assert event.payload["comment"] == body
     assert event.payload["task"]["id"] == w.task.id and event.payload["task"]["title"] == w.task.title
@@ -93,7 +64,7 @@ def test_who_may_comment(client, auth):
     personal = TaskFactory(owner=db.session.get(User, w.owner.id), assignee=db.session.get(User, w.outsider.id))
     assert post_comment(client, w.outsider, personal.id).status_code == 201
     assert post_comment(client, w.member, personal.id).status_code == 404
-    assert len(events("comment.created")) == 5
+    assert len(events_of("comment.created")) == 5
 
 
 def test_comment_validation(client, auth):
@@ -153,13 +124,13 @@ def test_only_author_edits(client, auth):
     assert response.status_code == 200
     assert response.json["body"] == "final" and response.json["id"] == comment["id"]
     assert parse_time(response.json["updated_at"]) >= parse_time(comment["updated_at"])
-    [event] = events("comment.updated")
+    [event] = events_of("comment.updated")
     assert event.task_id == w.task.id and event.actor_id == w.member.id
     assert event.payload == {"comment": response.json, "changes": {"body": ["draft", "final"]},
                              "new_mention_ids": []}
     # unchanged body: 200, no event
     assert client.patch(url, json={"body": "final"}, headers=w.member.headers).status_code == 200
-    assert len(events("comment.updated")) == 1
+    assert len(events_of("comment.updated")) == 1
 
 
 def test_edit_validation_and_missing(client, auth):
@@ -195,7 +166,7 @@ def test_delete_by_author_task_owner_or_site_admin(client, auth):
     assert client.delete(f"/api/comments/{by_member[0]}", headers=w.member.headers).status_code == 404
     remaining = client.get(f"/api/tasks/{w.task.id}/comments", headers=w.owner.headers).json
     assert [c["id"] for c in remaining["items"]] == [other_member_comment]
-    deleted = events("comment.deleted")
+    deleted = events_of("comment.deleted")
     assert [e.payload for e in deleted] == [{"comment_id": i} for i in by_member]
     assert [e.actor_id for e in deleted] == [w.member.id, w.owner.id, w.root.id]
     assert all(e.task_id == w.task.id and e.team_id == w.task.team_id for e in deleted)

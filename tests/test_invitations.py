@@ -8,10 +8,10 @@ import sqlalchemy as sa
 
 from tasktracker.auth.models import User
 from tasktracker.core.types import utcnow
-from tasktracker.events.models import Event
 from tasktracker.extensions import db
-from tasktracker.teams.models import Invitation, Team, TeamMember
+from tasktracker.teams.models import Invitation, Team
 from tests.factories import add_member
+from tests.helpers import events_of, role_of
 
 
 def create_team(client, session, name="Core") -> int:
@@ -27,17 +27,6 @@ def join(team_id: int, session, role: str = "member") -> None:
 def invite(client, session, team_id: int, email: str, role: str | None = None):
     body = {"email": email} if role is None else {"email": email, "role": role}
     return client.post(f"/api/teams/{team_id}/invitations", json=body, headers=session.headers)
-
-
-def events(type_: str) -> list[Event]:
-    db.session.expire_all()
-    return list(db.session.scalars(sa.select(Event).where(Event.type == type_).order_by(Event.seq)))
-
-
-def role_of(team_id: int, user_id: int) -> str | None:
-    db.session.expire_all()
-    return db.session.scalar(sa.select(TeamMember.role).where(TeamMember.team_id == team_id,
-                                                             TeamMember.user_id == user_id))
 
 
 def expire(invitation_id: int) -> None:
@@ -71,7 +60,7 @@ def test_invite_registered_user(client, auth, app):
     ttl = app.config["INVITATION_TTL"]
     assert ttl == timedelta(days=7)
     assert before + ttl <= parse_time(body["expires_at"]) <= utcnow() + ttl
-    [event] = events("invitation.created")
+    [event] = events_of("invitation.created")
     assert event.team_id == team_id and event.actor_id == owner.id
     assert event.payload == {"invitation": body, "invitee_user_id": bob.id}
 
@@ -81,7 +70,7 @@ def test_invite_unregistered_email_has_no_invitee(client, auth):
     team_id = create_team(client, owner)
     response = invite(client, owner, team_id, "nobody@example.com", role="admin")
     assert response.status_code == 201 and response.json["role"] == "admin"
-    [event] = events("invitation.created")
+    [event] = events_of("invitation.created")
     assert event.payload["invitee_user_id"] is None
 
 
@@ -136,7 +125,7 @@ def test_invite_conflicts(client, auth):
     # once the pending one expired, a new invitation can be sent
     expire(first.json["id"])
     assert invite(client, owner, team_id, "new@example.com").status_code == 201
-    assert len(events("invitation.created")) == 3
+    assert len(events_of("invitation.created")) == 3
 
 
 # --------------------------------------------------------------------------- lists
@@ -205,7 +194,7 @@ def test_revoke_pending_invitation(client, auth):
     db.session.expire_all()
     row = db.session.get(Invitation, inv["id"])
     assert row.status == "revoked" and row.responded_at is not None
-    [event] = events("invitation.revoked")
+    [event] = events_of("invitation.revoked")
     assert event.team_id == team_id and event.actor_id == owner.id
     assert event.payload["invitation"]["id"] == inv["id"]
     assert event.payload["invitation"]["status"] == "revoked"
@@ -239,7 +228,7 @@ def test_revoke_permissions(client, auth):
         assert response.status_code == 404 and error_code(response) == "team_not_found"
     db.session.expire_all()
     assert db.session.get(Invitation, inv_id).status == "pending"
-    assert events("invitation.revoked") == []
+    assert events_of("invitation.revoked") == []
     # a team admin may revoke (even an admin invitation the owner sent); so may a site admin
     assert revoke(client, admin, team_id, inv_id).status_code == 204
     other = invite(client, owner, team_id, "other@example.com").json["id"]
@@ -302,10 +291,10 @@ def test_accept_makes_member_with_role_and_events(client, auth):
     assert role_of(team_id, bob.id) == "admin"
     assert client.get(f"/api/teams/{team_id}", headers=bob.headers).json["member_count"] == 2
     assert db.session.get(Invitation, inv["id"]).responded_at is not None
-    [accepted] = events("invitation.accepted")
+    [accepted] = events_of("invitation.accepted")
     assert accepted.team_id == team_id and accepted.actor_id == bob.id
     assert accepted.payload == {"invitation": response.json, "user_id": bob.id}
-    [added] = events("member.added")
+    [added] = events_of("member.added")
     assert added.payload == {"user_id": bob.id, "role": "admin"}
 
     again = client.post(f"/api/invitations/{inv['id']}/accept", headers=bob.headers)
@@ -319,7 +308,7 @@ def test_email_that_registers_later_finds_and_accepts(client, auth):
     owner = auth.user("owner")
     team_id = create_team(client, owner)
     inv_id = invite(client, owner, team_id, "Late.Comer@Example.com").json["id"]
-    assert events("invitation.created")[0].payload["invitee_user_id"] is None
+    assert events_of("invitation.created")[0].payload["invitee_user_id"] is None
 
     late = auth.register("latecomer")  # registers as latecomer@example.com
     assert late["email"] == "latecomer@example.com"
@@ -358,7 +347,7 @@ def test_decline(client, auth):
     response = client.post(f"/api/invitations/{inv_id}/decline", headers=bob.headers)
     assert response.status_code == 200 and response.json["status"] == "declined"
     assert role_of(team_id, bob.id) is None
-    [declined] = events("invitation.declined")
+    [declined] = events_of("invitation.declined")
     assert declined.payload == {"invitation": response.json, "user_id": bob.id}
     assert declined.team_id == team_id
     late = client.post(f"/api/invitations/{inv_id}/accept", headers=bob.headers)
@@ -378,7 +367,7 @@ def test_expired_invitation_cannot_be_answered(client, auth):
         assert response.status_code == 409 and error_code(response) == "invitation_expired"
     assert role_of(team_id, bob.id) is None
     assert db.session.get(Invitation, inv_id).status == "pending"
-    assert events("invitation.accepted") == [] and events("member.added") == []
+    assert events_of("invitation.accepted") == [] and events_of("member.added") == []
 
 
 def test_accept_when_already_member(client, auth):

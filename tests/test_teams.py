@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tasktracker.auth.models import User
-from tasktracker.events.models import Event
 from tasktracker.extensions import db
 from tasktracker.teams.models import Invitation, Team, TeamMember
 from tests.factories import TaskFactory, add_member
+from tests.helpers import events_of, role_of
 
 
 # --------------------------------------------------------------------------- helpers
@@ -25,17 +25,6 @@ def join(team_id: int, session, role: str = "member") -> None:
 
 def user(session) -> User:
     return db.session.get(User, session.id)
-
-
-def events(type_: str) -> list[Event]:
-    db.session.expire_all()
-    return list(db.session.scalars(sa.select(Event).where(Event.type == type_).order_by(Event.seq)))
-
-
-def role_of(team_id: int, user_id: int) -> str | None:
-    db.session.expire_all()
-    return db.session.scalar(sa.select(TeamMember.role).where(TeamMember.team_id == team_id,
-                                                             TeamMember.user_id == user_id))
 
 
 def fresh(obj):
@@ -72,7 +61,7 @@ def test_create_team_makes_caller_owner_and_records_event(client, auth):
     assert set(body) == {"id", "name", "description", "owner", "member_count", "created_at"}
     assert response.headers["Location"] == f"/api/teams/{body['id']}"
     assert role_of(body["id"], alice.id) == "owner"
-    [event] = events("team.created")
+    [event] = events_of("team.created")
     assert event.team_id == body["id"] and event.actor_id == alice.id and event.task_id is None
     assert event.payload == {"team": body}
 
@@ -160,7 +149,7 @@ def test_update_team_permissions_and_event(client, auth):
     response = client.patch(f"/api/teams/{team_id}", json={"name": "Renamed"}, headers=admin.headers)
     assert response.status_code == 200
     assert response.json["name"] == "Renamed" and response.json["member_count"] == 3
-    [event] = events("team.updated")
+    [event] = events_of("team.updated")
     assert event.actor_id == admin.id and event.team_id == team_id
     assert event.payload["changes"] == {"name": ["Core", "Renamed"]}
     assert event.payload["team"]["name"] == "Renamed"
@@ -178,12 +167,12 @@ def test_update_team_permissions_and_event(client, auth):
                         headers=owner.headers).status_code == 422
     assert client.patch(f"/api/teams/{team_id}", data="x", headers=owner.headers).status_code == 415
     assert db.session.get(Team, team_id).name == "Renamed"
-    assert len(events("team.updated")) == 3
+    assert len(events_of("team.updated")) == 3
 
     # no change, no event
     assert client.patch(f"/api/teams/{team_id}", json={"name": "Renamed"}, headers=owner.headers).status_code == 200
     assert client.patch(f"/api/teams/{team_id}", json={}, headers=owner.headers).status_code == 200
-    assert len(events("team.updated")) == 3
+    assert len(events_of("team.updated")) == 3
 
 
 # --------------------------------------------------------------------------- delete
@@ -242,13 +231,13 @@ def test_delete_team_turns_tasks_personal(client, auth):
                              .where(Invitation.team_id == team_id)) == 0
     assert client.get("/api/teams", headers=member.headers).json["total"] == 0
 
-    task_events = events("task.updated")
+    task_events = events_of("task.updated")
     assert sorted(e.task_id for e in task_events) == sorted([task.id, trashed.id])
     for e in task_events:
         assert e.team_id == team_id and e.actor_id == owner.id
         assert e.payload["changes"] == {"team_id": [team_id, None]}
         assert e.payload["task"]["team_id"] is None and e.payload["task"]["id"] == e.task_id
-    [deleted] = events("team.deleted")
+    [deleted] = events_of("team.deleted")
     assert deleted.team_id == team_id and deleted.payload["team"]["id"] == team_id
     assert deleted.payload["team"]["member_count"] == 3
 
@@ -281,13 +270,13 @@ def test_owner_changes_roles_with_event(client, auth):
     assert response.status_code == 200
     assert response.json["role"] == "admin" and response.json["user"]["id"] == member.id
     assert role_of(team_id, member.id) == "admin"
-    [event] = events("member.role_changed")
+    [event] = events_of("member.role_changed")
     assert event.team_id == team_id and event.actor_id == owner.id
     assert event.payload == {"user_id": member.id, "role": "admin", "changes": {"role": ["member", "admin"]}}
     # demote again; same role is a no-op without an event
     assert client.patch(url, json={"role": "member"}, headers=owner.headers).json["role"] == "member"
     assert client.patch(url, json={"role": "member"}, headers=owner.headers).status_code == 200
-    assert len(events("member.role_changed")) == 2
+    assert len(events_of("member.role_changed")) == 2
 
 
 def test_role_change_rules(client, auth):
@@ -357,11 +346,11 @@ def test_remove_member_unassigns_team_tasks_and_ends_access(client, auth):
     assert client.get(f"/api/tasks/{personal.id}/comments", headers=member.headers).status_code == 200
     assert client.get(f"/api/teams/{team_id}", headers=owner.headers).json["member_count"] == 2
 
-    [assigned] = events("task.assigned")
+    [assigned] = events_of("task.assigned")
     assert assigned.task_id == team_task.id and assigned.team_id == team_id and assigned.actor_id == owner.id
     assert assigned.payload["changes"] == {"assignee_id": [member.id, None]}
     assert assigned.payload["task"]["assignee"] is None
-    [removed] = events("member.removed")
+    [removed] = events_of("member.removed")
     assert removed.team_id == team_id and removed.payload == {"user_id": member.id, "role": "member"}
 
 
@@ -369,7 +358,7 @@ def test_member_leaves(client, auth):
     team_id, owner, admin, member = team_world(client, auth)
     assert client.delete(f"/api/teams/{team_id}/members/{member.id}", headers=member.headers).status_code == 204
     assert role_of(team_id, member.id) is None
-    [removed] = events("member.removed")
+    [removed] = events_of("member.removed")
     assert removed.actor_id == member.id
     assert client.delete(f"/api/teams/{team_id}/members/{admin.id}", headers=admin.headers).status_code == 204
     assert client.get("/api/teams", headers=admin.headers).json["total"] == 0
@@ -400,4 +389,4 @@ def test_remove_member_rules(client, auth):
     assert client.delete(url.format(member.id), headers=root.headers).status_code == 204
     assert client.delete(url.format(member.id), headers=owner.headers).status_code == 404
     assert client.get(f"/api/teams/{team_id}", headers=owner.headers).json["member_count"] == 2
-    assert len(events("member.removed")) == 3
+    assert len(events_of("member.removed")) == 3

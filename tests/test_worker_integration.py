@@ -9,15 +9,11 @@ machine's RabbitMQ server is never stopped: "broker down" is a closed port.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -30,15 +26,13 @@ from tasktracker.extensions import db
 from tasktracker.jobs.setup import celery_init_app
 from tasktracker.notifications.models import Notification
 from tasktracker.tasks.models import Reminder, Task
-from tests.conftest import RABBITMQ_URL, require_service
+from tests.conftest import RABBITMQ_URL
 from tests.factories import UserFactory
-from tests.procs import delete_queue, wait_for
+from tests.procs import Stack, base_env, check_rabbitmq, delete_queue, wait_for
 from tests.helpers import api_task, events_of, notifications_for
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
-CELERY = str(Path(sys.executable).parent / "celery")
 DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1//"
 
 
@@ -56,14 +50,7 @@ def count_notifications(type_: str | None = None) -> int:
 
 @pytest.fixture
 def rabbitmq():
-    from kombu import Connection
-
-    try:
-        with Connection(RABBITMQ_URL, connect_timeout=3) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, timeout=3)
-    except Exception as exc:  # noqa: BLE001
-        require_service("RabbitMQ", f"{RABBITMQ_URL}: {exc}")
-    return RABBITMQ_URL
+    return check_rabbitmq()
 
 
 @pytest.fixture
@@ -81,77 +68,14 @@ def queue_name(rabbitmq):
     delete_queue(name)
 
 
-class Processes:
-    """Celery subprocesses of one test, logging to files; stopped by pid."""
-
-    def __init__(self, tmp_path: Path, env: dict):
-        self.tmp_path = tmp_path
-        self.env = env
-        self.started: list[tuple[subprocess.Popen, Path]] = []
-
-    def _start(self, name: str, args: list[str], env: dict | None) -> tuple[subprocess.Popen, Path]:
-        log = self.tmp_path / f"{name}-{len(self.started)}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([CELERY, "-A", "celery_worker.celery", *args], cwd=ROOT,
-                                    env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
-        self.started.append((proc, log))
-        return proc, log
-
-    def worker(self, env: dict | None = None) -> subprocess.Popen:
-        """Start a worker (solo pool) and wait until it consumes its queue."""
-        node = f"{self.env['CELERY_TASK_QUEUE']}-{len(self.started)}@%h"
-        proc, log = self._start("worker", ["worker", "--pool=solo", "--loglevel=INFO", "-n", node,
-                                           "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                                env)
-        ready = wait_for(lambda: proc.poll() is not None or b" ready." in log.read_bytes(), timeout=45)
-        assert ready and proc.poll() is None, f"worker did not start:\n{log.read_text()[-3000:]}"
-        return proc
-
-    def beat(self) -> subprocess.Popen:
-        proc, log = self._start("beat", ["beat", "--loglevel=INFO",
-                                         "-s", str(self.tmp_path / "beat-schedule")], None)
-        time.sleep(0.5)
-        assert proc.poll() is None, f"beat did not start:\n{log.read_text()[-3000:]}"
-        return proc
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text()[-4000:]}" for _, log in self.started)
-
-    def stop_all(self) -> None:
-        """Workers: SIGQUIT (cold shutdown), beat: SIGTERM; SIGKILL whatever still runs
-        3 s later (an idle worker notices a signal only at its next ~10 s loop tick;
-        unacknowledged messages return to this test's queue, which is deleted)."""
-        for proc, log in self.started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM if log.name.startswith("beat") else signal.SIGQUIT)
-        deadline = time.monotonic() + 3
-        for proc, _ in self.started:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-
 @pytest.fixture
 def processes(postgres_only, queue_name, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "SOCKETIO_"))}
-    env.update({
-        "TASKTRACKER_ENV": "development",
-        "DATABASE_URL": postgres_only,
-        "CELERY_BROKER_URL": RABBITMQ_URL,
-        "CELERY_TASK_QUEUE": queue_name,
-        "SCAN_INTERVAL_SECONDS": "1",
-        "OUTBOX_REDISPATCH_AFTER_SECONDS": "2",
-        "SCAN_BATCH_SIZE": "100",
-        "SCHEDULER_ENABLED": "false",
-        "SOCKETIO_MESSAGE_QUEUE": "",
-        "REDIS_URL": "",
-        "PYTHONUNBUFFERED": "1",
-    })
-    procs = Processes(tmp_path, env)
-    yield procs
-    procs.stop_all()
+    """Celery worker/beat processes of one test (:class:`tests.procs.Stack`) on its own queue."""
+    stack = Stack(tmp_path, base_env(DATABASE_URL=postgres_only, CELERY_BROKER_URL=RABBITMQ_URL,
+                                     CELERY_TASK_QUEUE=queue_name, SCAN_INTERVAL_SECONDS="1",
+                                     OUTBOX_REDISPATCH_AFTER_SECONDS="2", SCAN_BATCH_SIZE="100"))
+    yield stack
+    stack.stop_all()
 
 
 def _publish_to(app, monkeypatch, broker_url: str, queue: str) -> None:
@@ -228,8 +152,8 @@ def test_worker_killed_mid_batch_then_restarted_sends_each_reminder_once(app, pr
     worker = processes.worker()
     in_flight = wait_for(lambda: count_notifications() > 0, timeout=45, interval=0.02)
     assert in_flight, processes.logs()
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(10)
+    worker.send(signal.SIGKILL)
+    worker.popen.wait(10)
     at_kill = count_notifications()
     assert 0 < at_kill < total, f"the kill did not land mid-batch ({at_kill} of {total})"
 
