@@ -109,14 +109,17 @@ def test_sigterm_worker_mid_batch_then_restart_delivers_each_reminder_once(stack
 def test_sigterm_gunicorn_completes_in_flight_requests_then_exits(stack, shared_db):
     _, db = shared_db
     # production's argon2 cost: the registrations below must be slow enough to be in flight
-    web = stack.web("web", GUNICORN_GRACEFUL_TIMEOUT="15", **FULL_HASHING)
+    # the graceful timeout bounds how long in-flight work may take: ten argon2 hashes at
+    # production cost run one after another in the gevent worker (CPU-bound), which takes
+    # well over 15 s when the parallel suite loads both cores
+    web = stack.web("web", GUNICORN_GRACEFUL_TIMEOUT="90", **FULL_HASHING)
     alice = User(web.url, _name("alice"))
 
     # 1) slow uploads: headers and half of the body sent, the rest after the SIGTERM
     uploads = []
     for i in range(10):
         body = json.dumps({"title": f"in flight {i}", "description": "x" * 2000}).encode()
-        conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=120)
         conn.putrequest("POST", "/api/tasks")
         for k, v in {**alice.headers, "Content-Type": "application/json",
                      "Content-Length": str(len(body))}.items():
@@ -127,7 +130,7 @@ def test_sigterm_gunicorn_completes_in_flight_requests_then_exits(stack, shared_
     # 2) slow handlers: registrations hash passwords (argon2), ~1 s each under load
     pool = ThreadPoolExecutor(10)
     names = [_name("late") for _ in range(10)]
-    registrations = [pool.submit(requests.post, f"{web.url}/api/auth/register", timeout=30,
+    registrations = [pool.submit(requests.post, f"{web.url}/api/auth/register", timeout=120,
                                  json={"username": n, "email": f"{n}@example.com",
                                        "password": "correct-horse-9"}) for n in names]
     time.sleep(0.3)  # all accepted by the worker and being handled
@@ -148,7 +151,7 @@ def test_sigterm_gunicorn_completes_in_flight_requests_then_exits(stack, shared_
     assert statuses == [201] * 10, (statuses, web.log_tail())
     assert [r.status_code for r in results] == [201] * 10, web.log_tail()
 
-    web.popen.wait(20)
+    web.popen.wait(60)
     assert web.popen.returncode == 0, web.log_tail()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{web.url}/health", timeout=2)
