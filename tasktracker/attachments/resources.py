@@ -9,14 +9,12 @@ from flask_restful import Resource
 from tasktracker.attachments import services
 from tasktracker.attachments.schemas import attachment_schema, attachments_schema
 from tasktracker.auth.access import auth_required
-from tasktracker.core.api import Api, load_args, no_content
+from tasktracker.core.api import Api, no_content, page_response
 from tasktracker.core.errors import ApiError, Unprocessable
-from tasktracker.core.pagination import PageArgsSchema, paginate
 
 bp = Blueprint("attachments", __name__, url_prefix="/api")
 api = Api(bp)
 # schema instances, built once (loading or dumping does not change a schema)
-page_args_schema = PageArgsSchema()
 
 
 class TaskAttachmentList(Resource):
@@ -30,9 +28,7 @@ class TaskAttachmentList(Resource):
         responses:
           200: {description: A page of attachments, schema: AttachmentPageSchema}
         """
-        args = load_args(page_args_schema)
-        query = services.attachments_query(current_user, task_id)
-        return paginate(query, args["page"], args["per_page"], attachments_schema.dump), 200
+        return page_response(attachments_schema.dump, services.attachments_query, current_user, task_id)
 
     def post(self, task_id: int):
         """Upload a file to a task (owner, assignee, members of the task's team, site admins).

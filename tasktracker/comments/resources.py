@@ -9,14 +9,12 @@ from flask_restful import Resource
 from tasktracker.auth.access import auth_required
 from tasktracker.comments import services
 from tasktracker.comments.schemas import CommentBodySchema, comment_schema, comments_schema
-from tasktracker.core.api import Api, load_args, load_body, no_content
-from tasktracker.core.pagination import PageArgsSchema, paginate
+from tasktracker.core.api import Api, load_body, no_content, page_response
 
 bp = Blueprint("comments", __name__, url_prefix="/api")
 api = Api(bp)
 # schema instances, built once (loading or dumping does not change a schema)
 comment_body_schema = CommentBodySchema()
-page_args_schema = PageArgsSchema()
 
 
 class TaskCommentList(Resource):
@@ -30,9 +28,7 @@ class TaskCommentList(Resource):
         responses:
           200: {description: A page of comments, schema: CommentPageSchema}
         """
-        args = load_args(page_args_schema)
-        query = services.comments_query(current_user, task_id)
-        return paginate(query, args["page"], args["per_page"], comments_schema.dump), 200
+        return page_response(comments_schema.dump, services.comments_query, current_user, task_id)
 
     def post(self, task_id: int):
         """Comment on a task (owner, assignee, members of the task's team, site admins).

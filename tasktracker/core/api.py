@@ -3,13 +3,16 @@ the small request helpers every resource uses."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from flask import Response, current_app, request
 from flask_restful import Api as _RestfulApi
 from marshmallow import Schema, fields
 
+import sqlalchemy as sa
+
 from tasktracker.core.errors import BadRequest, ApiError, Unprocessable
+from tasktracker.core.pagination import PageArgsSchema, paginate
 from tasktracker.core.serialization import dumps
 
 
@@ -153,6 +156,18 @@ def _load_args(schema: Schema) -> dict[str, Any]:
         data[key] = values if isinstance(schema.fields.get(key), fields.List) else values[-1]
     _reject_unstorable_text(data.items())
     return schema.load(data)
+
+
+_page_args_schema = PageArgsSchema()
+
+
+def page_response(dump: Callable[[list], list], query: Callable[..., sa.Select], *args) -> tuple[dict, int]:
+    """``(page, 200)``: one page of ``query(*args)`` for the request's ``?page=&per_page=``
+    (api-contract.md, "Lists are paginated"), its rows turned into items by ``dump``
+    (a schema's ``dump`` with ``many=True``). The page arguments are checked first
+    (422), then ``query`` runs (its 404s and 403s)."""
+    page_args = load_args(_page_args_schema)
+    return paginate(query(*args), page_args["page"], page_args["per_page"], dump), 200
 
 
 def no_content() -> Response:

@@ -7,9 +7,8 @@ from flask_jwt_extended import current_user
 from flask_restful import Resource
 
 from tasktracker.auth.access import auth_required
-from tasktracker.core.api import Api, load_args
+from tasktracker.core.api import Api, page_response
 from tasktracker.core.errors import ServiceUnavailable
-from tasktracker.core.pagination import PageArgsSchema, paginate
 from tasktracker.realtime import services
 from tasktracker.realtime.emitter import get_state
 from tasktracker.realtime.schemas import presences_schema
@@ -17,7 +16,6 @@ from tasktracker.realtime.schemas import presences_schema
 bp = Blueprint("realtime", __name__, url_prefix="/api")
 api = Api(bp)
 # schema instances, built once (loading or dumping does not change a schema)
-page_args_schema = PageArgsSchema()
 
 
 class TeamPresence(Resource):
@@ -38,8 +36,6 @@ class TeamPresence(Resource):
         responses:
           200: {description: A page of presences, schema: PresencePageSchema}
         """
-        args = load_args(page_args_schema)
-        query = services.team_presence_query(current_user, team_id)
         presence = get_state().presence
 
         def dump(members):
@@ -49,7 +45,7 @@ class TeamPresence(Resource):
                 raise ServiceUnavailable("Presence store unavailable.", code="presence_unavailable") from exc
             return presences_schema.dump(services.presence_items(members, online))
 
-        return paginate(query, args["page"], args["per_page"], dump), 200
+        return page_response(dump, services.team_presence_query, current_user, team_id)
 
 
 api.add_resource(TeamPresence, "/teams/<int:team_id>/presence")

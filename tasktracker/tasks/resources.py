@@ -17,9 +17,8 @@ from flask_restful import Resource
 from werkzeug.http import parse_etags
 
 from tasktracker.auth.access import auth_required
-from tasktracker.core.api import Api, json_body, load_args, load_body, no_content
+from tasktracker.core.api import Api, json_body, load_args, load_body, no_content, page_response
 from tasktracker.core.errors import Unprocessable
-from tasktracker.core.pagination import PageArgsSchema, paginate
 from tasktracker.tasks import services
 from tasktracker.tasks.models import Task
 from tasktracker.auth.schemas import users_ref_schema
@@ -34,7 +33,6 @@ bp = Blueprint("tasks", __name__, url_prefix="/api")
 api = Api(bp)
 # schema instances, built once (loading does not change a schema; building one copies
 # every field: a measurable share of a cached list read)
-page_args_schema = PageArgsSchema()
 task_assign_schema = TaskAssignSchema()
 task_delete_args_schema = TaskDeleteArgsSchema()
 task_patch_schema = TaskPatchSchema()
@@ -341,9 +339,7 @@ class TaskActivity(Resource):
         responses:
           200: {description: A page of events, schema: TaskActivityPageSchema}
         """
-        args = load_args(page_args_schema)
-        query = services.activity_query(current_user, task_id)
-        return paginate(query, args["page"], args["per_page"], activity_schema.dump), 200
+        return page_response(activity_schema.dump, services.activity_query, current_user, task_id)
 
 
 class LabelList(Resource):
@@ -358,9 +354,7 @@ class LabelList(Resource):
         responses:
           200: {description: A page of labels, schema: LabelPageSchema}
         """
-        args = load_args(page_args_schema)
-        query = services.personal_labels_query(current_user)
-        return paginate(query, args["page"], args["per_page"], labels_schema.dump), 200
+        return page_response(labels_schema.dump, services.personal_labels_query, current_user)
 
     def post(self):
         """Create a personal label (for the caller's personal tasks).
@@ -389,9 +383,7 @@ class TeamLabelList(Resource):
         responses:
           200: {description: A page of labels, schema: LabelPageSchema}
         """
-        args = load_args(page_args_schema)
-        query = services.team_labels_query(current_user, team_id)
-        return paginate(query, args["page"], args["per_page"], labels_schema.dump), 200
+        return page_response(labels_schema.dump, services.team_labels_query, current_user, team_id)
 
     def post(self, team_id: int):
         """Create a label of the team (any member; others 404).
@@ -540,9 +532,7 @@ class TaskWatchers(Resource):
         responses:
           200: {description: A page of users, schema: UserRefPageSchema}
         """
-        args = load_args(page_args_schema)
-        query = services.watchers_query(current_user, task_id)
-        return paginate(query, args["page"], args["per_page"], users_ref_schema.dump), 200
+        return page_response(users_ref_schema.dump, services.watchers_query, current_user, task_id)
 
 
 api.add_resource(TaskList, "/tasks")

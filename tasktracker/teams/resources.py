@@ -7,8 +7,7 @@ from flask_jwt_extended import current_user
 from flask_restful import Resource
 
 from tasktracker.auth.access import auth_required
-from tasktracker.core.api import Api, load_args, load_body, no_content
-from tasktracker.core.pagination import PageArgsSchema, paginate
+from tasktracker.core.api import Api, load_body, no_content, page_response
 from tasktracker.teams import services
 from tasktracker.teams.schemas import (
     InvitationCreateSchema, MemberRoleSchema, TeamCreateSchema, TeamUpdateSchema, invitation_schema,
@@ -21,7 +20,6 @@ api = Api(bp)
 # schema instances, built once (loading or dumping does not change a schema)
 invitation_create_schema = InvitationCreateSchema()
 member_role_schema = MemberRoleSchema()
-page_args_schema = PageArgsSchema()
 team_create_schema = TeamCreateSchema()
 team_update_schema = TeamUpdateSchema()
 
@@ -37,9 +35,8 @@ class TeamList(Resource):
         responses:
           200: {description: A page of teams, schema: TeamPageSchema}
         """
-        args = load_args(page_args_schema)
-        return paginate(services.my_teams_query(current_user), args["page"], args["per_page"],
-                        lambda rows: teams_schema.dump(services.with_member_counts(rows))), 200
+        return page_response(lambda rows: teams_schema.dump(services.with_member_counts(rows)),
+                             services.my_teams_query, current_user)
 
     def post(self):
         """Create a team; the caller becomes its owner.
@@ -105,9 +102,7 @@ class TeamMemberList(Resource):
         responses:
           200: {description: A page of members, schema: TeamMemberPageSchema}
         """
-        args = load_args(page_args_schema)
-        query = services.list_members(current_user, team_id)
-        return paginate(query, args["page"], args["per_page"], team_members_schema.dump), 200
+        return page_response(team_members_schema.dump, services.list_members, current_user, team_id)
 
 
 class TeamMemberDetail(Resource):
@@ -159,9 +154,7 @@ class TeamInvitationList(Resource):
         responses:
           200: {description: A page of invitations, schema: InvitationPageSchema}
         """
-        args = load_args(page_args_schema)
-        query = services.team_invitations_query(current_user, team_id)
-        return paginate(query, args["page"], args["per_page"], invitations_schema.dump), 200
+        return page_response(invitations_schema.dump, services.team_invitations_query, current_user, team_id)
 
     def post(self, team_id: int):
         """Invite an email address into the team (owner, admin, site admin).
@@ -223,9 +216,7 @@ class MyInvitationList(Resource):
         responses:
           200: {description: A page of invitations, schema: InvitationPageSchema}
         """
-        args = load_args(page_args_schema)
-        return paginate(services.my_invitations_query(current_user), args["page"], args["per_page"],
-                        invitations_schema.dump), 200
+        return page_response(invitations_schema.dump, services.my_invitations_query, current_user)
 
 
 class InvitationAccept(Resource):
