@@ -87,6 +87,9 @@ class Config:
     # alone lets one host run several gunicorn workers (gunicorn.conf.py, GUNICORN_WORKERS).
     SOCKETIO_TRANSPORTS = os.environ.get("SOCKETIO_TRANSPORTS", "polling,websocket")
     REDIS_URL = os.environ.get("REDIS_URL", "")
+    # SQLite only (the embedded default): PRAGMA synchronous. FULL (SQLite's default): a
+    # commit survives a power loss; NORMAL (with WAL): may lose the last commits then.
+    SQLITE_SYNCHRONOUS = os.environ.get("SQLITE_SYNCHRONOUS", "FULL")
     # Socket.IO (tasktracker/realtime): the pub/sub channel (kombu exchange / Redis channel)
     # shared by every server and emitter of one deployment; presence keys in Redis and
     # their liveness (each server refreshes its heartbeat key every HEARTBEAT seconds;
@@ -199,6 +202,7 @@ class TestConfig(Config):
     """pytest: a throwaway database given by the test fixtures, fast scans, no scheduler."""
 
     TESTING = True
+    SQLITE_SYNCHRONOUS = "OFF"  # throwaway databases: no fsync per commit
     ENV = "testing"
     SOCKETIO_ASYNC_MODE = "threading"  # in-process test clients, no monkey-patching
     SQLALCHEMY_DATABASE_URI = "sqlite://"

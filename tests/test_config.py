@@ -40,3 +40,30 @@ def test_every_problem_is_named_at_once():
                                       "CELERY_BROKER_URL": ""})
     message = str(info.value)
     assert "JWT_SECRET_KEY" in message and "SQLite" in message and "CELERY_BROKER_URL" in message
+
+
+@pytest.mark.parametrize("setting, expected", [(None, 2), ("normal", 1), ("OFF", 0)])
+def test_sqlite_synchronous_follows_the_setting(tmp_path, setting, expected):
+    """PRAGMA synchronous on every connection of the app's SQLite engine: FULL (2) unless
+    SQLITE_SYNCHRONOUS says otherwise (the tests' own config uses OFF)."""
+    from tasktracker.config import Config
+    from tasktracker.extensions import db
+
+    overrides = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 's.db'}", "TESTING": True,
+                 "SCHEDULER_ENABLED": False}
+    if setting is not None:
+        overrides["SQLITE_SYNCHRONOUS"] = setting
+    app = create_app(Config, overrides)
+    with app.app_context():
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        db.engine.dispose()
+
+
+def test_sqlite_synchronous_refuses_unknown_values(tmp_path):
+    from tasktracker.config import Config
+
+    with pytest.raises(ValueError, match="SQLITE_SYNCHRONOUS"):
+        create_app(Config, {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 's.db'}",
+                            "SQLITE_SYNCHRONOUS": "sometimes", "SCHEDULER_ENABLED": False})

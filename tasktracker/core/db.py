@@ -88,9 +88,26 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
 
 
 def register_sqlite_pragmas(app: Flask) -> None:
-    """Enforce foreign keys (ON DELETE CASCADE) and use WAL on SQLite connections."""
+    """Enforce foreign keys (ON DELETE CASCADE) and use WAL on SQLite connections; and
+    set ``PRAGMA synchronous`` to ``SQLITE_SYNCHRONOUS`` on this app's SQLite engines
+    (default ``FULL``, SQLite's own: a commit survives a power loss; the test suite
+    uses ``OFF``, since its throwaway databases need no durability)."""
     if not event.contains(Engine, "connect", _sqlite_pragmas):
         event.listen(Engine, "connect", _sqlite_pragmas)
+    synchronous = str(app.config.get("SQLITE_SYNCHRONOUS", "FULL")).upper()
+    if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+    if synchronous == "FULL":
+        return
+
+    def set_synchronous(dbapi_connection, connection_record):
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            dbapi_connection.execute(f"PRAGMA synchronous={synchronous}")
+
+    with app.app_context():
+        for engine in app.extensions["sqlalchemy"].engines.values():
+            if engine.dialect.name == "sqlite":
+                event.listen(engine, "connect", set_synchronous)
 
 
 def commit_keeping_loaded() -> None:
