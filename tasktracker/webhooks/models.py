@@ -52,10 +52,6 @@ class Webhook(db.Model):
     first_failure_at: Mapped[Timestamp | None]
     disabled_reason: Mapped[str | None] = mapped_column(sa.String(200))
 
-    deliveries: Mapped[list[WebhookDelivery]] = relationship(
-        back_populates="webhook", cascade="all, delete-orphan", passive_deletes=True,
-        lazy="noload")
-
 
 class WebhookDelivery(db.Model):
     """One event (or ping) for one webhook: the body as sent and its attempts' state.
@@ -102,4 +98,4 @@ class WebhookDelivery(db.Model):
     delivered_at: Mapped[Timestamp | None]
     claimed_until: Mapped[Timestamp | None]
 
-    webhook: Mapped[Webhook] = relationship(back_populates="deliveries")
+    webhook: Mapped[Webhook] = relationship()
