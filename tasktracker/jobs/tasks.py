@@ -15,11 +15,12 @@ from celery import shared_task
 
 from tasktracker.events import services as events
 from tasktracker.jobs import (
-    FANOUT_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
+    DELIVER_WEBHOOK_TASK, FANOUT_TASK, SCAN_WEBHOOKS_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
     SCAN_REMINDERS_TASK,
 )
 from tasktracker.notifications.services import fan_out_job
 from tasktracker.tasks import services as tasks
+from tasktracker.webhooks import worker as webhooks
 
 
 @shared_task(name=FANOUT_TASK, ignore_result=True)
@@ -52,3 +53,23 @@ def redispatch_outbox() -> int:
 def purge_idempotency_keys() -> int:
     """Delete idempotency keys older than ``IDEMPOTENCY_TTL``; returns how many."""
     return tasks.purge_expired_idempotency_keys()
+
+
+@shared_task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
+def deliver_webhook(delivery_id: int) -> str | None:
+    """One attempt of webhook delivery ``delivery_id`` (idempotent: the row's claim
+    lets one attempt through; a redelivered message finds nothing due)."""
+    return webhooks.attempt_delivery(delivery_id)
+
+
+@shared_task(name=SCAN_WEBHOOKS_TASK, ignore_result=True)
+def scan_webhook_deliveries() -> int:
+    """Enqueue one ``deliver_webhook`` per due delivery (retries, missed hand-offs,
+    expired leases); returns how many."""
+    from flask import current_app
+
+    ids = webhooks.due_delivery_ids(current_app.config["SCAN_BATCH_SIZE"])
+    for delivery_id in ids:
+        deliver_webhook.apply_async(args=[delivery_id], retry=False,
+                                    timeout=current_app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"])
+    return len(ids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate
 
 from tasktracker.core.fields import UTCDateTime
+from tasktracker.core.pagination import page_envelope_schema
 
 #: The contract's webhook event names; ``*`` means all of them.
 WEBHOOK_EVENTS = ("task.created", "task.updated", "task.deleted", "task.restored", "task.assigned",
@@ -73,6 +74,21 @@ class DeliverySchema(Schema):
     next_attempt_at = UTCDateTime(allow_none=True)
     delivered_at = UTCDateTime(allow_none=True)
 
+
+class WebhookSecretSchema(Schema):
+    """``{secret}``: the answer of rotate-secret."""
+
+    secret = fields.String()
+
+
+class DeliveryQueuedSchema(Schema):
+    """``{delivery_id}``: the answer of ping and redeliver (``202``)."""
+
+    delivery_id = fields.Integer()
+
+
+#: A page of deliveries.
+DeliveryPageSchema = page_envelope_schema(DeliverySchema, "DeliveryPageSchema")
 
 webhook_schema = WebhookSchema()
 webhooks_schema = WebhookSchema(many=True)

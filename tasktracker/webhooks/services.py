@@ -25,10 +25,12 @@ from marshmallow import ValidationError
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from tasktracker.core.errors import NotFound, Unprocessable
+from tasktracker.core.db import valid_id
+from tasktracker.core.errors import NotFound, TeamNotFound, Unprocessable
 from tasktracker.core.pagination import paginate
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
+from tasktracker.teams.models import Team, TeamMember
 from tasktracker.webhooks import signing
 from tasktracker.webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
 from tasktracker.webhooks.schemas import ALL_EVENTS, deliveries_schema, validate_events
@@ -77,11 +79,47 @@ def matches(webhook_events: list[str], event_name: str) -> bool:
     return event_name == PING or ALL_EVENTS in webhook_events or event_name in webhook_events
 
 
+# --------------------------------------------------------------------------- access
+
+#: Team roles that manage the team's webhooks (site admins too).
+MANAGER_ROLES = ("owner", "admin")
+
+
+class _AllTeams(frozenset):
+    """What a site admin manages: every team (``team_id in`` is always true)."""
+
+    def __contains__(self, item) -> bool:
+        return True
+
+
+def managed_team_ids(user) -> frozenset[int]:
+    """The ids of the teams whose webhooks ``user`` manages: those where they are
+    owner or admin; every team for a site admin. The ``team_ids`` the functions
+    below take."""
+    if user.is_admin:
+        return _AllTeams()
+    return frozenset(db.session.scalars(sa.select(TeamMember.team_id).where(
+        TeamMember.user_id == user.id, TeamMember.role.in_(MANAGER_ROLES))))
+
+
+def require_manager(user, team_id: int) -> None:
+    """``TeamNotFound`` (404) unless the team exists and ``user`` manages its webhooks
+    (a plain member gets the same 404 as an outsider: the contract's "everyone else
+    gets 404")."""
+    if not valid_id(team_id) or db.session.get(Team, team_id) is None:
+        raise TeamNotFound()
+    if user.is_admin:
+        return
+    member = db.session.get(TeamMember, (team_id, user.id))
+    if member is None or member.role not in MANAGER_ROLES:
+        raise TeamNotFound()
+
+
 # --------------------------------------------------------------------------- webhooks
 
 def get_webhook(webhook_id: int, team_ids: set[int] | frozenset[int]) -> Webhook:
     """The webhook if it belongs to one of ``team_ids``, else ``NotFound`` (404)."""
-    webhook = db.session.get(Webhook, webhook_id)
+    webhook = db.session.get(Webhook, webhook_id) if valid_id(webhook_id) else None
     if webhook is None or webhook.team_id not in team_ids:
         raise NotFound("Webhook not found.", code="webhook_not_found")
     return webhook
@@ -181,7 +219,7 @@ def redeliver(delivery_id: int, team_ids, *, now: datetime | None = None) -> Web
     attempt in flight at this moment gets its result discarded (its lease is no
     longer the row's), the redelivery's attempt is the one recorded. 404 when the
     delivery's webhook is outside ``team_ids``."""
-    delivery = db.session.get(WebhookDelivery, delivery_id)
+    delivery = db.session.get(WebhookDelivery, delivery_id) if valid_id(delivery_id) else None
     if delivery is None:
         raise NotFound("Delivery not found.", code="delivery_not_found")
     webhook = db.session.get(Webhook, delivery.webhook_id)
@@ -259,9 +297,11 @@ def deliveries_for_event(event, *, now: datetime | None = None) -> list[WebhookD
     if event.seq is None:
         db.session.flush()
     now = now or utcnow()
-    already = sa.select(WebhookDelivery.webhook_id).where(WebhookDelivery.event_seq == event.seq)
+    # correlated per webhook row: the unique (webhook_id, event_seq) index answers it
+    already = sa.select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == Webhook.id,
+                                                  WebhookDelivery.event_seq == event.seq).exists()
     webhooks = db.session.scalars(sa.select(Webhook).where(
-        Webhook.team_id == event.team_id, Webhook.active.is_(True), Webhook.id.not_in(already))
+        Webhook.team_id == event.team_id, Webhook.active.is_(True), ~already)
         .order_by(Webhook.id)).all()
     data = event_data(event)
     created_at = event.created_at or now
