@@ -119,10 +119,9 @@ def register_blueprints(app: Flask) -> None:
     from tasktracker.teams.resources import bp as teams_bp
     from tasktracker.openapi import bp as openapi_bp
     from tasktracker.feeds.resources import bp as feeds_bp
-    from tasktracker.tokens.resources import bp as tokens_bp
     from tasktracker.webhooks.resources import bp as webhooks_bp
 
-    for bp in (ops_bp, auth_bp, tokens_bp, feeds_bp, tasks_bp, teams_bp, comments_bp, attachments_bp,
+    for bp in (ops_bp, auth_bp, feeds_bp, tasks_bp, teams_bp, comments_bp, attachments_bp,
                notifications_bp, webhooks_bp, openapi_bp):
         app.register_blueprint(bp)
     from tasktracker.realtime.resources import bp as realtime_bp

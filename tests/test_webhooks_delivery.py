@@ -43,6 +43,15 @@ def clock():
     return Clock()
 
 
+@pytest.fixture(autouse=True)
+def held_handoff(app):
+    """These tests drive the attempts themselves with a moved clock: the app's
+    after-commit hand-off (inline attempts under JOBS_INLINE) only records the ids."""
+    handed: list[int] = []
+    app.extensions["tt_webhook_delivery_consumer"] = handed.extend
+    return handed
+
+
 @pytest.fixture
 def receiver(clock):
     r = Receiver(clock=clock).start()
