@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from sqlalchemy.orm import noload, selectinload
+from sqlalchemy.orm import lazyload, selectinload
 
 from tasktracker.auth.models import User
 from tasktracker.core.errors import NotFound
@@ -50,7 +50,7 @@ def feed(raw_token: str, base_url: str) -> tuple[bytes, str]:
     if user is None or not user.active:
         raise FeedNotFound()
     query = (filtered_query(user, {}).where(Task.due_at.is_not(None))
-             .options(selectinload(Task.reminders), noload(Task.labels), noload(Task.checklist))
+             .options(selectinload(Task.reminders), lazyload(Task.labels), lazyload(Task.checklist))
              .order_by(Task.id))
     tasks = db.session.scalars(query).all()
     host = urlsplit(base_url).hostname or "tasktracker"
@@ -68,7 +68,7 @@ def export_csv(user: User, args: dict) -> Iterator[bytes]:
     request (``stream_with_context``)."""
     args = {k: v for k, v in args.items() if k not in ("page", "per_page")}
     query = (list_query(user, args)
-             .options(selectinload(Task.labels), noload(Task.reminders), noload(Task.checklist))
+             .options(selectinload(Task.labels), lazyload(Task.reminders), lazyload(Task.checklist))
              .execution_options(yield_per=EXPORT_BATCH))
     return stream_csv(db.session.scalars(query))
 
