@@ -224,7 +224,7 @@ class TokenList(Resource):
         operationId: auth_tokens_list
         tags: [auth]
         responses:
-          200: {description: The tokens, without their secret, schema: {type: array, items: TokenSchema}}
+          200: {description: "The tokens, without their secret", schema: {type: array, items: TokenSchema}}
         """
         return tokens_schema.dump(pat_services.list_tokens(current_user.id)), 200
 
@@ -239,7 +239,7 @@ class TokenList(Resource):
           `tt_pat_`) is in this answer only; the server keeps its SHA-256.
         body: TokenCreateSchema
         responses:
-          201: {description: The token, with its secret this once, schema: NewTokenSchema}
+          201: {description: "The token, with its secret this once", schema: NewTokenSchema}
         """
         data = load_body(token_create_schema)
         row, raw = pat_services.create_token(current_user.id, data["name"], data["scopes"], data["expires_at"])

@@ -28,7 +28,9 @@ class TokenCreateSchema(Schema):
     checks the scope set and the lifetime)."""
 
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    scopes = fields.List(fields.String(validate=validate.OneOf(("read", "write"))), required=True)
+    scopes = fields.List(fields.String(validate=validate.OneOf(("read", "write"))), required=True,
+                         validate=validate.Length(min=1, max=2),
+                         metadata={"description": '["read"] or ["read", "write"]'})
     expires_at = UTCDateTime(load_default=None, allow_none=True)
 
 

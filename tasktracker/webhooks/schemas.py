@@ -47,7 +47,8 @@ class WebhookCreateSchema(Schema):
     needs DNS and a setting, so it runs in the service, not here."""
 
     url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
-    events = fields.List(fields.String(), load_default=lambda: [ALL_EVENTS], validate=validate_events)
+    events = fields.List(fields.String(validate=validate.OneOf((ALL_EVENTS, *WEBHOOK_EVENTS))),
+                         load_default=lambda: [ALL_EVENTS], validate=[validate.Length(min=1), validate_events])
     active = fields.Boolean(load_default=True)
 
 
@@ -55,7 +56,8 @@ class WebhookUpdateSchema(Schema):
     """``{url?, events?, active?}``."""
 
     url = fields.String(validate=validate.Length(min=1, max=2048))
-    events = fields.List(fields.String(), validate=validate_events)
+    events = fields.List(fields.String(validate=validate.OneOf((ALL_EVENTS, *WEBHOOK_EVENTS))),
+                         validate=[validate.Length(min=1), validate_events])
     active = fields.Boolean()
 
 
