@@ -361,7 +361,7 @@ class IntegrationsBench(Bench):
         if "csv" in out:
             v = out["csv"]
             print(f"csv: {v['rows']} rows, {v['bytes'] / 1e6:.1f} MB in {v['seconds']:.1f} s (first byte "
-                  f"{v['first_byte_s']:.2f} s); API worker RSS {v['rss_before_mb']:.1f} -> peak "
+                  f"{(v['first_byte_s'] or 0):.2f} s); API worker RSS {v['rss_before_mb']:.1f} -> peak "
                   f"{v['rss_peak_mb']:.1f} MB (+{v['rss_growth_mb']:.1f} MB; target < 20 MB: "
                   f"{'met' if v['rss_growth_mb'] < 20 else 'MISSED'})")
 

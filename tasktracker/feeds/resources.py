@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, request
 from flask_jwt_extended import current_user
 from flask_restful import Resource
 
@@ -102,7 +102,7 @@ class TaskExport(Resource):
         """
         args = load_args(task_list_args_schema)
         chunks = services.export_csv(current_user._get_current_object(), args)
-        return Response(stream_with_context(chunks), status=200, content_type=CSV_TYPE, headers={
+        return Response(chunks, status=200, content_type=CSV_TYPE, headers={
             "Content-Disposition": 'attachment; filename="tasks.csv"', "Cache-Control": "private, no-store"})
 
 

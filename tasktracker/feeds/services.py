@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from sqlalchemy.orm import lazyload, selectinload
+from sqlalchemy.orm import Session, lazyload, selectinload
 
 from tasktracker.auth.models import User
 from tasktracker.core.errors import NotFound
@@ -62,15 +62,27 @@ def feed(raw_token: str, base_url: str) -> tuple[bytes, str]:
 def export_csv(user: User, args: dict) -> Iterator[bytes]:
     """``GET /api/tasks/export.csv``: the chunks of the CSV of every task ``GET
     /api/tasks`` with ``args`` (its filters and ``sort``; pagination ignored) would
-    list for ``user``. Rows are fetched :data:`EXPORT_BATCH` at a time
-    (``yield_per``; owner and assignee joined, labels by one ``selectin`` query per
-    batch), so memory stays constant whatever the count. Consume it inside the
-    request (``stream_with_context``)."""
+    list for ``user``.
+
+    The query is built now (in the request); the rows are read when the body is
+    iterated, on a session of its own (not the request's scoped one, which the
+    request's teardown closes before a WSGI server iterates a streamed body, possibly
+    on another thread): one transaction and a server-side cursor for the whole
+    export, :data:`EXPORT_BATCH` rows per round trip (``yield_per``; owner and
+    assignee joined, labels by one ``selectin`` query per batch), so memory stays
+    constant whatever the count. The session closes when the body ends or the client
+    goes away (the generator is closed)."""
     args = {k: v for k, v in args.items() if k not in ("page", "per_page")}
     query = (list_query(user, args)
              .options(selectinload(Task.labels), lazyload(Task.reminders), lazyload(Task.checklist))
              .execution_options(yield_per=EXPORT_BATCH))
-    return stream_csv(db.session.scalars(query))
+    engine = db.engine
+
+    def chunks() -> Iterator[bytes]:
+        with Session(engine) as session:
+            yield from stream_csv(session.scalars(query))
+
+    return chunks()
 
 
 __all__ = ["FeedNotFound", "create_feed", "delete_feed", "export_csv", "feed"]
