@@ -91,3 +91,40 @@ def test_unknown_tokens_and_inactive_users_are_404(client, auth):
     client.patch(f"/api/users/{alice.id}", json={"active": False}, headers=root.headers)
     assert_error(client.get(path), 404)
     assert_error(client.post("/api/auth/calendar-feed"), 401)
+
+
+def test_feed_tokens_are_redacted_from_logs(app):
+    import logging
+    import runpy
+    from types import SimpleNamespace
+
+    from tasktracker.core.logging import JsonFormatter
+
+    secret = "SeCrEt" * 7
+    with app.test_request_context(f"/api/calendar/{secret}.ics"):
+        line = JsonFormatter().format(logging.LogRecord("t", logging.INFO, __file__, 1, "hit", None, None))
+    assert secret not in line and "/api/calendar/[redacted].ics" in line
+    # gunicorn's access log (gunicorn.conf.py's logger_class)
+    from pathlib import Path
+
+    conf = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+    logger = conf["logger_class"](_GunicornCfg())
+    req = SimpleNamespace(headers=[], method="GET", path=f"/api/calendar/{secret}.ics", query="",
+                          version=(1, 1), uri=f"/api/calendar/{secret}.ics")
+    resp = SimpleNamespace(status="200 OK", headers=[], sent=10, response_length=10)
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": f"/api/calendar/{secret}.ics", "PATH_INFO": f"/api/calendar/{secret}.ics",
+               "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1"}
+    from datetime import timedelta
+
+    atoms = logger.atoms(resp, req, environ, timedelta(milliseconds=3))
+    assert secret not in atoms["r"] and "[redacted]" in atoms["r"] and secret not in atoms["U"]
+
+
+class _GunicornCfg:
+    """The few settings gunicorn's Logger reads."""
+
+    def __getattr__(self, name):
+        return {"errorlog": "-", "loglevel": "info", "accesslog": None, "syslog": False, "capture_output": False,
+                "logconfig": None, "logconfig_dict": {}, "logconfig_json": None, "access_log_format": "%(r)s",
+                "disable_redirect_access_to_syslog": False, "statsd_host": None, "dogstatsd_tags": "",
+                "statsd_prefix": "", "user": None, "group": None, "umask": 0}.get(name)
