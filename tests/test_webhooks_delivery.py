@@ -557,3 +557,30 @@ def test_signing_and_verify():
     mac = hmac.new(b"s3cret", str(ts).encode() + b"." + body, hashlib.sha256).hexdigest()
     assert sig == "sha256=" + mac
     assert UserFactory  # factories import cleanly without an app
+
+
+def test_the_scan_holds_what_it_enqueued(team, receiver, clock, http):
+    """queue_due (the beat's scan): a due delivery is held under a token for the one
+    message that carries it; later scans skip it until the hold runs out; only the
+    holder (or anyone after the hold) can claim it."""
+    add_hook(team, receiver)
+    _, [did] = emit(team.id, clock=clock)
+    assert delivery.queue_due(clock(), 10)[0] == []  # fresh: the after-commit hand-off's for 5 s
+    clock.advance(6)
+    ids, token = delivery.queue_due(clock(), 10)
+    db.session.commit()
+    assert ids == [did]
+    assert delivery.queue_due(clock(), 10)[0] == []  # held
+    assert delivery.claim(did, now=clock()) is None  # not without the token
+    db.session.rollback()
+    c = delivery.claim(did, now=clock(), queued=token)
+    assert c is not None and c.attempt == 1
+    db.session.rollback()  # as if that worker died before committing its claim
+    clock.advance(delivery.QUEUE_HOLD_SECONDS + 1)
+    ids2, token2 = delivery.queue_due(clock(), 10)
+    db.session.commit()
+    assert ids2 == [did] and token2 != token
+    assert delivery.claim(did, now=clock(), queued=token) is None  # the old message's token is stale
+    db.session.rollback()
+    assert attempt(did, clock, http, queued=token2).status == DeliveryStatus.SUCCEEDED
+    assert receiver.delivery_ids() == [did]

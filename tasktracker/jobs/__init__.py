@@ -40,7 +40,7 @@ SCAN_REMINDERS_TASK = "tasktracker.scan_reminders"
 SCAN_OVERDUE_TASK = "tasktracker.scan_overdue"
 REDISPATCH_OUTBOX_TASK = "tasktracker.redispatch_outbox"
 PURGE_IDEMPOTENCY_KEYS_TASK = "tasktracker.purge_idempotency_keys"
-DELIVER_WEBHOOK_TASK = "tasktracker.deliver_webhook"
+DELIVER_WEBHOOK_TASK = "tasktracker.deliver_webhooks"
 SCAN_WEBHOOKS_TASK = "tasktracker.scan_webhook_deliveries"
 
 #: After a failed publish, skip publishing for this long (seconds): while the broker
@@ -120,7 +120,9 @@ def enqueue_deliveries(delivery_ids: list[int]) -> None:
     per id (``acks_late``, prefetch 1: a worker killed mid-attempt leaves the
     message to another; the row's lease decides who sends). Embedded: the in-process
     worker thread (``inline``: right here). Whatever fails is logged: the rows stay
-    pending and the webhook scan picks them up.
+    pending and the webhook scan picks them up. One message per commit (a list of
+    ids: a team event gives one per webhook), attempted one after another by the
+    worker that takes it.
     """
     ids = [int(i) for i in delivery_ids]
     if not ids:
@@ -134,8 +136,7 @@ def enqueue_deliveries(delivery_ids: list[int]) -> None:
             task = app.extensions["celery"].tasks[DELIVER_WEBHOOK_TASK]
             timeout = app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"]
             try:
-                for delivery_id in ids:
-                    task.apply_async(args=[delivery_id], retry=False, timeout=timeout)
+                task.apply_async(args=[ids], retry=False, timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - kombu/amqp/socket errors of every kind
                 app.extensions[_BROKER_DOWN_UNTIL] = time.monotonic() + BROKER_BACKOFF_SECONDS
                 log.warning("jobs: broker unavailable (%s); deliveries %s left to the webhook scan",

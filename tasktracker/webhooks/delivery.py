@@ -148,13 +148,45 @@ def backoff_delay(failed_attempts: int, rng: random.Random | None = None) -> tim
     return timedelta(seconds=BACKOFF_SECONDS[failed_attempts - 1] * factor)
 
 
-def _claimable(now: datetime):
-    """The WHERE clause of a delivery that may be claimed at ``now``."""
+#: How long a delivery the scan handed to the queue is held for that message
+#: (:func:`queue_due`): later scans leave it alone meanwhile, so a backlog in the
+#: broker is not re-enqueued on every scan.
+QUEUE_HOLD_SECONDS = 120
+#: The scan takes a delivery only this long after it fell due: a fresh one is first
+#: the after-commit hand-off's, a retry the scan's a few seconds late at most.
+SCAN_GRACE_SECONDS = 5
+
+
+def _claimable(now: datetime, queued: datetime | None = None):
+    """The WHERE clause of a delivery that may be claimed at ``now`` (with ``queued``:
+    also one the scan holds under that token for the message being processed)."""
     d = WebhookDelivery
     active = sa.select(Webhook.id).where(Webhook.id == d.webhook_id, Webhook.active.is_(True)).exists()
-    return sa.and_(d.status == DeliveryStatus.PENDING, d.next_attempt_at <= now,
-                   sa.or_(d.claimed_until.is_(None), d.claimed_until < now),
+    lease_free = sa.or_(d.claimed_until.is_(None), d.claimed_until < now)
+    if queued is not None:
+        lease_free = sa.or_(lease_free, d.claimed_until == queued)
+    return sa.and_(d.status == DeliveryStatus.PENDING, d.next_attempt_at <= now, lease_free,
                    sa.or_(d.event == "ping", active))
+
+
+def queue_due(now: datetime, limit: int = 500, *, hold_seconds: float = QUEUE_HOLD_SECONDS,
+              grace_seconds: float = SCAN_GRACE_SECONDS) -> tuple[list[int], datetime]:
+    """The beat scan's pick: mark up to ``limit`` deliveries due for ``grace_seconds``
+    and not leased as held until ``now + hold_seconds`` (``claimed_until``, the token)
+    and return ``(ids, token)``; the caller commits, then enqueues one message per id
+    carrying the token, whose :func:`claim` (``queued=token``) may take the held row.
+    A message lost in the broker costs ``hold_seconds``: the next scan after that
+    takes the row again. PostgreSQL: ``FOR UPDATE SKIP LOCKED``. Does not commit."""
+    token = now + timedelta(seconds=hold_seconds)
+    d = WebhookDelivery
+    candidates = (sa.select(d.id).where(_claimable(now), d.next_attempt_at <= now - timedelta(seconds=grace_seconds))
+                  .order_by(d.next_attempt_at, d.id).limit(limit))
+    if is_postgresql():
+        candidates = candidates.with_for_update(skip_locked=True, of=d)
+    ids = list(db.session.scalars(
+        sa.update(d).where(d.id.in_(candidates.scalar_subquery())).values(claimed_until=token)
+        .returning(d.id).execution_options(synchronize_session=False)))
+    return sorted(ids), token
 
 
 def due_deliveries(now: datetime, limit: int = 500) -> list[int]:
@@ -179,15 +211,18 @@ def _load_claim(delivery_id: int, lease: datetime) -> Claim:
                  lease=lease)
 
 
-def claim(delivery_id: int, *, now: datetime, lease_seconds: float = LEASE_SECONDS) -> Claim | None:
+def claim(delivery_id: int, *, now: datetime, lease_seconds: float = LEASE_SECONDS,
+          queued: datetime | None = None) -> Claim | None:
     """Claim one delivery at ``now``: the conditional UPDATE sets ``claimed_until =
     now + lease_seconds`` and counts the attempt; rowcount 1 means it is ours.
-    Returns the :class:`Claim`, or None (not due, leased by another, finished,
-    inactive webhook, gone). Does not commit: the caller commits before sending."""
+    ``queued``: the token of the scan message being processed (:func:`queue_due`).
+    Returns the :class:`Claim`, or None (not due, leased or held by another,
+    finished, inactive webhook, gone). Does not commit: the caller commits before
+    sending."""
     lease = now + timedelta(seconds=lease_seconds)
     d = WebhookDelivery
     result = db.session.execute(
-        sa.update(d).where(d.id == delivery_id, _claimable(now))
+        sa.update(d).where(d.id == delivery_id, _claimable(now, queued))
         .values(claimed_until=lease, attempts=d.attempts + 1)
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
@@ -323,7 +358,8 @@ def _disable_if_failing_too_long(webhook_id: int, now: datetime) -> WebhookDisab
 
 def attempt(delivery_id: int, *, now: datetime, client: httpx.Client, allow_private: bool = False,
             rng: random.Random | None = None,
-            on_disabled: Callable[[WebhookDisabled], None] | None = None) -> Outcome:
+            on_disabled: Callable[[WebhookDisabled], None] | None = None,
+            queued: datetime | None = None) -> Outcome:
     """One attempt of one delivery at ``now``: claim (commit), send, record (commit).
 
     The worker task's body: idempotent, safe to run twice or concurrently for the same
@@ -331,8 +367,9 @@ def attempt(delivery_id: int, *, now: datetime, client: httpx.Client, allow_priv
     transaction when this attempt disables the webhook: write the team owner's
     ``webhook_disabled`` notification there, so it commits with the disable, once.
     ``allow_private`` is ``WEBHOOK_ALLOW_PRIVATE_TARGETS``. Returns the
-    :class:`Outcome` (``status`` None: nothing to do, or ``stale``)."""
-    c = claim(delivery_id, now=now)
+    :class:`Outcome` (``status`` None: nothing to do, or ``stale``). ``queued``: the
+    scan's token when the id came from :func:`queue_due`."""
+    c = claim(delivery_id, now=now, queued=queued)
     db.session.commit()
     if c is None:
         return Outcome(delivery_id, None)

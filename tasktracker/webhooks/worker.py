@@ -2,7 +2,7 @@
 
 - :func:`attempt_delivery`: one attempt of one delivery now, the body of the
   ``tasktracker.deliver_webhook`` Celery task and of the in-process hand-off;
-- :func:`due_delivery_ids` / :func:`run_due_deliveries`: the scan of due and retry
+- :func:`queue_due_deliveries` / :func:`run_due_deliveries`: the scan of due and retry
   deliveries (the beat enqueues the ids; the embedded scheduler sends them in place);
 - :func:`record_webhook_disabled`: the ``on_disabled`` callback, which writes a
   ``webhook.disabled`` event in the transaction that disables the webhook, so the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import datetime
 
 import httpx
 from flask import current_app
@@ -56,25 +57,29 @@ def record_webhook_disabled(info: delivery.WebhookDisabled) -> None:
         "consecutive_failures": info.consecutive_failures, "reason": info.reason})
 
 
-def attempt_delivery(delivery_id: int) -> str | None:
+def attempt_delivery(delivery_id: int, queued: str | None = None) -> str | None:
     """Attempt delivery ``delivery_id`` now (claim, POST, record; see
-    :func:`delivery.attempt`). Idempotent: a duplicate hand-off finds nothing to
-    claim. Returns the outcome's status (``succeeded``, ``pending``, ``failed``,
-    ``stale``) or None when there was nothing to do."""
+    :func:`delivery.attempt`). ``queued``: the ISO token of a scan message
+    (:func:`queue_due_deliveries`). Idempotent: a duplicate hand-off finds nothing to
+    claim. Returns the outcome's status (``succeeded``, ``pending``, ``failed``) or
+    None when there was nothing to do."""
+    token = datetime.fromisoformat(queued) if isinstance(queued, str) else None
     outcome = delivery.attempt(int(delivery_id), now=utcnow(), client=http_client(),
-                               allow_private=_allow_private(), on_disabled=record_webhook_disabled)
+                               allow_private=_allow_private(), on_disabled=record_webhook_disabled,
+                               queued=token)
     return None if outcome.status is None else str(outcome.status)
 
 
-def due_delivery_ids(limit: int = 500) -> list[int]:
-    """Ids of the deliveries due now (first attempts a hand-off missed, retries whose
-    backoff ran out, leases of crashed attempts that expired), oldest first; read
-    only, the transaction is ended. The beat's scan enqueues one task per id."""
+def queue_due_deliveries(limit: int = 500) -> tuple[list[int], str]:
+    """The beat's scan: hold the deliveries due now (retries whose backoff ran out,
+    hand-offs missed, leases of crashed attempts that expired) for one message each
+    (:func:`delivery.queue_due`) and commit; returns ``(ids, token)`` (token as ISO
+    text, for the Celery message)."""
     from tasktracker.extensions import db
 
-    ids = delivery.due_deliveries(utcnow(), limit)
-    db.session.rollback()
-    return ids
+    ids, token = delivery.queue_due(utcnow(), limit)
+    db.session.commit()
+    return ids, token.isoformat()
 
 
 def run_due_deliveries(limit: int = 100) -> int:
