@@ -48,8 +48,11 @@ def held_handoff(app):
     """These tests drive the attempts themselves with a moved clock: the app's
     after-commit hand-off (inline attempts under JOBS_INLINE) only records the ids."""
     handed: list[int] = []
-    app.extensions["tt_webhook_delivery_consumer"] = handed.extend
-    return handed
+    key = "tt_webhook_delivery_consumer"
+    saved = app.extensions[key]
+    app.extensions[key] = handed.extend
+    yield handed
+    app.extensions[key] = saved  # the app is shared by the session's other tests
 
 
 @pytest.fixture

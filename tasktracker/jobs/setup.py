@@ -42,7 +42,7 @@ def celery_settings_for(app: Flask) -> dict:
         "redispatch-outbox": {"task": REDISPATCH_OUTBOX_TASK, "schedule": interval, "options": options},
         # webhook retries are due at their own times (30 s at the shortest): scan often
         "scan-webhook-deliveries": {"task": SCAN_WEBHOOKS_TASK, "options": options,
-                                    "schedule": min(interval, float(app.config["WEBHOOK_SCAN_INTERVAL_SECONDS"]))},
+                                    "schedule": min(interval, float(app.config.get("WEBHOOK_SCAN_INTERVAL_SECONDS", 10.0)))},
         # keys live 24 h (IDEMPOTENCY_TTL): an hourly purge keeps the table to about a day of keys
         "purge-idempotency-keys": {"task": PURGE_IDEMPOTENCY_KEYS_TASK, "schedule": 3600.0,
                                    "options": {"expires": 3600.0}},
