@@ -265,3 +265,29 @@ def test_auto_disable_notifies_the_team_owner(client, team_setup, receiver, priv
     # re-enabling clears the reason
     on = client.patch(f"/api/webhooks/{hook['id']}", json={"active": True}, headers=s.team_owner.headers).json
     assert on["active"] is True and on["disabled_reason"] is None and on["consecutive_failures"] == 0
+
+
+def test_embedded_mode_sends_from_the_in_process_worker(client, team_setup, receiver, private_ok, app, monkeypatch):
+    """Embedded (thread) mode: the hand-off goes to the in-process job thread after the
+    commit, and the embedded scans send retries (run_all_scans -> run_due_deliveries)."""
+    from tasktracker import jobs
+    from tasktracker.jobs.scans import run_all_scans
+
+    monkeypatch.setitem(app.config, "JOBS_INLINE", False)
+    assert jobs.jobs_mode(app) == "thread"
+    s = team_setup
+    hook = create_hook(client, s.team_owner, s.team.id, receiver)
+    team_task(client, s.team_owner, s.team.id)
+    assert jobs.wait_idle(10)
+    assert [json.loads(r.body)["event"] for r in receiver.succeeded()] == ["task.created"]
+    # a failed first attempt is retried by the embedded scans once due
+    receiver.fail_next = 1
+    team_task(client, s.team_owner, s.team.id, "retry me")
+    assert jobs.wait_idle(10)
+    pending = [r for r in deliveries(hook["id"]) if r.status == DeliveryStatus.PENDING]
+    assert len(pending) == 1 and pending[0].attempts == 1
+    db.session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == pending[0].id)
+                       .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert run_all_scans(app)["webhook_deliveries"] == 1
+    assert all(r.status == DeliveryStatus.SUCCEEDED for r in deliveries(hook["id"]))
