@@ -81,6 +81,27 @@ errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 
+
+def _redacting_logger():
+    """gunicorn's logger with calendar-feed tokens (the credential in the URL) redacted
+    from the access log's request line and path."""
+    from gunicorn.glogging import Logger
+
+    from tasktracker.core.logging import redact_path
+
+    class RedactingLogger(Logger):
+        def atoms(self, resp, req, environ, request_time):
+            atoms = super().atoms(resp, req, environ, request_time)
+            for key in ("r", "U"):
+                if isinstance(atoms.get(key), str):
+                    atoms[key] = redact_path(atoms[key])
+            return atoms
+
+    return RedactingLogger
+
+
+logger_class = _redacting_logger()
+
 # Behind a reverse proxy, trust its X-Forwarded-* headers only from these addresses.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = "tasktracker-web"

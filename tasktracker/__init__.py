@@ -71,6 +71,9 @@ def register_extensions(app: Flask) -> None:
     from tasktracker.events.services import register_event_hooks
     from tasktracker.jobs import enqueue_fanout
     from tasktracker.notifications.services import redispatch, register_realtime
+    from tasktracker.events.services import register_event_writer
+    from tasktracker.jobs import enqueue_deliveries
+    from tasktracker.webhooks.services import deliveries_for_event, register_delivery_hooks
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
@@ -92,6 +95,10 @@ def register_extensions(app: Flask) -> None:
     # the fan-out pushes through realtime/.
     register_event_hooks(app, enqueue_fanout, redispatch)
     register_realtime(app, realtime)
+    # webhook deliveries: outbox rows written in the change's transaction, handed to
+    # the jobs layer after the commit (events/ and webhooks/ import no jobs/)
+    register_event_writer(app, deliveries_for_event)
+    register_delivery_hooks(app, enqueue_deliveries)
     hotcache.init_hotcache(app)
     hotcache.register_invalidation_hooks()
     tokens.register_invalidation()
@@ -111,9 +118,11 @@ def register_blueprints(app: Flask) -> None:
     from tasktracker.tasks.resources import bp as tasks_bp
     from tasktracker.teams.resources import bp as teams_bp
     from tasktracker.openapi import bp as openapi_bp
+    from tasktracker.feeds.resources import bp as feeds_bp
+    from tasktracker.webhooks.resources import bp as webhooks_bp
 
-    for bp in (ops_bp, auth_bp, tasks_bp, teams_bp, comments_bp, attachments_bp,
-               notifications_bp, openapi_bp):
+    for bp in (ops_bp, auth_bp, feeds_bp, tasks_bp, teams_bp, comments_bp, attachments_bp,
+               notifications_bp, webhooks_bp, openapi_bp):
         app.register_blueprint(bp)
     from tasktracker.realtime.resources import bp as realtime_bp
 

@@ -123,6 +123,14 @@ class Config:
     SCAN_BATCH_SIZE = _int("SCAN_BATCH_SIZE", 500)
     JOBS_INLINE = _bool("JOBS_INLINE", False)
 
+    # Integrations (api-contract.md v1.1): webhook targets resolving to loopback,
+    # private, link-local or multicast addresses are refused unless this is on (tests,
+    # local receivers); PUBLIC_BASE_URL is the address clients reach the API at (the
+    # calendar feed's URL and its UIDs' host).
+    WEBHOOK_ALLOW_PRIVATE_TARGETS = _bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+    WEBHOOK_SCAN_INTERVAL_SECONDS = _float("WEBHOOK_SCAN_INTERVAL_SECONDS", 10.0)
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://localhost:8000").rstrip("/")
+
     # argon2id cost of password hashes (argon2-cffi's RFC 9106 low-memory profile by
     # default: 3 passes over 64 MiB, 4 lanes). Existing hashes of another cost are
     # re-hashed at the next login. Tests lower it (TestConfig, tests/procs.py).

@@ -6,7 +6,7 @@ request that succeeded in changing something (DELETE, accept...), so actors
 never see each other's changes (a refused request must change nothing). To cover a new endpoint, add one
 ``row(...)`` line; placeholders in the path and in string values of the body
 are the keys of ``World.ids`` (``team``, ``task``, ``comment``, ``attachment``,
-``invitation``, ``team_label``, ``owner_label``, ``item``, ``missing``, ``<actor>_id``,
+``invitation``, ``team_label``, ``owner_label``, ``item``, ``webhook``, ``delivery``, ``owner_pat``, ``missing``, ``<actor>_id``,
 ``<actor>_email``) and ``setup``
 names a function in ``SETUPS`` applied to the world before the request.
 
@@ -40,6 +40,8 @@ from tasktracker.extensions import db
 from tasktracker.tasks.models import ChecklistItem, Label, Task
 from tasktracker.teams import services as team_services
 from tasktracker.teams.models import Invitation, Team, TeamMember
+from tasktracker.tokens.models import PersonalAccessToken
+from tasktracker.webhooks.models import Webhook, WebhookDelivery
 from tests.factories import _password_hash
 
 ACTORS = ("owner", "admin", "member", "assignee", "former", "outsider", "anonymous", "site_admin")
@@ -74,6 +76,8 @@ NEW_TASK, RETITLE = {"title": "New task"}, {"title": "Renamed task"}
 START, UNASSIGN = {"status": "in_progress"}, {"assignee_id": None}
 NEW_LABEL, RELABEL = {"name": "New label"}, {"name": "Renamed label"}
 NEW_ITEM, TICK = {"text": "New item"}, {"done": True}
+NEW_HOOK, HOOK_OFF = {"url": "https://93.184.216.34/hook"}, {"active": False}  # a public IP literal: no DNS
+NEW_PAT = {"name": "matrix", "scopes": ["read"]}
 
 ROWS = [
     # method   path                                         setup       body            owner admin member assignee former outsider anon site_admin
@@ -173,6 +177,25 @@ ROWS = [
     row("DELETE", "/api/tasks/{task}/watchers/me",           "base",     None,           204, 204, 204, 204, 404, 404, 401, 204),
     row("GET",    "/api/tasks/{task}/watchers",              "base",     None,           200, 200, 200, 200, 404, 404, 401, 200),
     row("PUT",    "/api/tasks/{task}/watchers/me",           "personal", None,           204, 404, 404, 204, 404, 404, 401, 204),
+    # ---- webhooks (v1.1: the team's owner and admins, and site admins; everyone else 404)
+    row("GET",    "/api/teams/{team}/webhooks",              "base",     None,           200, 200, 404, 404, 404, 404, 401, 200),
+    row("POST",   "/api/teams/{team}/webhooks",              "base",     NEW_HOOK,       201, 201, 404, 404, 404, 404, 401, 201),
+    row("GET",    "/api/teams/{missing}/webhooks",           "base",     None,           404, 404, 404, 404, 404, 404, 401, 404),
+    row("GET",    "/api/webhooks/{webhook}",                 "base",     None,           200, 200, 404, 404, 404, 404, 401, 200),
+    row("PATCH",  "/api/webhooks/{webhook}",                 "base",     HOOK_OFF,       200, 200, 404, 404, 404, 404, 401, 200),
+    row("DELETE", "/api/webhooks/{webhook}",                 "base",     None,           204, 204, 404, 404, 404, 404, 401, 204),
+    row("POST",   "/api/webhooks/{webhook}/rotate-secret",   "base",     None,           200, 200, 404, 404, 404, 404, 401, 200),
+    row("POST",   "/api/webhooks/{webhook}/ping",            "base",     None,           202, 202, 404, 404, 404, 404, 401, 202),
+    row("GET",    "/api/webhooks/{webhook}/deliveries",      "base",     None,           200, 200, 404, 404, 404, 404, 401, 200),
+    row("POST",   "/api/webhook-deliveries/{delivery}/redeliver", "base", None,          202, 202, 404, 404, 404, 404, 401, 202),
+    row("GET",    "/api/webhooks/{missing}",                 "base",     None,           404, 404, 404, 404, 404, 404, 401, 404),
+    # ---- personal access tokens, calendar feed, CSV export (v1.1: the caller's own)
+    row("GET",    "/api/auth/tokens",                        "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
+    row("POST",   "/api/auth/tokens",                        "base",     NEW_PAT,        201, 201, 201, 201, 201, 201, 401, 201),
+    row("DELETE", "/api/auth/tokens/{owner_pat}",            "base",     None,           204, 404, 404, 404, 404, 404, 401, 404),
+    row("POST",   "/api/auth/calendar-feed",                 "base",     None,           201, 201, 201, 201, 201, 201, 401, 201),
+    row("DELETE", "/api/auth/calendar-feed",                 "base",     None,           204, 204, 204, 204, 204, 204, 401, 204),
+    row("GET",    "/api/tasks/export.csv",                   "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
 ]
 
 
@@ -219,11 +242,20 @@ def build_world() -> World:
     team_label = Label(name="matrix", team_id=team.id)
     owner_label = Label(name="mine", user_id=users["owner"].id)
     item = ChecklistItem(task_id=task.id, text="check", position=0)
-    db.session.add_all([comment, attachment, invitation, team_label, owner_label, item])
+    webhook = Webhook(team_id=team.id, url="https://93.184.216.34/hook", events=["*"], secret="s" * 43,
+                      created_by_id=users["owner"].id)
+    owner_pat = PersonalAccessToken(user_id=users["owner"].id, name="mine", scopes=["read"],
+                                    token_hash=f"{n:064x}", token_prefix="tt_pat_abcd",
+                                    expires_at=utcnow() + timedelta(days=1))
+    db.session.add_all([comment, attachment, invitation, team_label, owner_label, item, webhook, owner_pat])
+    db.session.flush()
+    hook_delivery = WebhookDelivery(webhook_id=webhook.id, event="ping", body=b"{}", status="failed")
+    db.session.add(hook_delivery)
     db.session.commit()
     ids = {"team": team.id, "task": task.id, "comment": comment.id, "attachment": attachment.id,
            "invitation": invitation.id, "team_label": team_label.id, "owner_label": owner_label.id,
-           "item": item.id, "missing": 987654}
+           "item": item.id, "missing": 987654, "webhook": webhook.id, "delivery": hook_delivery.id,
+           "owner_pat": owner_pat.id}
     for name, user in users.items():
         ids[f"{name}_id"], ids[f"{name}_email"] = user.id, user.email
     return World(users, task, invitation, ids)
@@ -280,8 +312,18 @@ def test_rows_are_unique_and_complete():
     assert all(r.setup in SETUPS and set(r.expected) == set(ACTORS) for r in ROWS)
 
 
+@pytest.fixture
+def no_webhook_sends(app):
+    """Webhook deliveries the rows queue (ping, redeliver) are not sent (no network)."""
+    key = "tt_webhook_delivery_consumer"
+    saved = app.extensions[key]
+    app.extensions[key] = lambda ids: None
+    yield
+    app.extensions[key] = saved
+
+
 @pytest.mark.parametrize("entry", ROWS, ids=[r.id for r in ROWS])
-def test_permission_matrix(client, entry: Row):
+def test_permission_matrix(client, entry: Row, no_webhook_sends):
     """One row, every actor. An actor gets a fresh world whenever the previous
     request may have changed it (a successful non-GET); refused requests must
     not change anything. All mismatches of the row are reported together."""
@@ -292,6 +334,7 @@ def test_permission_matrix(client, entry: Row):
             world = prepare(entry)
         headers = headers_for(world, actor)
         response = send(client, entry.method, entry.path.format(**world.ids), entry.body, headers, world.ids)
+        response.get_data()  # a streamed body (the CSV export) is read to its end here
         dirty = entry.method != "GET" and response.status_code < 400
         expected = entry.expected[actor]
         if response.status_code != expected:

@@ -13,6 +13,14 @@ from flask import Flask, g, has_request_context, request
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+#: A calendar feed URL carries its credential (api-contract.md v1.1): never logged.
+_FEED_TOKEN = re.compile(r"(/api/calendar/)[^/?\s]+(\.ics)")
+
+
+def redact_path(text: str) -> str:
+    """``text`` with calendar-feed tokens replaced by ``[redacted]``
+    (``/api/calendar/<token>.ics`` -> ``/api/calendar/[redacted].ics``)."""
+    return _FEED_TOKEN.sub(r"\1[redacted]\2", text) if "/api/calendar/" in text else text
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +36,7 @@ class JsonFormatter(logging.Formatter):
         if has_request_context():
             entry["request_id"] = getattr(g, "request_id", None)
             entry["method"] = request.method
-            entry["path"] = request.path
+            entry["path"] = redact_path(request.path)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 _PENDING_KEY = "tasktracker_new_events"
 _CONSUMER_KEY = "tt_event_consumer"
 _FAN_OUT_KEY = "tt_event_fan_out"
+_WRITERS_KEY = "tt_event_outbox_writers"
 
 
 def record_event(type: str, *, actor_id: int | None, task_id: int | None = None,
@@ -66,6 +67,32 @@ def _after_commit(session: Session) -> None:
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
+
+
+def _before_commit(session: Session) -> None:
+    """Run the app's outbox writers (:func:`register_event_writer`) on each event this
+    transaction wrote, inside it: their rows commit or roll back with the change."""
+    events = session.info.get(_PENDING_KEY)
+    writers = current_app.extensions.get(_WRITERS_KEY) if has_app_context() else None
+    if not events or not writers:
+        return
+    for event in list(events):
+        for writer in writers:
+            writer(event)
+
+
+def register_event_writer(app: Flask, writer: Callable[[Event], object]) -> None:
+    """Make ``writer(event)`` run, just before each commit of ``app``'s sessions, for
+    every event that transaction wrote (:func:`record_event`), in that transaction
+    (``create_app`` registers :func:`tasktracker.webhooks.services.deliveries_for_event`:
+    the webhook deliveries are outbox rows written with the change). ``writer`` may
+    add rows and flush; if it raises, the commit fails and the change is rolled back.
+    This package imports none of the writers."""
+    writers = app.extensions.setdefault(_WRITERS_KEY, [])
+    if writer not in writers:
+        writers.append(writer)
+    if not sa_event.contains(Session, "before_commit", _before_commit):
+        sa_event.listen(Session, "before_commit", _before_commit)
 
 
 def register_event_hooks(app: Flask, consumer: Callable[[list[int]], None],

@@ -31,6 +31,7 @@ from kombu import Connection
 
 from tasktracker.jobs.embedded import get_runner
 from tasktracker.notifications.services import fan_out_job
+from tasktracker.webhooks.worker import attempt_delivery
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ SCAN_REMINDERS_TASK = "tasktracker.scan_reminders"
 SCAN_OVERDUE_TASK = "tasktracker.scan_overdue"
 REDISPATCH_OUTBOX_TASK = "tasktracker.redispatch_outbox"
 PURGE_IDEMPOTENCY_KEYS_TASK = "tasktracker.purge_idempotency_keys"
+DELIVER_WEBHOOK_TASK = "tasktracker.deliver_webhooks"
+SCAN_WEBHOOKS_TASK = "tasktracker.scan_webhook_deliveries"
 
 #: After a failed publish, skip publishing for this long (seconds): while the broker
 #: is down each API write would otherwise wait ``BROKER_PUBLISH_TIMEOUT_SECONDS``.
@@ -106,6 +109,55 @@ def run_fanout(app: Flask, seqs: list[int]) -> int:
     claimed; a failing event is logged and left to the outbox scan."""
     with app.app_context():
         return fan_out_job(seqs)
+
+
+def enqueue_deliveries(delivery_ids: list[int]) -> None:
+    """Hand committed webhook deliveries (their ids) to an attempt. Never raises.
+
+    The consumer ``create_app`` registers with
+    :func:`tasktracker.webhooks.services.register_delivery_hooks`, called after each
+    commit that wrote or re-queued deliveries. Celery: one ``deliver_webhook`` task
+    per id (``acks_late``, prefetch 1: a worker killed mid-attempt leaves the
+    message to another; the row's lease decides who sends). Embedded: the in-process
+    worker thread (``inline``: right here). Whatever fails is logged: the rows stay
+    pending and the webhook scan picks them up. One message per commit (a list of
+    ids: a team event gives one per webhook), attempted one after another by the
+    worker that takes it.
+    """
+    ids = [int(i) for i in delivery_ids]
+    if not ids:
+        return
+    try:
+        app = current_app._get_current_object()
+        mode = jobs_mode(app)
+        if mode == "celery":
+            if time.monotonic() < app.extensions.get(_BROKER_DOWN_UNTIL, 0.0):
+                return
+            task = app.extensions["celery"].tasks[DELIVER_WEBHOOK_TASK]
+            timeout = app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"]
+            try:
+                task.apply_async(args=[ids], retry=False, timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - kombu/amqp/socket errors of every kind
+                app.extensions[_BROKER_DOWN_UNTIL] = time.monotonic() + BROKER_BACKOFF_SECONDS
+                log.warning("jobs: broker unavailable (%s); deliveries %s left to the webhook scan",
+                            exc.__class__.__name__, ids)
+        elif mode == "inline":
+            run_deliveries(app, ids)
+        else:
+            get_runner(app).submit(run_deliveries, app, ids)
+    except Exception:  # noqa: BLE001 - the API must never fail because of a webhook
+        log.exception("jobs: could not hand deliveries %s over; the webhook scan will", ids)
+
+
+def run_deliveries(app: Flask, delivery_ids: list[int]) -> None:
+    """Attempt each delivery in place, in a fresh app context (embedded mode); a
+    failing one is logged and left to the scan."""
+    with app.app_context():
+        for delivery_id in delivery_ids:
+            try:
+                attempt_delivery(delivery_id)
+            except Exception:  # noqa: BLE001 - e.g. database down; the row stays pending
+                log.exception("jobs: webhook delivery %s failed to run", delivery_id)
 
 
 def wait_idle(timeout: float = 30.0) -> bool:

@@ -6,6 +6,8 @@ calls them:
   :func:`tasktracker.tasks.services.dispatch_due_reminders`,
   :func:`tasktracker.tasks.services.dispatch_overdue`;
 - the outbox: :func:`tasktracker.events.services.redispatch_outbox`;
+- due webhook deliveries (retries, missed hand-offs):
+  :func:`tasktracker.webhooks.worker.run_due_deliveries`;
 - expired idempotency keys: :func:`tasktracker.tasks.services.purge_expired_idempotency_keys`
   (the Celery beat does that hourly).
 """
@@ -21,6 +23,7 @@ from tasktracker.events.services import redispatch_outbox
 from tasktracker.tasks.services import (
     dispatch_due_reminders, dispatch_overdue, purge_expired_idempotency_keys,
 )
+from tasktracker.webhooks.worker import run_due_deliveries
 
 
 def run_all_scans(app: Flask | None = None, now: datetime | None = None) -> dict:
@@ -39,4 +42,6 @@ def run_all_scans(app: Flask | None = None, now: datetime | None = None) -> dict
         redispatched = redispatch_outbox(now)
         purged = purge_expired_idempotency_keys(now)
         jobs.wait_idle()
-    return {"reminders": reminders, "overdue": overdue, "redispatched": redispatched, "purged_keys": purged}
+        webhooks = run_due_deliveries()
+    return {"reminders": reminders, "overdue": overdue, "redispatched": redispatched, "purged_keys": purged,
+            "webhook_deliveries": webhooks}

@@ -9,7 +9,7 @@ from flask import Flask
 
 from tasktracker.jobs import (
     PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK,
-    jobs_mode,
+    SCAN_WEBHOOKS_TASK, jobs_mode,
 )
 from tasktracker.jobs import tasks  # noqa: F401 - registers the shared tasks
 from tasktracker.jobs.embedded import get_runner, init_runner
@@ -40,6 +40,9 @@ def celery_settings_for(app: Flask) -> dict:
         "scan-reminders": {"task": SCAN_REMINDERS_TASK, "schedule": interval, "options": options},
         "scan-overdue": {"task": SCAN_OVERDUE_TASK, "schedule": interval, "options": options},
         "redispatch-outbox": {"task": REDISPATCH_OUTBOX_TASK, "schedule": interval, "options": options},
+        # webhook retries are due at their own times (30 s at the shortest): scan often
+        "scan-webhook-deliveries": {"task": SCAN_WEBHOOKS_TASK, "options": options,
+                                    "schedule": min(interval, float(app.config.get("WEBHOOK_SCAN_INTERVAL_SECONDS", 10.0)))},
         # keys live 24 h (IDEMPOTENCY_TTL): an hourly purge keeps the table to about a day of keys
         "purge-idempotency-keys": {"task": PURGE_IDEMPOTENCY_KEYS_TASK, "schedule": 3600.0,
                                    "options": {"expires": 3600.0}},

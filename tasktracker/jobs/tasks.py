@@ -11,15 +11,21 @@ context by the ``FlaskTask`` of :func:`tasktracker.jobs.setup.celery_init_app`.
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
 from tasktracker.events import services as events
+from tasktracker.extensions import db
 from tasktracker.jobs import (
-    FANOUT_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
+    DELIVER_WEBHOOK_TASK, FANOUT_TASK, SCAN_WEBHOOKS_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
     SCAN_REMINDERS_TASK,
 )
 from tasktracker.notifications.services import fan_out_job
 from tasktracker.tasks import services as tasks
+from tasktracker.webhooks import worker as webhooks
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name=FANOUT_TASK, ignore_result=True)
@@ -52,3 +58,39 @@ def redispatch_outbox() -> int:
 def purge_idempotency_keys() -> int:
     """Delete idempotency keys older than ``IDEMPOTENCY_TTL``; returns how many."""
     return tasks.purge_expired_idempotency_keys()
+
+
+@shared_task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
+def deliver_webhooks(delivery_ids: list[int], queued: str | None = None) -> int:
+    """One attempt of each webhook delivery of ``delivery_ids``, one after another
+    (idempotent: each row's claim lets one attempt through; a redelivered message finds
+    nothing due). ``queued``: the scan's hold token, when the scan enqueued them.
+    A delivery whose attempt raises (database down) is logged and left to the scan.
+    Returns how many were attempted."""
+    done = 0
+    for delivery_id in delivery_ids:
+        try:
+            done += webhooks.attempt_delivery(delivery_id, queued) is not None
+        except Exception:  # noqa: BLE001 - the others still go; the row stays pending
+            log.exception("jobs: webhook delivery %s failed to run", delivery_id)
+            db.session.rollback()
+    return done
+
+
+#: Deliveries per message of the scan (several workers share a backlog).
+SCAN_MESSAGE_IDS = 20
+
+
+@shared_task(name=SCAN_WEBHOOKS_TASK, ignore_result=True)
+def scan_webhook_deliveries() -> int:
+    """Hold the due deliveries (retries, missed hand-offs, expired leases) and enqueue
+    them, :data:`SCAN_MESSAGE_IDS` per ``deliver_webhooks`` message; returns how many.
+    A held delivery is not enqueued again for ``QUEUE_HOLD_SECONDS``, so a backlog in
+    the broker is not multiplied."""
+    from flask import current_app
+
+    ids, token = webhooks.queue_due_deliveries(current_app.config["SCAN_BATCH_SIZE"])
+    for start in range(0, len(ids), SCAN_MESSAGE_IDS):
+        deliver_webhooks.apply_async(args=[ids[start:start + SCAN_MESSAGE_IDS], token], retry=False,
+                                     timeout=current_app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"])
+    return len(ids)

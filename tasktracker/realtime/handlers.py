@@ -30,6 +30,7 @@ from flask_socketio import ConnectionRefusedError, join_room, leave_room
 from jwt import ExpiredSignatureError
 
 from tasktracker.auth.tokens import session_user, user_from_claims
+from tasktracker.tokens.services import authenticate as authenticate_pat, looks_like_pat
 from tasktracker.core.db import MAX_ID
 from tasktracker.core.errors import NotFound
 from tasktracker.extensions import db, socketio
@@ -78,13 +79,19 @@ def _connect(auth) -> None:
     if not isinstance(auth, dict) or not isinstance(auth.get("token"), str) or not auth["token"]:
         _refuse("missing_token", 'Authentication required: auth={"token": "<access_token>"}.')
     last_seq = _parse_last_seq(auth)
-    try:
-        claims = decode_token(auth["token"])
-    except ExpiredSignatureError:
-        _refuse("token_expired", "Token has expired: refresh it and reconnect.")
-    except Exception:  # noqa: BLE001 - any other decoding failure: an invalid token
-        _refuse("invalid_token", "Invalid, expired or revoked token, or inactive user.")
-    user = user_from_claims(claims)
+    pat = auth["token"] if looks_like_pat(auth["token"]) else None
+    if pat is not None:  # a personal access token (api-contract.md v1.1), any scope
+        found = authenticate_pat(pat)
+        user = found[1] if found is not None else None
+        claims = {"sid": "", "exp": found[0].expires_at.timestamp()} if found is not None else {}
+    else:
+        try:
+            claims = decode_token(auth["token"])
+        except ExpiredSignatureError:
+            _refuse("token_expired", "Token has expired: refresh it and reconnect.")
+        except Exception:  # noqa: BLE001 - any other decoding failure: an invalid token
+            _refuse("invalid_token", "Invalid, expired or revoked token, or inactive user.")
+        user = user_from_claims(claims)
     if user is None:
         db.session.rollback()
         _refuse("invalid_token", "Invalid, expired or revoked token, or inactive user.")
@@ -97,7 +104,7 @@ def _connect(auth) -> None:
     state.touch_last_seen(user_id)
     if state.guard is not None:
         state.guard.authenticated(socketio.server.manager.eio_sid_from_sid(sid, NAMESPACE))
-    state.live.add(sid, Live(user_id, claims["sid"], float(claims["exp"])))
+    state.live.add(sid, Live(user_id, claims["sid"], float(claims["exp"]), pat))
     state.live.ensure_sweeper(socketio.server)
     try:
         state.ensure_heartbeat()
@@ -146,6 +153,17 @@ def _task_id(data) -> int | None:
     return task_id
 
 
+def _entry_user(entry):
+    """The user of a live connection if its credential still holds (login session, or
+    personal access token), else None."""
+    if entry is None:
+        return None
+    if entry.pat is not None:
+        found = authenticate_pat(entry.pat)
+        return found[1] if found is not None and found[0].user_id == entry.user_id else None
+    return session_user(entry.auth_sid, entry.user_id)
+
+
 @socketio.on("task:subscribe")
 def on_task_subscribe(data=None, *_extra):
     task_id = _task_id(data)
@@ -153,7 +171,7 @@ def on_task_subscribe(data=None, *_extra):
         return {"ok": False, "error": "invalid"}
     try:
         entry = get_state().live.get(request.sid)
-        user = session_user(entry.auth_sid, entry.user_id) if entry is not None else None
+        user = _entry_user(entry)
         if user is None or not user.active:
             return {"ok": False, "error": "unauthorized"}
         from tasktracker.tasks.permissions import get_visible_task

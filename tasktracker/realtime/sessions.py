@@ -39,6 +39,9 @@ class Live:
     user_id: int
     auth_sid: str
     expires_at: float
+    #: a personal access token's string when the connection authenticated with one
+    #: (no login session then): the re-checks authenticate it again
+    pat: str | None = None
 
 
 def close(server, sid: str) -> None:
@@ -125,6 +128,7 @@ def recheck_users(app: Flask, server, live: LiveConnections, user_ids: list[int]
     from tasktracker.auth.tokens import session_user
     from tasktracker.extensions import db
     from tasktracker.realtime.emitter import drop_invisible_task_rooms
+    from tasktracker.tokens.services import authenticate as authenticate_pat
 
     with app.app_context():
         try:
@@ -134,7 +138,11 @@ def recheck_users(app: Flask, server, live: LiveConnections, user_ids: list[int]
                     entry = live.get(sid)
                     if entry is None:
                         continue
-                    user = session_user(entry.auth_sid, user_id)
+                    if entry.pat is not None:
+                        found = authenticate_pat(entry.pat)
+                        user = found[1] if found is not None and found[0].user_id == user_id else None
+                    else:
+                        user = session_user(entry.auth_sid, user_id)
                     if user is None or not user.active:
                         log.info("realtime: closing %s of user %s: session revoked or user inactive",
                                  sid, user_id)

@@ -19,6 +19,7 @@ reminder.due                  deadline_reminder       assignee, owner
 task.overdue                  task_overdue            owner, assignee
 invitation.created            team_invitation         the invitee, if registered
 invitation.accepted           invitation_accepted     the inviter and the team's owner
+webhook.disabled              webhook_disabled        the team's owner
 ============================  ======================  ====================================
 
 Watchers, mentioned users and earlier commenters count only while they see
@@ -270,7 +271,20 @@ RULES: dict[str, tuple[Rule, ...]] = {
         lambda f: f"{f.actor} accepted the invitation to join the team {_quote(f.team_name)}.",
         lambda f: {"invitation_id": f.invitation.get("id"), "user_id": f.payload.get("user_id"),
                    "team_name": f.team_name}),),
+    "webhook.disabled": (Rule(
+        "webhook_disabled", lambda f: [_team_owner(f.event.team_id)],
+        lambda f: (f"A webhook of your team was disabled after 24 h of failed deliveries: "
+                   f"{str(f.payload.get('url') or '')[:300]}"),
+        lambda f: {"webhook_id": f.payload.get("webhook_id"), "url": f.payload.get("url"),
+                   "failing_since": f.payload.get("failing_since"), "team_id": f.event.team_id}),),
 }
+
+
+def _team_owner(team_id: int | None) -> int | None:
+    """The owner of team ``team_id`` (None without one)."""
+    if team_id is None:
+        return None
+    return db.session.scalar(sa.select(Team.owner_id).where(Team.id == team_id))
 
 
 def plan_notifications(event: Event) -> list[Planned]:
