@@ -11,6 +11,7 @@ wants a DKIM signature covering both headers: that is the outgoing MTA's job.)
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -53,4 +54,8 @@ def build_message(*, to: str, to_name: str = "", subject: str, text: str, html: 
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(text, subtype="plain", charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")
+    # a boundary derived from the content (which cannot contain its own digest), not a
+    # random one: a retry or a re-send after a crash is byte-identical
+    digest = hashlib.sha256(f"{message_id}\0{text}\0{html}".encode()).hexdigest()[:40]
+    message.set_boundary(f"=_tt_{digest}")
     return message
