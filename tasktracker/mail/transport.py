@@ -22,7 +22,6 @@ import ssl
 import tempfile
 from datetime import datetime, timezone
 from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from email.utils import getaddresses
 
 from tasktracker.mail.config import MailConfig
@@ -106,7 +105,7 @@ class FileTransport:
         path = os.path.join(self.directory, f"{stamp}-{ident or 'message'}.eml")
         fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(message.as_bytes(policy=SMTP_POLICY))
+            f.write(message.as_bytes(policy=message.policy.clone(linesep="\r\n")))
         os.replace(tmp, path)
         log.info("mail: MAIL_SERVER is empty; wrote %r to %s", message.get("Subject"), path)
         return path
