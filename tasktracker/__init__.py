@@ -69,7 +69,8 @@ def register_extensions(app: Flask) -> None:
     from tasktracker import realtime
     from tasktracker.auth import tokens
     from tasktracker.events.services import register_event_hooks
-    from tasktracker.jobs import enqueue_fanout
+    from tasktracker.jobs import enqueue_fanout, enqueue_mail_job
+    from tasktracker.mail.dispatch import register_dispatcher
     from tasktracker.notifications.services import redispatch, register_realtime
 
     db.init_app(app)
@@ -92,6 +93,7 @@ def register_extensions(app: Flask) -> None:
     # the fan-out pushes through realtime/.
     register_event_hooks(app, enqueue_fanout, redispatch)
     register_realtime(app, realtime)
+    register_dispatcher(app, enqueue_mail_job)  # mail/ endpoints -> jobs/ (password reset, verification)
     hotcache.init_hotcache(app)
     hotcache.register_invalidation_hooks()
     tokens.register_invalidation()
@@ -106,6 +108,7 @@ def register_blueprints(app: Flask) -> None:
     from tasktracker.attachments.resources import bp as attachments_bp
     from tasktracker.auth.resources import bp as auth_bp
     from tasktracker.comments.resources import bp as comments_bp
+    from tasktracker.mail.resources import bp as mail_bp
     from tasktracker.notifications.resources import bp as notifications_bp
     from tasktracker.ops import bp as ops_bp
     from tasktracker.tasks.resources import bp as tasks_bp
@@ -113,7 +116,7 @@ def register_blueprints(app: Flask) -> None:
     from tasktracker.openapi import bp as openapi_bp
 
     for bp in (ops_bp, auth_bp, tasks_bp, teams_bp, comments_bp, attachments_bp,
-               notifications_bp, openapi_bp):
+               notifications_bp, mail_bp, openapi_bp):
         app.register_blueprint(bp)
     from tasktracker.realtime.resources import bp as realtime_bp
 

@@ -8,8 +8,8 @@ from celery import Celery, Task
 from flask import Flask
 
 from tasktracker.jobs import (
-    PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK,
-    jobs_mode,
+    PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_MAIL_TASK, SCAN_OVERDUE_TASK,
+    SCAN_REMINDERS_TASK, jobs_mode,
 )
 from tasktracker.jobs import tasks  # noqa: F401 - registers the shared tasks
 from tasktracker.jobs.embedded import get_runner, init_runner
@@ -40,6 +40,9 @@ def celery_settings_for(app: Flask) -> dict:
         "scan-reminders": {"task": SCAN_REMINDERS_TASK, "schedule": interval, "options": options},
         "scan-overdue": {"task": SCAN_OVERDUE_TASK, "schedule": interval, "options": options},
         "redispatch-outbox": {"task": REDISPATCH_OUTBOX_TASK, "schedule": interval, "options": options},
+        # mail: digests (each user's digest_hour), token purge, then delivery; at least every
+        # minute so a digest goes out within its hour's first minute and a batch soon after its 60 s
+        "scan-mail": {"task": SCAN_MAIL_TASK, "schedule": min(interval, 60.0), "options": options},
         # keys live 24 h (IDEMPOTENCY_TTL): an hourly purge keeps the table to about a day of keys
         "purge-idempotency-keys": {"task": PURGE_IDEMPOTENCY_KEYS_TASK, "schedule": 3600.0,
                                    "options": {"expires": 3600.0}},

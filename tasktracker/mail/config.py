@@ -35,6 +35,7 @@ DEFAULTS: dict[str, object] = {
     "MAIL_RETRY_BASE_SECONDS": 30.0,    # backoff after a temporary failure: base * 2**(attempt-1)
     "MAIL_RETRY_MAX_SECONDS": 3600.0,   # ... at most this
     "MAIL_MAX_ATTEMPTS": 12,            # then the row is failed (about 8 hours of retries)
+    "MAIL_SEND_CONCURRENCY": 4,         # Celery: deliver_mail tasks per mail scan (they split the due rows)
     "MAIL_RESET_URL": "{base}/reset-password?token={token}",
     "MAIL_VERIFY_URL": "{base}/verify-email?token={token}",
     "PASSWORD_RESET_TTL_SECONDS": 3600,
