@@ -74,6 +74,8 @@ NEW_TASK, RETITLE = {"title": "New task"}, {"title": "Renamed task"}
 START, UNASSIGN = {"status": "in_progress"}, {"assignee_id": None}
 NEW_LABEL, RELABEL = {"name": "New label"}, {"name": "Renamed label"}
 NEW_ITEM, TICK = {"text": "New item"}, {"done": True}
+DIGEST_DAILY, RESET_OUTSIDER = {"digest": "daily"}, {"email": "{outsider_email}"}
+BAD_RESET, BAD_TOKEN = {"token": "not-a-real-token", "password": "long-enough-1"}, {"token": "not-a-real-token"}
 
 ROWS = [
     # method   path                                         setup       body            owner admin member assignee former outsider anon site_admin
@@ -173,6 +175,14 @@ ROWS = [
     row("DELETE", "/api/tasks/{task}/watchers/me",           "base",     None,           204, 204, 204, 204, 404, 404, 401, 204),
     row("GET",    "/api/tasks/{task}/watchers",              "base",     None,           200, 200, 200, 200, 404, 404, 401, 200),
     row("PUT",    "/api/tasks/{task}/watchers/me",           "personal", None,           204, 404, 404, 204, 404, 404, 401, 204),
+    # ---- email (v1.1): own settings only; reset, verification links and unsubscribe need no login
+    row("GET",    "/api/auth/profile/notification-settings", "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
+    row("PATCH",  "/api/auth/profile/notification-settings", "base",     DIGEST_DAILY,   200, 200, 200, 200, 200, 200, 401, 200),
+    row("POST",   "/api/auth/password-reset",                "base",     RESET_OUTSIDER, 202, 202, 202, 202, 202, 202, 202, 202),
+    row("POST",   "/api/auth/password-reset/confirm",        "base",     BAD_RESET,      422, 422, 422, 422, 422, 422, 422, 422),
+    row("POST",   "/api/auth/verify-email/request",          "base",     None,           202, 202, 202, 202, 202, 202, 401, 202),
+    row("POST",   "/api/auth/verify-email",                  "base",     BAD_TOKEN,      422, 422, 422, 422, 422, 422, 422, 422),
+    row("POST",   "/api/email/unsubscribe?token=forged.sig", "base",     None,           422, 422, 422, 422, 422, 422, 422, 422),
 ]
 
 
