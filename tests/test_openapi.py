@@ -249,6 +249,8 @@ DATA_DEPENDENT_REJECTIONS = {
     "auth_profile_update": [422],
     # cross-field: email or username (an anyOf would give generated clients two body types)
     "auth_login": [422],
+    # email (v1.1): a schema-valid token string is still unknown, used, expired or forged
+    "auth_password_reset_confirm": [422], "auth_verify_email": [422], "email_unsubscribe": [422],
 }
 #: A malformed If-Match never matches: 412 like a stale one (api-contract.md), which
 #: negative_data_rejection (ST201) must count as a rejection.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from tasktracker.mail.models import DIGEST_FREQUENCIES
+from tasktracker.mail.settings import EMAIL_TYPES
 
 #: The password rule of registration (api-contract: >= 8 characters).
 PASSWORD = validate.Length(min=8, max=128)
@@ -47,19 +48,27 @@ class UnsubscribeArgsSchema(Schema):
     token = fields.String(required=True, validate=validate.Length(min=1, max=2000))
 
 
+#: ``{<notification type>: bool}``: one boolean per type that can be mailed (the answer:
+#: every type; a PATCH: any of them). Two components: generated clients want response
+#: shapes apart from request shapes.
+EmailSwitchesSchema = Schema.from_dict({t: fields.Boolean() for t in EMAIL_TYPES}, name="EmailSwitchesSchema")
+EmailSwitchesPatchSchema = Schema.from_dict({t: StrictBoolean() for t in EMAIL_TYPES},
+                                            name="EmailSwitchesPatchSchema")
+
+
 class NotificationSettingsSchema(Schema):
     """``{email: {<notification type>: bool}, digest: "off"|"daily", digest_hour: 0..23}``
     (every type present, defaults filled in)."""
 
-    email = fields.Dict(keys=fields.String(), values=fields.Boolean())
+    email = fields.Nested(EmailSwitchesSchema)
     digest = fields.String(validate=validate.OneOf(DIGEST_FREQUENCIES))
     digest_hour = fields.Integer(validate=validate.Range(0, 23))
 
 
 class NotificationSettingsPatchSchema(Schema):
     """PATCH body: any of the three fields; ``email`` may name some types only (the
-    others keep their value). Unknown types -> 422 on ``email``."""
+    others keep their value). Unknown types or non-boolean values -> 422 on ``email``."""
 
-    email = fields.Dict(keys=fields.String(validate=validate.Length(max=64)), values=StrictBoolean())
+    email = fields.Nested(EmailSwitchesPatchSchema)
     digest = fields.String(validate=validate.OneOf(DIGEST_FREQUENCIES))
     digest_hour = fields.Integer(strict=True, validate=validate.Range(0, 23))
