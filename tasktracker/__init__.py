@@ -54,6 +54,15 @@ def create_app(config: type | None = None, overrides: dict | None = None) -> Fla
 
 def register_logging(app: Flask) -> None:
     configure_logging(app)
+    # The embedded default's mail (no MAIL_SERVER) logs one INFO line per .eml file it
+    # writes (contract v1.1 "Email"): without LOG_JSON nothing else configures logging,
+    # and Python's last-resort handler shows warnings only.
+    mail_log = logging.getLogger("tasktracker.mail")
+    if not app.config.get("LOG_JSON") and not logging.getLogger().handlers and not mail_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+        mail_log.addHandler(handler)
+        mail_log.setLevel(logging.INFO)
 
 
 def register_proxy_fix(app: Flask) -> None:
