@@ -402,8 +402,16 @@ def _deliver_claimed(ids: list[int], now: datetime | None, config: MailConfig, t
     """Deliver claimed ``ids`` on one connection. When the server cannot be reached
     (a temporary failure without a reply code), the rest is released untried.
     Returns False in that case."""
+    held = set(db.session.identity_map.keys())  # the caller's objects stay in its session
     for n, email_id in enumerate(ids):
         result = deliver(email_id, now, config=config, transport=transport)
+        # deliver() ends every transaction it opens: drop what it loaded, else each later
+        # commit expires every row, user and notification loaded so far in the batch
+        # (quadratic: SQLAlchemy's _expire was most of a 200-message batch's time)
+        for key in set(db.session.identity_map.keys()) - held:
+            obj = db.session.identity_map.get(key)
+            if obj is not None:
+                db.session.expunge(obj)
         run.add(result)
         if result.outcome == "retry" and result.error is not None and result.error.code is None \
                 and not result.error.reason.startswith("render:"):
