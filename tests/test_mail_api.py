@@ -372,3 +372,62 @@ def test_invitations_require_a_verified_address_when_configured(app, client, aut
         assert client.post("/api/auth/verify-email", headers=bob.headers, json={"token": token}).status_code == 204
     response = client.post(url, headers=bob.headers)
     assert response.status_code == 200, response.get_data(as_text=True)
+
+
+# --------------------------------------------------------------------------- faults and the digest, through the scan
+
+
+def test_smtp_down_then_up_through_the_scan_the_message_arrives_once(app, client, auth, mail_on):
+    alice, bob = auth.user("alice"), auth.user("bob")
+    api_task(client, alice, title="While the server is down", assignee_id=bob.id)
+    mail_on.stop()
+    assert _scan(app)["mail_retry"] == 1
+    [row] = _rows()
+    assert row.status == EmailStatus.PENDING and row.attempts == 1 and row.error
+    mail_on.start()
+    assert _scan(app, later=61 + 5)["mail_sent"] == 0           # not before its backoff (30 s)
+    assert _scan(app, later=61 + 31)["mail_sent"] == 1
+    assert _scan(app, later=61 + 3600)["mail_sent"] == 0
+    assert len(mail_on.wait_for(1)) == 1
+
+
+def test_451_then_250_arrives_once_and_550_fails_without_retry(app, client, auth, mail_on):
+    alice, bob, carol = auth.user("alice"), auth.user("bob"), auth.user("carol")
+    mail_on.handler.replies = ["451 4.3.0 try again later"]
+    api_task(client, alice, title="Greylisted", assignee_id=bob.id)
+    assert _scan(app)["mail_retry"] == 1
+    assert _scan(app, later=61 + 31)["mail_sent"] == 1
+    assert len(mail_on.wait_for(1)) == 1
+    mail_on.handler.replies = ["550 5.1.1 no such mailbox"]
+    api_task(client, alice, title="Bounced", assignee_id=carol.id)
+    assert _scan(app)["mail_failed"] == 1
+    failed = [r for r in _rows() if r.user_id == carol.id]
+    assert [r.status for r in failed] == [EmailStatus.FAILED] and "550" in failed[0].error
+    assert _scan(app, later=7200)["mail_sent"] == 0
+    assert mail_on.handler.answered == ["451 4.3.0 try again later", "250 OK", "550 5.1.1 no such mailbox"]
+
+
+def test_daily_digest_at_digest_hour_in_the_users_zone_once(app, client, auth, mail_on):
+    from datetime import datetime, timezone
+
+    with time_machine.travel(datetime(2026, 12, 2, 6, 0, tzinfo=timezone.utc), tick=False) as clock:
+        alice, bob = auth.user("alice"), auth.user("bob")
+        client.patch("/api/auth/profile", headers=bob.headers, json={"timezone": "Europe/Paris"})
+        client.patch("/api/auth/profile/notification-settings", headers=bob.headers,
+                     json={"digest": "daily", "digest_hour": 8, "email": {"task_assigned": False}})
+        api_task(client, alice, title="Due today", assignee_id=bob.id, due_at="2026-12-02T15:00:00Z")
+
+        def digests():
+            return [m for m in mail_on.handler.messages if "digest" in m["Subject"].lower()]
+
+        clock.move_to(datetime(2026, 12, 2, 6, 59, tzinfo=timezone.utc))     # 07:59 in Paris
+        run_all_scans(app)
+        assert digests() == []
+        clock.move_to(datetime(2026, 12, 2, 7, 0, 30, tzinfo=timezone.utc))  # 08:00 in Paris
+        run_all_scans(app)
+        [digest] = mail_on.wait_for(1) and digests()
+        text, html = parts(digest)
+        assert "Due today" in text and "Due today" in html and "16:00" in text   # 15:00 UTC in Paris
+        clock.move_to(datetime(2026, 12, 2, 7, 40, tzinfo=timezone.utc))
+        run_all_scans(app)
+        assert len(digests()) == 1                                              # never two for one day
