@@ -1,8 +1,7 @@
 """Mail models: the outbox (:class:`OutgoingEmail` and the notifications each row
 carries), per-user :class:`NotificationSettings` and single-use :class:`UserToken`.
 
-No Alembic revision here: the lead writes one per feature at merge; the tests build
-the tables with ``db.create_all()``.
+Migration: ``migrations/versions/a1b2c3d40014_v1_1_email.py`` (with ``users.email_verified``).
 """
 
 from __future__ import annotations
