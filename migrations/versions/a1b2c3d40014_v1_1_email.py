@@ -27,7 +27,7 @@ def upgrade():
     sa.Column('last_digest_on', sa.Date(), nullable=True),
     sa.Column('last_digest_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.CheckConstraint('digest_hour BETWEEN 0 AND 23', name=op.f('ck_notification_settings_ck_notification_settings_hour')),
+    sa.CheckConstraint('digest_hour BETWEEN 0 AND 23', name=op.f('ck_notification_settings_hour')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_notification_settings_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id', name=op.f('pk_notification_settings'))
     )

@@ -131,7 +131,7 @@ class NotificationSettings(db.Model):
     """
 
     __tablename__ = "notification_settings"
-    __table_args__ = (sa.CheckConstraint("digest_hour BETWEEN 0 AND 23", name="ck_notification_settings_hour"),)
+    __table_args__ = (sa.CheckConstraint("digest_hour BETWEEN 0 AND 23", name="hour"),)
 
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     email: Mapped[dict] = mapped_column(sa.JSON, default=dict)
