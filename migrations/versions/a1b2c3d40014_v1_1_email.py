@@ -11,9 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'a1b2c3d40014'
-# TEMPORARY: issue 13's a1b2c3d40013 (which revises bbc85ea501c4) is written in
-# parallel; the lead sets this to "a1b2c3d40013" when both are merged.
-down_revision = 'bbc85ea501c4'
+down_revision = 'a1b2c3d40013'
 branch_labels = None
 depends_on = None
 
