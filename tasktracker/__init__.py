@@ -54,6 +54,15 @@ def create_app(config: type | None = None, overrides: dict | None = None) -> Fla
 
 def register_logging(app: Flask) -> None:
     configure_logging(app)
+    # The embedded default's mail (no MAIL_SERVER) logs one INFO line per .eml file it
+    # writes (contract v1.1 "Email"): without LOG_JSON nothing else configures logging,
+    # and Python's last-resort handler shows warnings only.
+    mail_log = logging.getLogger("tasktracker.mail")
+    if not app.config.get("LOG_JSON") and not logging.getLogger().handlers and not mail_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+        mail_log.addHandler(handler)
+        mail_log.setLevel(logging.INFO)
 
 
 def register_proxy_fix(app: Flask) -> None:
@@ -69,7 +78,8 @@ def register_extensions(app: Flask) -> None:
     from tasktracker import realtime
     from tasktracker.auth import tokens
     from tasktracker.events.services import register_event_hooks
-    from tasktracker.jobs import enqueue_fanout
+    from tasktracker.jobs import enqueue_fanout, enqueue_mail_job
+    from tasktracker.mail.dispatch import register_dispatcher
     from tasktracker.notifications.services import redispatch, register_realtime
     from tasktracker.events.services import register_event_writer
     from tasktracker.jobs import enqueue_deliveries
@@ -99,6 +109,7 @@ def register_extensions(app: Flask) -> None:
     # the jobs layer after the commit (events/ and webhooks/ import no jobs/)
     register_event_writer(app, deliveries_for_event)
     register_delivery_hooks(app, enqueue_deliveries)
+    register_dispatcher(app, enqueue_mail_job)  # mail/ endpoints -> jobs/ (password reset, verification)
     hotcache.init_hotcache(app)
     hotcache.register_invalidation_hooks()
     tokens.register_invalidation()
@@ -113,6 +124,7 @@ def register_blueprints(app: Flask) -> None:
     from tasktracker.attachments.resources import bp as attachments_bp
     from tasktracker.auth.resources import bp as auth_bp
     from tasktracker.comments.resources import bp as comments_bp
+    from tasktracker.mail.resources import bp as mail_bp
     from tasktracker.notifications.resources import bp as notifications_bp
     from tasktracker.ops import bp as ops_bp
     from tasktracker.tasks.resources import bp as tasks_bp
@@ -122,7 +134,7 @@ def register_blueprints(app: Flask) -> None:
     from tasktracker.webhooks.resources import bp as webhooks_bp
 
     for bp in (ops_bp, auth_bp, feeds_bp, tasks_bp, teams_bp, comments_bp, attachments_bp,
-               notifications_bp, webhooks_bp, openapi_bp):
+               notifications_bp, webhooks_bp, mail_bp, openapi_bp):
         app.register_blueprint(bp)
     from tasktracker.realtime.resources import bp as realtime_bp
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+from tasktracker.mail.config import env_settings as mail_env_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(BASE_DIR / ".env")
 
@@ -141,6 +143,10 @@ class Config:
     IDEMPOTENCY_TTL = timedelta(hours=24)
     INVITATION_TTL = timedelta(days=7)
     LOG_JSON = _bool("LOG_JSON", False)
+
+    # Email (contract v1.1 "Email"; tasktracker/mail/config.py DEFAULTS): every MAIL_*
+    # setting, PUBLIC_BASE_URL and INVITATIONS_REQUIRE_VERIFIED_EMAIL, from the environment.
+    vars().update(mail_env_settings())
 
 
 SOCKETIO_TRANSPORT_CHOICES = ("polling", "websocket")

@@ -97,7 +97,8 @@ def database_url(request, tmp_path_factory):
 def app(database_url, tmp_path_factory):
     """The app bound to the test database; tables created from the models."""
     app = create_app(TestConfig, {"SQLALCHEMY_DATABASE_URI": database_url,
-                                  "UPLOAD_DIR": str(tmp_path_factory.mktemp("uploads"))})
+                                  "UPLOAD_DIR": str(tmp_path_factory.mktemp("uploads")),
+                                  "MAIL_FILE_DIR": str(tmp_path_factory.mktemp("mail"))})
     import_all_models()
     with app.app_context():
         db.create_all()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from tasktracker.mail.config import DEFAULTS as MAIL_DEFAULTS
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 ENV_EXAMPLE = (ROOT / ".env.example").read_text()
@@ -24,6 +26,7 @@ def test_every_setting_is_documented():
     names = _settings(ROOT / "tasktracker" / "config.py")
     assert {"DATABASE_URL", "JWT_SECRET_KEY", "CELERY_BROKER_URL"} <= names  # the regex works
     names |= _settings(ROOT / "gunicorn.conf.py") | _settings(ROOT / "tasktracker" / "cli.py")
+    names |= set(MAIL_DEFAULTS)  # read by tasktracker/mail/config.py's env_settings()
     missing_readme = sorted(n for n in names if f"`{n}`" not in README)
     missing_example = sorted(n for n in names if not re.search(rf"^#?\s*{n}=", ENV_EXAMPLE, re.M))
     assert missing_readme == [], "add these to the README configuration section"

@@ -253,6 +253,8 @@ DATA_DEPENDENT_REJECTIONS = {
     # v1.1: a token's lifetime depends on the clock and its scopes on the pair;
     # a webhook URL on DNS and WEBHOOK_ALLOW_PRIVATE_TARGETS
     "auth_tokens_create": [422], "webhooks_create": [422], "webhooks_update": [422],
+    # email (v1.1): a schema-valid token string is still unknown, used, expired or forged
+    "auth_password_reset_confirm": [422], "auth_verify_email": [422], "email_unsubscribe": [422],
 }
 #: A malformed If-Match never matches: 412 like a stale one (api-contract.md), which
 #: negative_data_rejection (ST201) must count as a rejection.

@@ -78,6 +78,8 @@ NEW_LABEL, RELABEL = {"name": "New label"}, {"name": "Renamed label"}
 NEW_ITEM, TICK = {"text": "New item"}, {"done": True}
 NEW_HOOK, HOOK_OFF = {"url": "https://93.184.216.34/hook"}, {"active": False}  # a public IP literal: no DNS
 NEW_PAT = {"name": "matrix", "scopes": ["read"]}
+DIGEST_DAILY, RESET_OUTSIDER = {"digest": "daily"}, {"email": "{outsider_email}"}
+BAD_RESET, BAD_TOKEN = {"token": "not-a-real-token", "password": "long-enough-1"}, {"token": "not-a-real-token"}
 
 ROWS = [
     # method   path                                         setup       body            owner admin member assignee former outsider anon site_admin
@@ -196,6 +198,14 @@ ROWS = [
     row("POST",   "/api/auth/calendar-feed",                 "base",     None,           201, 201, 201, 201, 201, 201, 401, 201),
     row("DELETE", "/api/auth/calendar-feed",                 "base",     None,           204, 204, 204, 204, 204, 204, 401, 204),
     row("GET",    "/api/tasks/export.csv",                   "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
+    # ---- email (v1.1): own settings only; reset, verification links and unsubscribe need no login
+    row("GET",    "/api/auth/profile/notification-settings", "base",     None,           200, 200, 200, 200, 200, 200, 401, 200),
+    row("PATCH",  "/api/auth/profile/notification-settings", "base",     DIGEST_DAILY,   200, 200, 200, 200, 200, 200, 401, 200),
+    row("POST",   "/api/auth/password-reset",                "base",     RESET_OUTSIDER, 202, 202, 202, 202, 202, 202, 202, 202),
+    row("POST",   "/api/auth/password-reset/confirm",        "base",     BAD_RESET,      422, 422, 422, 422, 422, 422, 422, 422),
+    row("POST",   "/api/auth/verify-email/request",          "base",     None,           202, 202, 202, 202, 202, 202, 401, 202),
+    row("POST",   "/api/auth/verify-email",                  "base",     BAD_TOKEN,      422, 422, 422, 422, 422, 422, 422, 422),
+    row("POST",   "/api/email/unsubscribe?token=forged.sig", "base",     None,           422, 422, 422, 422, 422, 422, 422, 422),
 ]
 
 

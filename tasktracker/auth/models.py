@@ -42,6 +42,9 @@ class User(db.Model):
     role: Mapped[SiteRole] = mapped_column(str_enum(SiteRole, 16), default=SiteRole.MEMBER)
     timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
     active: Mapped[bool] = mapped_column(default=True)
+    #: contract v1.1 "Email": true once the user confirmed ``email`` through
+    #: ``POST /api/auth/verify-email``; changing ``email`` sets it back to false.
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     created_at: Mapped[CreatedAt]
     updated_at: Mapped[UpdatedAt]
     last_seen_at: Mapped[Timestamp | None]

@@ -194,6 +194,8 @@ def update_profile(user: User, data: dict, current_sid: str) -> User:
     if "password" in data and not verify_password(user, data["current_password"]):
         raise Unprocessable(details={"current_password": ["Wrong password."]})
     before = {f: getattr(user, f) for f in EVENT_FIELDS}
+    if "email" in data and data["email"] != (user.email or "").lower():
+        user.email_verified = False  # contract v1.1: changing the email resets it
     for field in ("username", "email", "full_name", "timezone"):
         if field in data:
             setattr(user, field, data[field])

@@ -15,7 +15,7 @@ Three modes, chosen per app by :func:`jobs_mode`:
 - ``inline`` (``JOBS_INLINE``, the tests' default): the fan-out runs
   synchronously right after the commit, in a fresh app context. No threads.
 
-Public API: :func:`enqueue_fanout`, :func:`check_broker`, :func:`wait_idle`,
+Public API: :func:`enqueue_fanout`, :func:`enqueue_mail_job`, :func:`check_broker`, :func:`wait_idle`,
 and :func:`tasktracker.jobs.scans.run_all_scans` (``flask reminders dispatch``).
 This package schedules and runs work; the work itself (fan-out, scans) lives
 with its domain.
@@ -30,6 +30,7 @@ from flask import Flask, current_app
 from kombu import Connection
 
 from tasktracker.jobs.embedded import get_runner
+from tasktracker.mail import work as mail_work
 from tasktracker.notifications.services import fan_out_job
 from tasktracker.webhooks.worker import attempt_delivery
 
@@ -42,6 +43,9 @@ REDISPATCH_OUTBOX_TASK = "tasktracker.redispatch_outbox"
 PURGE_IDEMPOTENCY_KEYS_TASK = "tasktracker.purge_idempotency_keys"
 DELIVER_WEBHOOK_TASK = "tasktracker.deliver_webhooks"
 SCAN_WEBHOOKS_TASK = "tasktracker.scan_webhook_deliveries"
+MAIL_JOB_TASK = "tasktracker.mail_job"
+SCAN_MAIL_TASK = "tasktracker.scan_mail"
+DELIVER_MAIL_TASK = "tasktracker.deliver_mail"
 
 #: After a failed publish, skip publishing for this long (seconds): while the broker
 #: is down each API write would otherwise wait ``BROKER_PUBLISH_TIMEOUT_SECONDS``.
@@ -83,6 +87,44 @@ def enqueue_fanout(seqs: list[int]) -> None:
             get_runner(app).submit(run_fanout, app, seqs)
     except Exception:  # noqa: BLE001 - the API must never fail because of the fan-out
         log.exception("jobs: could not hand events %s to the fan-out; the outbox scan will", seqs)
+
+
+def enqueue_mail_job(name: str, args: list) -> None:
+    """Run the mail job ``name`` (:data:`tasktracker.mail.work.JOBS`) with ``args`` in the
+    background: a ``mail_job`` Celery task (no retry; a dead broker is logged: the
+    request has been answered, the user may ask again), the in-process runner, or
+    inline in a fresh app context (``JOBS_INLINE``). Never raises. The mail endpoints
+    call it through :func:`tasktracker.mail.dispatch.submit` (``create_app`` wires it)."""
+    try:
+        app = current_app._get_current_object()
+        mode = jobs_mode(app)
+        if mode == "celery":
+            if time.monotonic() < app.extensions.get(_BROKER_DOWN_UNTIL, 0.0):
+                log.warning("jobs: broker marked down; mail job %s dropped", name)
+                return
+            try:
+                app.extensions["celery"].tasks[MAIL_JOB_TASK].apply_async(
+                    args=[name, args], retry=False, timeout=app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"])
+            except Exception as exc:  # noqa: BLE001 - kombu/amqp/socket errors of every kind
+                app.extensions[_BROKER_DOWN_UNTIL] = time.monotonic() + BROKER_BACKOFF_SECONDS
+                log.warning("jobs: broker unavailable (%s: %s); mail job %s dropped",
+                            exc.__class__.__name__, exc, name)
+        elif mode == "inline":
+            run_mail_job(app, name, args)
+        else:
+            get_runner(app).submit(run_mail_job, app, name, args)
+    except Exception:  # noqa: BLE001 - the API must never fail because of a background job
+        log.exception("jobs: could not run mail job %s", name)
+
+
+def run_mail_job(app: Flask, name: str, args: list) -> object:
+    """Run mail job ``name`` in place, in a fresh app context; errors are logged."""
+    with app.app_context():
+        try:
+            return mail_work.run_job(name, args)
+        except Exception:  # noqa: BLE001 - logged; the scan retries what was written
+            log.exception("jobs: mail job %s failed", name)
+            return None
 
 
 def _publish_fanout(app: Flask, seqs: list[int]) -> None:

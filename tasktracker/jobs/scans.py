@@ -8,6 +8,8 @@ calls them:
 - the outbox: :func:`tasktracker.events.services.redispatch_outbox`;
 - due webhook deliveries (retries, missed hand-offs):
   :func:`tasktracker.webhooks.worker.run_due_deliveries`;
+- mail: due digests, expired account tokens, then the due mail
+  (:func:`tasktracker.mail.work.scan`);
 - expired idempotency keys: :func:`tasktracker.tasks.services.purge_expired_idempotency_keys`
   (the Celery beat does that hourly).
 """
@@ -20,6 +22,7 @@ from flask import Flask, current_app
 
 from tasktracker import jobs
 from tasktracker.events.services import redispatch_outbox
+from tasktracker.mail import work as mail_work
 from tasktracker.tasks.services import (
     dispatch_due_reminders, dispatch_overdue, purge_expired_idempotency_keys,
 )
@@ -32,7 +35,7 @@ def run_all_scans(app: Flask | None = None, now: datetime | None = None) -> dict
     Pushes an app context of ``app`` (default: the current app). Returns
     ``{"reminders": reminder.due events written, "overdue": task.overdue
     events written, "redispatched": outbox events fanned out, "purged_keys":
-    expired idempotency keys deleted}``. In embedded (thread) mode it returns
+    expired idempotency keys deleted, "mail": the mail pass's counts}``. In embedded (thread) mode it returns
     once the fan-outs it queued have run.
     """
     app = app or current_app._get_current_object()
@@ -43,5 +46,6 @@ def run_all_scans(app: Flask | None = None, now: datetime | None = None) -> dict
         purged = purge_expired_idempotency_keys(now)
         jobs.wait_idle()
         webhooks = run_due_deliveries()
+        mail = mail_work.scan(now)  # after the fan-outs: their mail rows exist by now
     return {"reminders": reminders, "overdue": overdue, "redispatched": redispatched, "purged_keys": purged,
-            "webhook_deliveries": webhooks}
+            "webhook_deliveries": webhooks, "mail": mail}

@@ -8,8 +8,8 @@ from celery import Celery, Task
 from flask import Flask
 
 from tasktracker.jobs import (
-    PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK,
-    SCAN_WEBHOOKS_TASK, jobs_mode,
+    PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_MAIL_TASK, SCAN_OVERDUE_TASK,
+    SCAN_REMINDERS_TASK, SCAN_WEBHOOKS_TASK, jobs_mode,
 )
 from tasktracker.jobs import tasks  # noqa: F401 - registers the shared tasks
 from tasktracker.jobs.embedded import get_runner, init_runner
@@ -43,6 +43,9 @@ def celery_settings_for(app: Flask) -> dict:
         # webhook retries are due at their own times (30 s at the shortest): scan often
         "scan-webhook-deliveries": {"task": SCAN_WEBHOOKS_TASK, "options": options,
                                     "schedule": min(interval, float(app.config.get("WEBHOOK_SCAN_INTERVAL_SECONDS", 10.0)))},
+        # mail: digests (each user's digest_hour), token purge, then delivery; at least every
+        # minute so a digest goes out within its hour's first minute and a batch soon after its 60 s
+        "scan-mail": {"task": SCAN_MAIL_TASK, "schedule": min(interval, 60.0), "options": options},
         # keys live 24 h (IDEMPOTENCY_TTL): an hourly purge keeps the table to about a day of keys
         "purge-idempotency-keys": {"task": PURGE_IDEMPOTENCY_KEYS_TASK, "schedule": 3600.0,
                                    "options": {"expires": 3600.0}},

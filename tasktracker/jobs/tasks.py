@@ -18,9 +18,10 @@ from celery import shared_task
 from tasktracker.events import services as events
 from tasktracker.extensions import db
 from tasktracker.jobs import (
-    DELIVER_WEBHOOK_TASK, FANOUT_TASK, SCAN_WEBHOOKS_TASK, PURGE_IDEMPOTENCY_KEYS_TASK, REDISPATCH_OUTBOX_TASK, SCAN_OVERDUE_TASK,
-    SCAN_REMINDERS_TASK,
+    DELIVER_MAIL_TASK, DELIVER_WEBHOOK_TASK, FANOUT_TASK, MAIL_JOB_TASK, PURGE_IDEMPOTENCY_KEYS_TASK,
+    REDISPATCH_OUTBOX_TASK, SCAN_MAIL_TASK, SCAN_OVERDUE_TASK, SCAN_REMINDERS_TASK, SCAN_WEBHOOKS_TASK,
 )
+from tasktracker.mail import work as mail_work
 from tasktracker.notifications.services import fan_out_job
 from tasktracker.tasks import services as tasks
 from tasktracker.webhooks import worker as webhooks
@@ -94,3 +95,30 @@ def scan_webhook_deliveries() -> int:
         deliver_webhooks.apply_async(args=[ids[start:start + SCAN_MESSAGE_IDS], token], retry=False,
                                      timeout=current_app.config["BROKER_PUBLISH_TIMEOUT_SECONDS"])
     return len(ids)
+
+
+@shared_task(name=MAIL_JOB_TASK, ignore_result=True)
+def mail_job(name: str, args: list) -> object:
+    """A mail endpoint's background half (:func:`tasktracker.mail.work.run_job`:
+    password reset, verification); idempotent by its request id."""
+    return mail_work.run_job(name, args)
+
+
+@shared_task(name=SCAN_MAIL_TASK, ignore_result=True)
+def scan_mail() -> dict:
+    """The beat's mail pass: due digests and the token purge
+    (:func:`tasktracker.mail.work.prepare`), then ``MAIL_SEND_CONCURRENCY``
+    ``deliver_mail`` tasks that split the due rows between the workers by their claims."""
+    from flask import current_app
+
+    result = mail_work.prepare()
+    for _ in range(max(1, int(current_app.config["MAIL_SEND_CONCURRENCY"]))):
+        deliver_mail.apply_async(expires=max(2 * float(current_app.config["SCAN_INTERVAL_SECONDS"]), 10.0))
+    return result
+
+
+@shared_task(name=DELIVER_MAIL_TASK, ignore_result=True)
+def deliver_mail() -> dict:
+    """Claim and send due mail until none is due (:func:`tasktracker.mail.work.deliver_due`);
+    several at once never send one row twice."""
+    return mail_work.deliver_due()

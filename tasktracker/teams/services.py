@@ -434,6 +434,10 @@ def _respond(user: User, invitation_id: int, status: str) -> Invitation:
         raise Conflict(f"The invitation is already {invitation.status}.", code="invitation_not_pending")
     if status == "accepted" and _membership(user.id, invitation.team_id) is not None:
         raise Conflict("You are already a member of this team.", code="already_member")
+    if (status == "accepted" and current_app.config.get("INVITATIONS_REQUIRE_VERIFIED_EMAIL")
+            and not user.email_verified):
+        # contract v1.1 "Email": checked after the addressee check (others still get 404)
+        raise Conflict("Verify your email address before accepting an invitation.", code="email_unverified")
     claimed = db.session.execute(
         sa.update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "pending")
         .values(status=status, responded_at=utcnow()).execution_options(synchronize_session=False)
@@ -464,7 +468,9 @@ def accept_invitation(user: User, invitation_id: int) -> Invitation:
     (also concurrently: never a 500; an accept that committed first answers 200
     and the team delete then removes the new membership with the team); 409
     ``invitation_not_pending`` (already accepted/declined/revoked),
-    ``invitation_expired``, ``already_member``.
+    ``invitation_expired``, ``already_member``, and ``email_unverified`` when
+    ``INVITATIONS_REQUIRE_VERIFIED_EMAIL`` is on and the caller's address is not
+    verified (contract v1.1 "Email").
     Records ``invitation.accepted {invitation, user_id}`` and ``member.added
     {user_id, role}``.
     """

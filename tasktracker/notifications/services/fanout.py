@@ -41,6 +41,7 @@ from tasktracker.core.db import dialect_insert, skip_locked
 from tasktracker.core.types import utcnow
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
+from tasktracker.mail import outbox as mail_outbox
 from tasktracker.notifications.models import Notification
 from tasktracker.notifications.schemas import notification_schema
 from tasktracker.notifications.services import recipients
@@ -177,8 +178,12 @@ def _fan_out_chunk(seqs: list[int], now: datetime) -> list[FanoutResult]:
         planned = {e.seq: recipients.plan_notifications(e) for e in live}
         rows = _notification_rows(live, planned)
         by_event: dict[int, list[Notification]] = {}
-        for notification in _load(_insert_notifications(rows)):
+        inserted = _load(_insert_notifications(rows))
+        for notification in inserted:
             by_event.setdefault(notification.event_seq, []).append(notification)
+        # contract v1.1 "Email": the mail rows are written in this transaction, so they
+        # exist if and only if the notifications do; the workers' mail scan sends them.
+        mail_outbox.enqueue_for_notifications(inserted, now)
         for event in events:
             result = results[event.seq]
             result.claimed = True

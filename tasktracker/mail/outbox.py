@@ -1,0 +1,462 @@
+"""The mail outbox: rows written in the caller's transaction, claimed and sent by the
+workers after commit (contract v1.1 "Email"; DESIGN.md: every outbound side effect
+is a row written with the change and claimed by a worker).
+
+Writing (the caller commits, in the same transaction as the change):
+
+- :func:`enqueue_for_notifications`: called by the fan-out with the notification
+  rows it just inserted. Recipients whose settings turn the type on get the
+  notification added to their *open batch*: the one pending, never-claimed
+  ``notification`` row of the user (a unique partial index), created with
+  ``next_attempt_at`` = first notification + ``MAIL_BATCH_SECONDS`` (60 s).
+  ``INSERT ... ON CONFLICT (user_id) WHERE <open> DO UPDATE``: concurrent fan-outs
+  for one user meet in the database and end up in the same row. A notification is
+  linked to at most one row ever (``outgoing_email_notifications.notification_id``
+  is unique).
+- :func:`enqueue_password_reset`, :func:`enqueue_verification`: one row per request
+  id (``dedupe_key``), so a redelivered job writes nothing twice.
+- digests: :func:`tasktracker.mail.digest.enqueue_digests`.
+
+Sending (:func:`deliver_due`, the beat/embedded scan; :func:`deliver_now`, the
+after-commit fast path):
+
+1. :func:`claim_due` takes due rows with one conditional UPDATE that sets a lease
+   (``claimed_until``) and counts the attempt; PostgreSQL picks the rows ``FOR UPDATE
+   SKIP LOCKED``, SQLite serialises writers and the WHERE is re-checked, so two
+   workers never hold the same row. Once claimed, a notification batch is closed:
+   later notifications start a new one.
+2. :func:`deliver` renders the row once (subject, bodies, ``Message-ID``; stored, so
+   every retry sends the same message), sends it, and marks it ``sent`` with one
+   conditional UPDATE committed at once.
+3. A temporary failure (4yz, connection refused, timeout) schedules a retry with
+   exponential backoff; after ``MAIL_MAX_ATTEMPTS`` attempts, or on a permanent one
+   (5yz), the row is ``failed`` with the reason in ``error`` and in the log.
+
+The one window left (honestly): if the process dies after the server answered 250 to
+the data and before the ``sent`` UPDATE commits (microseconds to milliseconds: the
+UPDATE is the next statement), the lease expires and the message is sent again, with
+the same ``Message-ID``, so receivers that deduplicate on it (most MTAs and mail
+clients do for identical IDs) show it once. SMTP has no two-phase commit; closing the
+window entirely would need the receiver's cooperation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from tasktracker.core.db import is_postgresql
+from tasktracker.core.types import utcnow
+from tasktracker.extensions import db
+from tasktracker.mail.config import MailConfig, current_mail_config
+from tasktracker.mail.models import (
+    OPEN_BATCH_WHERE, EmailKind, EmailStatus, OutgoingEmail, OutgoingEmailNotification,
+)
+from tasktracker.mail.transport import DeliveryError, TemporaryFailure, open_transport
+
+log = logging.getLogger(__name__)
+
+TOKEN_KINDS = (EmailKind.PASSWORD_RESET, EmailKind.VERIFY_EMAIL)
+
+
+def _insert(table):
+    if is_postgresql():
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # SQLite, the only other supported database
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _field(obj, name):
+    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def enqueue_for_notifications(notifications: Iterable, now: datetime | None = None, *,
+                              config: MailConfig | None = None) -> list[int]:
+    """Add each notification to its recipient's open batch, for recipients whose
+    settings turn its type on and whose account is active.
+
+    ``notifications``: ``Notification`` objects or mappings with ``id``, ``user_id``,
+    ``type``, ``created_at`` (aware), e.g. the rows the fan-out just inserted.
+    Call it in the transaction that inserts them (the caller commits): the email rows
+    then exist if and only if the notifications do. Notifications already carried by
+    a row are skipped (idempotent). Returns the ids of the outbox rows written or
+    joined, sorted.
+    """
+    from tasktracker.auth.models import User
+    from tasktracker.mail.settings import email_on_for
+
+    config = config or current_mail_config()
+    now = now or utcnow()
+    items = [{"id": int(_field(n, "id")), "user_id": int(_field(n, "user_id")),
+              "type": str(_field(n, "type")), "created_at": _field(n, "created_at") or now}
+             for n in notifications]
+    if not items:
+        return []
+    linked = set(db.session.scalars(sa.select(OutgoingEmailNotification.notification_id).where(
+        OutgoingEmailNotification.notification_id.in_([i["id"] for i in items]))))
+    items = [i for i in items if i["id"] not in linked]
+    wanted = []
+    for type_ in {i["type"] for i in items}:
+        on = email_on_for({i["user_id"] for i in items if i["type"] == type_}, type_)
+        wanted += [i for i in items if i["type"] == type_ and i["user_id"] in on]
+    if not wanted:
+        return []
+    addresses = dict(db.session.execute(sa.select(User.id, User.email).where(
+        User.id.in_({i["user_id"] for i in wanted}), User.active.is_(True))).all())
+    by_user: dict[int, list[dict]] = {}
+    for item in sorted(wanted, key=lambda i: i["id"]):
+        if item["user_id"] in addresses:
+            by_user.setdefault(item["user_id"], []).append(item)
+    if not by_user:
+        return []
+    batch = timedelta(seconds=config.batch_seconds)
+    table = OutgoingEmail.__table__
+    rows = [{"user_id": uid, "to_address": addresses[uid], "kind": EmailKind.NOTIFICATION.value,
+             "dedupe_key": f"notification:{its[0]['id']}", "context": {},
+             "status": EmailStatus.PENDING.value, "attempts": 0,
+             "next_attempt_at": min(i["created_at"] for i in its) + batch, "created_at": now}
+            for uid, its in by_user.items()]
+    stmt = _insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.user_id], index_where=OPEN_BATCH_WHERE,
+        set_={"to_address": stmt.excluded.to_address}).returning(table.c.id, table.c.user_id)
+    email_of = {}
+    for row in rows:  # one statement per recipient: usually one or two per event
+        email_id, user_id = db.session.execute(stmt, row).one()
+        email_of[user_id] = email_id
+    links = [{"email_id": email_of[uid], "notification_id": i["id"]} for uid, its in by_user.items() for i in its]
+    link_table = OutgoingEmailNotification.__table__
+    db.session.execute(_insert(link_table).on_conflict_do_nothing(index_elements=[link_table.c.notification_id]),
+                       links)
+    return sorted(email_of.values())
+
+
+def _insert_once(values: dict) -> int | None:
+    """Insert one outbox row unless its ``dedupe_key`` exists; its id, or None."""
+    table = OutgoingEmail.__table__
+    stmt = (_insert(table).on_conflict_do_nothing(index_elements=[table.c.dedupe_key])
+            .returning(table.c.id))
+    return db.session.execute(stmt, values).scalar()
+
+
+def _account_row(kind: EmailKind, user_id: int, address: str, request_id: str, now: datetime) -> dict:
+    if not request_id or len(request_id) > 80:
+        raise ValueError("request_id must be 1..80 characters (e.g. uuid4().hex)")
+    return {"user_id": user_id, "to_address": address, "kind": kind.value,
+            "dedupe_key": f"{kind.value}:{request_id}", "context": {},
+            "status": EmailStatus.PENDING.value, "attempts": 0, "next_attempt_at": now, "created_at": now}
+
+
+def enqueue_password_reset(email: str, request_id: str, now: datetime | None = None) -> int | None:
+    """The worker's half of ``POST /api/auth/password-reset {email}``: if an active user
+    has that address (case-insensitive), write a ``password_reset`` row keyed by
+    ``request_id`` (made by the endpoint, e.g. ``uuid4().hex``: a redelivered job
+    writes nothing twice). Returns the row id, or None (unknown address or
+    duplicate request): the endpoint answered 202 before either was known. The token
+    is created when the message is rendered (:func:`deliver`), so no raw token waits
+    in the database longer than the send. The caller commits."""
+    from tasktracker.auth.models import User
+
+    user = db.session.scalars(sa.select(User).where(
+        sa.func.lower(User.email) == (email or "").strip().lower(), User.active.is_(True))).first()
+    if user is None:
+        return None
+    return _insert_once(_account_row(EmailKind.PASSWORD_RESET, user.id, user.email, request_id, now or utcnow()))
+
+
+def enqueue_verification(user_id: int, request_id: str, now: datetime | None = None) -> int | None:
+    """``POST /api/auth/verify-email/request``: a ``verify_email`` row for the user's
+    current address, keyed by ``request_id``. Returns its id (None: duplicate request
+    or no such active user). The caller commits."""
+    from tasktracker.auth.models import User
+
+    user = db.session.get(User, user_id)
+    if user is None or not user.active:
+        return None
+    return _insert_once(_account_row(EmailKind.VERIFY_EMAIL, user.id, user.email, request_id, now or utcnow()))
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+def _due_conditions(table, now: datetime):
+    return (table.c.status == EmailStatus.PENDING.value, table.c.next_attempt_at <= now,
+            sa.or_(table.c.claimed_until.is_(None), table.c.claimed_until < now))
+
+
+def claim_due(now: datetime | None = None, limit: int = 100, *, ids: Iterable[int] | None = None,
+              config: MailConfig | None = None) -> list[int]:
+    """Claim up to ``limit`` due rows (``pending``, ``next_attempt_at <= now``, no live
+    lease), oldest due first, optionally only among ``ids``; set their lease to
+    ``now + MAIL_CLAIM_LEASE_SECONDS`` and count the attempt. Commits; returns the
+    claimed ids in due order. A row whose worker died is claimable again once its
+    lease has passed."""
+    config = config or current_mail_config()
+    now = now or utcnow()
+    table = OutgoingEmail.__table__
+    pick = sa.select(table.c.id).where(*_due_conditions(table, now))
+    if ids is not None:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        pick = pick.where(table.c.id.in_(ids))
+    pick = pick.order_by(table.c.next_attempt_at, table.c.id).limit(limit)
+    if is_postgresql():
+        pick = pick.with_for_update(skip_locked=True)
+    claim = (sa.update(table)
+             .where(table.c.id.in_(pick.scalar_subquery()), *_due_conditions(table, now))
+             .values(claimed_until=now + timedelta(seconds=config.claim_lease_seconds),
+                     attempts=table.c.attempts + 1)
+             .returning(table.c.id, table.c.next_attempt_at))
+    try:
+        rows = db.session.execute(claim).all()
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    return [r.id for r in sorted(rows, key=lambda r: (r.next_attempt_at, r.id))]
+
+
+def retry_delay(attempts: int, config: MailConfig) -> timedelta:
+    """The wait after the ``attempts``-th failed attempt: ``MAIL_RETRY_BASE_SECONDS *
+    2**(attempts - 1)``, at most ``MAIL_RETRY_MAX_SECONDS``."""
+    seconds = config.retry_base_seconds * 2 ** max(0, attempts - 1)
+    return timedelta(seconds=min(seconds, config.retry_max_seconds))
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _render(email: OutgoingEmail, now: datetime, config: MailConfig) -> bool:
+    """Fill ``subject``, bodies, ``message_id`` of ``email`` (first attempt only).
+    Returns False when there is nothing to send (every notification of a batch was
+    deleted meanwhile)."""
+    from tasktracker.mail import compose
+
+    composed = compose.compose(email, now, config)
+    if composed is None:
+        return False
+    email.subject, email.text_body, email.html_body, unsubscribe = composed
+    email.context = {**(email.context or {}), "unsubscribe_url": unsubscribe, "date": now.isoformat()}
+    from tasktracker.mail.message import message_id_for
+
+    email.message_id = message_id_for(email.id, config)
+    return True
+
+
+def _message(email: OutgoingEmail, now: datetime, config: MailConfig):
+    from tasktracker.auth.models import User
+    from tasktracker.mail.message import build_message
+
+    user = db.session.get(User, email.user_id)
+    return build_message(to=email.to_address, to_name=(user.full_name if user else "") or "",
+                         subject=email.subject, text=email.text_body, html=email.html_body,
+                         message_id=email.message_id,
+                         date=datetime.fromisoformat((email.context or {}).get("date") or now.isoformat()),
+                         config=config, unsubscribe=(email.context or {}).get("unsubscribe_url"))
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def _finish(email_id: int, values: dict) -> bool:
+    """One conditional UPDATE of a still-pending row, committed at once."""
+    table = OutgoingEmail.__table__
+    try:
+        done = db.session.execute(sa.update(table).where(
+            table.c.id == email_id, table.c.status == EmailStatus.PENDING.value).values(**values)).rowcount
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    return bool(done)
+
+
+def _failed_values(kind: str, reason: str, now: datetime) -> dict:
+    values = {"status": EmailStatus.FAILED.value, "claimed_until": None, "error": reason[:500]}
+    if kind in TOKEN_KINDS:
+        values.update(text_body=None, html_body=None)
+    return values
+
+
+@dataclass
+class DeliveryResult:
+    """What :func:`deliver` did: ``outcome`` is ``sent``, ``retry`` (temporary failure,
+    ``next_attempt_at`` set), ``failed`` (permanent, out of attempts, or nothing to
+    send) or ``skipped`` (not pending any more). ``error``: the failure, if any."""
+
+    email_id: int
+    outcome: str
+    error: DeliveryError | None = None
+
+
+def deliver(email_id: int, now: datetime | None = None, *, config: MailConfig | None = None,
+            transport=None) -> DeliveryResult:
+    """Send outbox row ``email_id``, which the caller claimed (:func:`claim_due`).
+
+    Renders it if this is its first attempt (committed before sending, so a retry
+    sends the same bytes and the same ``Message-ID``), hands it to ``transport``
+    (default: a connection of its own, :func:`tasktracker.mail.transport.open_transport`),
+    then marks it ``sent`` (``sent_at = now``) with one conditional UPDATE committed
+    at once. Failures: see :class:`DeliveryResult`; a temporary one waits
+    :func:`retry_delay`. Never raises for an SMTP failure; database errors propagate
+    (the lease then expires and the row is retried).
+    """
+    config = config or current_mail_config()
+    now = now or utcnow()
+    email = db.session.scalars(sa.select(OutgoingEmail).where(OutgoingEmail.id == email_id)
+                               .execution_options(populate_existing=True)).first()
+    if email is None or email.status != EmailStatus.PENDING:
+        db.session.rollback()
+        return DeliveryResult(email_id, "skipped")
+    kind, attempts = email.kind, email.attempts
+    if email.message_id is None:
+        try:
+            ready = _render(email, now, config)
+            db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - a render error must not stop the batch
+            db.session.rollback()
+            log.exception("mail: rendering outbox row %s failed", email_id)
+            return _temporary(email_id, kind, attempts, TemporaryFailure(f"render: {exc}"), now, config)
+        if not ready:
+            _finish(email_id, _failed_values(kind, "nothing to send: its notifications were deleted", now))
+            return DeliveryResult(email_id, "failed")
+    message = _message(email, now, config)
+    db.session.rollback()  # no transaction open while talking SMTP
+    own = transport is None
+    transport = transport or open_transport(config)
+    try:
+        transport.send(message)
+    except DeliveryError as error:
+        if error.temporary:
+            return _temporary(email_id, kind, attempts, error, now, config)
+        log.warning("mail: outbox row %s to %s rejected for good: %s", email_id, message["To"], error.reason)
+        _finish(email_id, _failed_values(kind, error.reason, now))
+        return DeliveryResult(email_id, "failed", error)
+    finally:
+        if own:
+            transport.close()
+    sent = {"status": EmailStatus.SENT.value, "sent_at": now, "claimed_until": None, "error": None}
+    if kind in TOKEN_KINDS:
+        sent.update(text_body=None, html_body=None)  # the raw token leaves the database
+    _finish(email_id, sent)
+    return DeliveryResult(email_id, "sent")
+
+
+def _temporary(email_id: int, kind: str, attempts: int, error: DeliveryError, now: datetime,
+               config: MailConfig) -> DeliveryResult:
+    if attempts >= config.max_attempts:
+        reason = f"gave up after {attempts} attempts: {error.reason}"
+        log.warning("mail: outbox row %s failed: %s", email_id, reason)
+        _finish(email_id, _failed_values(kind, reason, now))
+        return DeliveryResult(email_id, "failed", error)
+    delay = retry_delay(attempts, config)
+    log.info("mail: outbox row %s: temporary failure (%s); retry in %ds", email_id, error.reason,
+             delay.total_seconds())
+    _finish(email_id, {"next_attempt_at": now + delay, "claimed_until": None, "error": error.reason[:500]})
+    return DeliveryResult(email_id, "retry", error)
+
+
+def _release(email_ids: list[int], now: datetime, config: MailConfig) -> None:
+    """Give claimed rows back untried (the server is unreachable): due again after the
+    first backoff step, and the claim does not count as an attempt."""
+    if not email_ids:
+        return
+    table = OutgoingEmail.__table__
+    try:
+        db.session.execute(sa.update(table).where(
+            table.c.id.in_(email_ids), table.c.status == EmailStatus.PENDING.value).values(
+            claimed_until=None, attempts=table.c.attempts - 1,
+            next_attempt_at=now + retry_delay(1, config)))
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+@dataclass
+class RunResult:
+    """Counts of one :func:`deliver_due` / :func:`deliver_now` call."""
+
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    released: int = 0
+    results: list[DeliveryResult] = field(default_factory=list)
+
+    def add(self, result: DeliveryResult) -> None:
+        self.results.append(result)
+        if result.outcome in ("sent", "retry", "failed"):
+            setattr(self, result.outcome, getattr(self, result.outcome) + 1)
+
+
+def _deliver_claimed(ids: list[int], now: datetime | None, config: MailConfig, transport, run: RunResult) -> bool:
+    """Deliver claimed ``ids`` on one connection. When the server cannot be reached
+    (a temporary failure without a reply code), the rest is released untried.
+    Returns False in that case."""
+    held = set(db.session.identity_map.keys())  # the caller's objects stay in its session
+    for n, email_id in enumerate(ids):
+        result = deliver(email_id, now, config=config, transport=transport)
+        # deliver() ends every transaction it opens: drop what it loaded, else each later
+        # commit expires every row, user and notification loaded so far in the batch
+        # (quadratic: SQLAlchemy's _expire was most of a 200-message batch's time)
+        for key in set(db.session.identity_map.keys()) - held:
+            obj = db.session.identity_map.get(key)
+            if obj is not None:
+                db.session.expunge(obj)
+        run.add(result)
+        if result.outcome == "retry" and result.error is not None and result.error.code is None \
+                and not result.error.reason.startswith("render:"):
+            rest = ids[n + 1:]
+            _release(rest, now or utcnow(), config)
+            run.released += len(rest)
+            return False
+    return True
+
+
+def deliver_due(now: datetime | None = None, *, batch: int = 200, config: MailConfig | None = None) -> RunResult:
+    """The scan: claim and deliver due rows ``batch`` at a time on one SMTP
+    connection, until none is due or the server is unreachable. For the beat
+    (Celery) and the embedded scheduler, every ``SCAN_INTERVAL_SECONDS`` or more often.
+    Two of these at once (two workers) never send one row twice."""
+    config = config or current_mail_config()
+    run = RunResult()
+    transport = open_transport(config)
+    try:
+        while True:
+            at = now or utcnow()
+            ids = claim_due(at, batch, config=config)
+            if not ids or not _deliver_claimed(ids, now, config, transport, run):
+                break
+    finally:
+        transport.close()
+    if run.sent or run.failed or run.retry:
+        log.info("mail: %d sent, %d to retry, %d failed, %d released", run.sent, run.retry, run.failed, run.released)
+    return run
+
+
+def deliver_now(email_ids: Iterable[int], now: datetime | None = None, *,
+                config: MailConfig | None = None) -> RunResult:
+    """The after-commit fast path: claim and deliver these rows if they are due (a
+    notification batch is not due before its 60 s; a password reset is at once).
+    Rows another worker holds, or that are not due, are left to :func:`deliver_due`."""
+    config = config or current_mail_config()
+    now = now or utcnow()
+    run = RunResult()
+    email_ids = list(email_ids)
+    ids = claim_due(now, max(1, len(email_ids)), ids=email_ids, config=config)
+    if ids:
+        transport = open_transport(config)
+        try:
+            _deliver_claimed(ids, now, config, transport, run)
+        finally:
+            transport.close()
+    return run
