@@ -1,4 +1,4 @@
-"""An SMTP sink for bench/email.py: aiosmtpd on 127.0.0.1:<port> in its own process,
+"""An SMTP sink for bench/mail_burst.py: aiosmtpd on 127.0.0.1:<port> in its own process,
 accepting every message and appending its ``Message-ID`` to <file> (one line each,
 flushed), so the bench can count what was handed to SMTP and what came twice.
 
@@ -7,17 +7,12 @@ flushed), so the bench can count what was handed to SMTP and what came twice.
 
 from __future__ import annotations
 
+import signal
 import sys
-from pathlib import Path
+import threading
+from email.parser import BytesHeaderParser
 
-# bench/email.py would shadow the standard library's ``email`` package (sys.path[0] is bench/)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import signal  # noqa: E402
-import threading  # noqa: E402
-from email.parser import BytesHeaderParser  # noqa: E402
-
-from aiosmtpd.controller import Controller  # noqa: E402
+from aiosmtpd.controller import Controller
 
 
 class Sink:

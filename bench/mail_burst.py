@@ -1,6 +1,6 @@
 """Email benchmarks (issue 14, docs/benchmarks.md "Email"):
 
-    .venv/bin/python bench/email.py [--users 10000] [--mail-workers 2] [--concurrency 2]
+    .venv/bin/python bench/mail_burst.py [--users 10000] [--mail-workers 2] [--concurrency 2]
                                     [--posts 300] [--rounds 3]
 
 1. **Reminder burst.** A fresh PostgreSQL database (``flask db upgrade``); ``--users``
