@@ -7,6 +7,11 @@ from __future__ import annotations
 import csv
 import io
 
+import sqlalchemy as sa
+
+from tasktracker.core.types import utcnow
+from tasktracker.extensions import db
+from tasktracker.tasks.models import Task
 from tests.factories import TaskFactory, TeamFactory, add_member
 from tests.helpers import assert_error, orm_user
 
@@ -80,7 +85,12 @@ def test_injection_prefix_and_bad_input(client, auth):
 def test_export_is_streamed_in_chunks(client, auth):
     alice = auth.user("alice")
     owner = orm_user(alice)
-    TaskFactory.create_batch(1500, owner=owner, description="x" * 100)
+    now = utcnow()  # one executemany, not 1,500 factory round trips
+    db.session.execute(sa.insert(Task), [
+        {"title": f"t{i}", "description": "x" * 100, "status": "todo", "priority": "medium",
+         "owner_id": owner.id, "created_at": now, "updated_at": now, "version": 1}
+        for i in range(1500)])
+    db.session.commit()
     response = client.get("/api/tasks/export.csv", headers=alice.headers, buffered=False)
     assert response.is_streamed
     chunks = list(response.response)
