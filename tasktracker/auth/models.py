@@ -49,6 +49,20 @@ class User(db.Model):
     updated_at: Mapped[UpdatedAt]
     last_seen_at: Mapped[Timestamp | None]
 
+    @classmethod
+    def attached(cls, columns: dict) -> "User":
+        """A persistent user in the current DB session built from cached column values
+        (the hot cache's ``USERS`` entries), without a query: the session's own instance
+        if it holds one, else a new one attached as loaded (SQLAlchemy's
+        ``make_transient_to_detached``, then ``add``)."""
+        existing = db.session.identity_map.get(db.session.identity_key(cls, columns["id"]))
+        if existing is not None:
+            return existing
+        user = cls(**columns)
+        sa.orm.make_transient_to_detached(user)
+        db.session.add(user)
+        return user
+
     @property
     def is_admin(self) -> bool:
         return self.role == SiteRole.ADMIN

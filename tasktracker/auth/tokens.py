@@ -61,19 +61,6 @@ def _load_session(sid: str) -> dict | None:
     return {key: getattr(row.User, key) for key in _USER_COLUMNS}
 
 
-def _attached_user(columns: dict) -> User:
-    """A persistent :class:`User` in the current DB session built from cached column
-    values, without a query: the session's own instance if it holds one, else a new one
-    attached as loaded (SQLAlchemy's ``make_transient_to_detached``, then ``add``)."""
-    existing = db.session.identity_map.get(db.session.identity_key(User, columns["id"]))
-    if existing is not None:
-        return existing
-    user = User(**columns)
-    sa.orm.make_transient_to_detached(user)
-    db.session.add(user)
-    return user
-
-
 def session_user(sid: str | None, user_id: object = None) -> User | None:
     """The user of a live login session (the blocklist check), or None.
 
@@ -95,7 +82,7 @@ def session_user(sid: str | None, user_id: object = None) -> User | None:
         return None
     if user_id is not None and str(columns["id"]) != str(user_id):
         return None
-    return _attached_user(columns)
+    return User.attached(columns)
 
 
 def revoke_sessions(user_id: int, *, only: str | None = None, keep: str | None = None) -> int:

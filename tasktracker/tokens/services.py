@@ -149,16 +149,6 @@ def _load(digest: str) -> dict | None:
             "user": {key: getattr(row.User, key) for key in _USER_COLUMNS}}
 
 
-def _attached_user(columns: dict) -> User:
-    existing = db.session.identity_map.get(db.session.identity_key(User, columns["id"]))
-    if existing is not None:
-        return existing
-    user = User(**columns)
-    sa.orm.make_transient_to_detached(user)
-    db.session.add(user)
-    return user
-
-
 def authenticate(raw: str | None, *, now: datetime | None = None) -> tuple[TokenIdentity, User] | None:
     """The identity and user of a valid PAT, or None (then: 401).
 
@@ -174,7 +164,7 @@ def authenticate(raw: str | None, *, now: datetime | None = None) -> tuple[Token
     identity = TokenIdentity(**found["token"])
     if identity.expires_at <= (now or utcnow()) or not found["user"]["active"]:
         return None
-    return identity, _attached_user(found["user"])
+    return identity, User.attached(found["user"])
 
 
 def touch_last_used(token_id: int, *, now: datetime | None = None) -> bool:
