@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import g, request
+from flask import current_app, g, request
 from flask_jwt_extended import current_user, jwt_required
 
 from tasktracker.core.errors import Forbidden, error_response
+from tasktracker.extensions import limiter
 from tasktracker.tokens import services as pat
 
 
@@ -84,3 +85,21 @@ def admin_required(fn):
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+def _login_limits_off() -> bool:
+    """Login limits follow this app's ``RATELIMIT_ENABLED`` (the limiter object is process-wide)."""
+    return not current_app.config.get("RATELIMIT_ENABLED", True)
+
+
+def login_rate_limits(scope: str, account_key) -> list:
+    """The resource ``decorators`` of a credential endpoint, limited like login
+    (api-contract.md, "Auth"): ``LOGIN_RATE_LIMIT_ACCOUNT`` per account (the key
+    ``account_key()`` derives from the request) and ``LOGIN_RATE_LIMIT_IP`` per client
+    address, in the limiter scopes ``<scope>-account`` and ``<scope>-ip``; 429 beyond."""
+    return [
+        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=account_key,
+                      scope=f"{scope}-account", exempt_when=_login_limits_off),
+        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_IP"], scope=f"{scope}-ip",
+                      exempt_when=_login_limits_off),
+    ]

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request
 from flask_jwt_extended import current_user, get_jwt, jwt_required
 from flask_restful import Resource
 
 from tasktracker.auth import services
-from tasktracker.auth.access import admin_required, auth_required
+from tasktracker.auth.access import admin_required, auth_required, login_rate_limits
 from tasktracker.auth.schemas import (
     AccessTokenSchema, AdminUserUpdateSchema, LoginSchema, ProfileUpdateSchema, RegisterSchema,
     TokenPairSchema, UserListArgsSchema, public_user_schema, user_schema, users_schema,
 )
 from tasktracker.core.api import Api, load_args, load_body, no_content
 from tasktracker.core.pagination import paginate
-from tasktracker.extensions import limiter
 from tasktracker.tokens import services as pat_services
 from tasktracker.tokens.schemas import new_token_schema, token_create_schema, tokens_schema
 
@@ -50,11 +49,6 @@ def _login_account_key() -> str:
     return services.login_account_key(body.get("email"), body.get("username"))
 
 
-def _login_limits_off() -> bool:
-    """Login limits follow this app's ``RATELIMIT_ENABLED`` (the limiter object is process-wide)."""
-    return not current_app.config.get("RATELIMIT_ENABLED", True)
-
-
 class Register(Resource):
     def post(self):
         """Register an account.
@@ -71,12 +65,7 @@ class Register(Resource):
 
 
 class Login(Resource):
-    decorators = [
-        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_login_account_key,
-                      scope="login-account", exempt_when=_login_limits_off),
-        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_IP"], scope="login-ip",
-                      exempt_when=_login_limits_off),
-    ]
+    decorators = login_rate_limits("login", _login_account_key)
 
     def post(self):
         """Log in with email (or username) and password.

@@ -4,13 +4,12 @@ under ``/api/email``."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from flask_jwt_extended import current_user, get_current_user, verify_jwt_in_request
 from flask_restful import Resource
 
-from tasktracker.auth.access import auth_required
+from tasktracker.auth.access import auth_required, login_rate_limits
 from tasktracker.core.api import Api, load_args, load_body, no_content, storable_text
-from tasktracker.extensions import limiter
 from tasktracker.mail import services
 from tasktracker.mail.schemas import (
     NotificationSettingsPatchSchema, NotificationSettingsSchema, PasswordResetConfirmSchema,
@@ -41,21 +40,12 @@ def _reset_account_key() -> str:
     return "password-reset-account:" + email.strip().lower()
 
 
-def _limits_off() -> bool:
-    return not current_app.config.get("RATELIMIT_ENABLED", True)
-
-
 class PasswordReset(Resource):
     """Rate limited like login: ``LOGIN_RATE_LIMIT_ACCOUNT`` per address and
     ``LOGIN_RATE_LIMIT_IP`` per client address."""
 
     method_decorators: list = []
-    decorators = [
-        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_ACCOUNT"], key_func=_reset_account_key,
-                      scope="password-reset-account", exempt_when=_limits_off),
-        limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT_IP"], scope="password-reset-ip",
-                      exempt_when=_limits_off),
-    ]
+    decorators = login_rate_limits("password-reset", _reset_account_key)
 
     def post(self):
         """Ask for a password reset message.
