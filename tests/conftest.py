@@ -269,3 +269,57 @@ def held_fanout(app, monkeypatch) -> list[int]:
     held: list[int] = []
     monkeypatch.setitem(app.extensions, "tt_event_consumer", lambda seqs: held.extend(seqs))
     return held
+
+
+
+# --------------------------------------------------------------------------- Celery worker processes
+# (test_worker_integration.py, test_webhooks_worker.py, test_mail_worker.py)
+
+
+@pytest.fixture
+def rabbitmq():
+    """The test RabbitMQ (fails under CI=true, skips otherwise, when it is down)."""
+    from tests.procs import check_rabbitmq
+
+    return check_rabbitmq()
+
+
+@pytest.fixture
+def postgres_only(database_url):
+    """The PostgreSQL test database: worker processes run against production's database."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("worker-process integration runs against PostgreSQL, the production database")
+    return database_url
+
+
+@pytest.fixture
+def queue_name(rabbitmq):
+    """A Celery queue of this test only; deleted afterwards (with its exchange)."""
+    from tests.procs import delete_queue
+
+    name = f"tt-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_queue(name)
+
+
+@pytest.fixture
+def processes(postgres_only, queue_name, tmp_path):
+    """Celery worker/beat processes of one test (:class:`tests.procs.Stack`) on its own queue."""
+    from tests.procs import Stack, base_env
+
+    stack = Stack(tmp_path, base_env(DATABASE_URL=postgres_only, CELERY_BROKER_URL=RABBITMQ_URL,
+                                     CELERY_TASK_QUEUE=queue_name, SCAN_INTERVAL_SECONDS="1",
+                                     OUTBOX_REDISPATCH_AFTER_SECONDS="2", SCAN_BATCH_SIZE="100"))
+    yield stack
+    stack.stop_all()
+
+
+@pytest.fixture
+def publisher(app, monkeypatch, queue_name, postgres_only):
+    """The in-process app publishes its jobs to this test's queue (:func:`tests.procs.publish_to`)."""
+    from tests.procs import publish_to
+
+    old = app.extensions["celery"]
+    publish_to(app, monkeypatch, RABBITMQ_URL, queue_name)
+    yield
+    old.set_default()

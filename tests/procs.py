@@ -765,3 +765,20 @@ __all__ = ["ApiServer", "BIN", "CHEAP_HASHING", "CeleryProc", "Db", "FULL_HASHIN
            "base_env", "check_rabbitmq", "check_redis", "delete_queue", "delete_redis_keys", "free_port",
            "gateway_settings", "migrate", "migrated_database", "nginx_binary", "skip_unless_postgres", "tail",
            "wait_for"]
+
+
+def publish_to(app, monkeypatch, broker_url: str, queue: str) -> None:
+    """Make the in-process test ``app`` a production-mode publisher for the rest of the
+    test: its jobs (fan-out, deliveries, mail) go to Celery on ``broker_url``, queue
+    ``queue`` (``monkeypatch`` restores the config afterwards)."""
+    from tasktracker import jobs
+    from tasktracker.config import celery_settings
+    from tasktracker.jobs.setup import celery_init_app
+
+    monkeypatch.setitem(app.extensions, "celery", app.extensions["celery"])
+    monkeypatch.setitem(app.extensions, jobs._BROKER_DOWN_UNTIL, 0.0)
+    monkeypatch.setitem(app.config, "CELERY_BROKER_URL", broker_url)
+    monkeypatch.setitem(app.config, "CELERY", celery_settings(broker_url))
+    monkeypatch.setitem(app.config, "CELERY_TASK_QUEUE", queue)
+    celery_init_app(app)
+    assert jobs.jobs_mode(app) == "celery"

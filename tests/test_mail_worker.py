@@ -20,14 +20,11 @@ import sqlalchemy as sa
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.mail import outbox
-from tasktracker.mail.models import EmailStatus, OutgoingEmail
+from tasktracker.mail.models import OutgoingEmail
 from tests.factories import UserFactory
 from tests.helpers import api_task
 from tests.mail_support import SMTPServer, add_notification, link_token, parts
 from tests.procs import wait_for
-from tests.test_worker_integration import (  # noqa: F401 - fixtures
-    postgres_only, processes, publisher, queue_name, rabbitmq,
-)
 
 pytestmark = pytest.mark.integration
 

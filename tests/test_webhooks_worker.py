@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -18,45 +17,22 @@ import sqlalchemy as sa
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.webhooks.models import DeliveryStatus, WebhookDelivery
-from tests.conftest import RABBITMQ_URL
-from tests.procs import Stack, base_env, check_rabbitmq, delete_queue, wait_for
-from tests.test_worker_integration import _publish_to
+from tests.procs import wait_for
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def postgres_only(database_url):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("worker-process integration runs against PostgreSQL, the production database")
-    return database_url
+def stack(processes):
+    """The test's Celery processes, allowed to deliver to the receiver on 127.0.0.1."""
+    processes.env["WEBHOOK_ALLOW_PRIVATE_TARGETS"] = "true"
+    return processes
 
 
 @pytest.fixture
-def queue_name():
-    check_rabbitmq()
-    name = f"tt-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    delete_queue(name)
-
-
-@pytest.fixture
-def stack(postgres_only, queue_name, tmp_path):
-    s = Stack(tmp_path, base_env(DATABASE_URL=postgres_only, CELERY_BROKER_URL=RABBITMQ_URL,
-                                 CELERY_TASK_QUEUE=queue_name, SCAN_INTERVAL_SECONDS="1",
-                                 OUTBOX_REDISPATCH_AFTER_SECONDS="2", WEBHOOK_ALLOW_PRIVATE_TARGETS="true"))
-    yield s
-    s.stop_all()
-
-
-@pytest.fixture
-def publisher(app, monkeypatch, queue_name, postgres_only):
-    old = app.extensions["celery"]
-    _publish_to(app, monkeypatch, RABBITMQ_URL, queue_name)
+def publisher(publisher, app, monkeypatch):
     monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
-    yield
-    old.set_default()
 
 
 @pytest.fixture

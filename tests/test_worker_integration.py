@@ -18,17 +18,14 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from tasktracker import jobs
-from tasktracker.config import celery_settings
 from tasktracker.core.types import utcnow
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
-from tasktracker.jobs.setup import celery_init_app
 from tasktracker.notifications.models import Notification
 from tasktracker.tasks.models import Reminder, Task
 from tests.conftest import RABBITMQ_URL
 from tests.factories import UserFactory
-from tests.procs import Stack, base_env, check_rabbitmq, delete_queue, wait_for
+from tests.procs import delete_queue, publish_to, wait_for
 from tests.helpers import api_task, events_of, notifications_for
 
 pytestmark = pytest.mark.integration
@@ -46,56 +43,6 @@ def count_notifications(type_: str | None = None) -> int:
     if type_:
         query = query.where(Notification.type == type_)
     return scalar(query)
-
-
-@pytest.fixture
-def rabbitmq():
-    return check_rabbitmq()
-
-
-@pytest.fixture
-def postgres_only(database_url):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("worker-process integration runs against PostgreSQL, the production database")
-    return database_url
-
-
-@pytest.fixture
-def queue_name(rabbitmq):
-    """A Celery queue of this test only; deleted afterwards (with its exchange)."""
-    name = f"tt-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    delete_queue(name)
-
-
-@pytest.fixture
-def processes(postgres_only, queue_name, tmp_path):
-    """Celery worker/beat processes of one test (:class:`tests.procs.Stack`) on its own queue."""
-    stack = Stack(tmp_path, base_env(DATABASE_URL=postgres_only, CELERY_BROKER_URL=RABBITMQ_URL,
-                                     CELERY_TASK_QUEUE=queue_name, SCAN_INTERVAL_SECONDS="1",
-                                     OUTBOX_REDISPATCH_AFTER_SECONDS="2", SCAN_BATCH_SIZE="100"))
-    yield stack
-    stack.stop_all()
-
-
-def _publish_to(app, monkeypatch, broker_url: str, queue: str) -> None:
-    """Make the test app a production-mode publisher (fan-out goes to ``broker_url``)."""
-    old = app.extensions["celery"]
-    monkeypatch.setitem(app.extensions, "celery", old)
-    monkeypatch.setitem(app.extensions, jobs._BROKER_DOWN_UNTIL, 0.0)
-    monkeypatch.setitem(app.config, "CELERY_BROKER_URL", broker_url)
-    monkeypatch.setitem(app.config, "CELERY", celery_settings(broker_url))
-    monkeypatch.setitem(app.config, "CELERY_TASK_QUEUE", queue)
-    celery_init_app(app)
-    assert jobs.jobs_mode(app) == "celery"
-
-
-@pytest.fixture
-def publisher(app, monkeypatch, queue_name, postgres_only):
-    old = app.extensions["celery"]
-    _publish_to(app, monkeypatch, RABBITMQ_URL, queue_name)
-    yield
-    old.set_default()
 
 
 # --------------------------------------------------------------------------- tests
@@ -180,7 +127,7 @@ def test_worker_killed_mid_batch_then_restarted_sends_each_reminder_once(app, pr
 def test_broker_down_api_still_answers_and_the_outbox_delivers_later(app, client, auth, monkeypatch,
                                                                      processes, queue_name):
     old = app.extensions["celery"]
-    _publish_to(app, monkeypatch, DEAD_BROKER, queue_name)
+    publish_to(app, monkeypatch, DEAD_BROKER, queue_name)
     try:
         alice, bob = auth.user("alice"), auth.user("bob")
         started = time.monotonic()
