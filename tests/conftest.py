@@ -323,3 +323,26 @@ def publisher(app, monkeypatch, queue_name, postgres_only):
     publish_to(app, monkeypatch, RABBITMQ_URL, queue_name)
     yield
     old.set_default()
+
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_app(request, tmp_path):
+    """An app bound to a brand-new, empty database of each backend (no create_all: the
+    migration tests build the schema with ``flask db upgrade``)."""
+    if request.param == "sqlite":
+        url, drop = f"sqlite:///{tmp_path / 'migrations.db'}", (lambda: None)
+    else:
+        url, drop = _create_postgres_database()
+    app = create_app(TestConfig, {"SQLALCHEMY_DATABASE_URI": url, "UPLOAD_DIR": str(tmp_path / "up")})
+    import_all_models()
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        drop()

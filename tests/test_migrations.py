@@ -9,48 +9,17 @@ every table again.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 
 import flask_migrate
-import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-import tasktracker
-from tasktracker import create_app
-from tasktracker.config import TestConfig
 from tasktracker.extensions import db
-from tests.conftest import _create_postgres_database
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
-
-
-def _import_all_models() -> None:
-    for module in pkgutil.walk_packages(tasktracker.__path__, "tasktracker."):
-        if module.name.endswith(".models"):
-            importlib.import_module(module.name)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_app(request, tmp_path):
-    """An app bound to a brand-new, empty database of each backend (no create_all)."""
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{tmp_path / 'migrations.db'}", (lambda: None)
-    else:
-        url, drop = _create_postgres_database()
-    app = create_app(TestConfig, {"SQLALCHEMY_DATABASE_URI": url, "UPLOAD_DIR": str(tmp_path / "up")})
-    _import_all_models()
-    try:
-        yield app
-    finally:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        drop()
 
 
 def _schema_diff() -> list:

@@ -15,10 +15,7 @@ import flask_migrate
 import pytest
 import sqlalchemy as sa
 
-from tasktracker import create_app
-from tasktracker.config import TestConfig
 from tasktracker.extensions import db
-from tests.conftest import _create_postgres_database
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 V1 = "cd7d71d7c6c6"
@@ -39,25 +36,15 @@ COUNTS = "SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM reminders),
          "(SELECT count(*) FROM comments)"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def v1_app(request, tmp_path):
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{tmp_path / 'upgrade.db'}", (lambda: None)
-    else:
-        url, drop = _create_postgres_database()
-    app = create_app(TestConfig, {"SQLALCHEMY_DATABASE_URI": url, "UPLOAD_DIR": str(tmp_path / "up")})
-    try:
-        with app.app_context():
-            flask_migrate.upgrade(MIGRATIONS_DIR, revision=V1)
-            with db.engine.begin() as conn:
-                for statement in V1_ROWS:
-                    conn.exec_driver_sql(statement)
-            yield app
-    finally:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        drop()
+@pytest.fixture
+def v1_app(fresh_app):
+    """A fresh database at the v1 revision, holding :data:`V1_ROWS`."""
+    with fresh_app.app_context():
+        flask_migrate.upgrade(MIGRATIONS_DIR, revision=V1)
+        with db.engine.begin() as conn:
+            for statement in V1_ROWS:
+                conn.exec_driver_sql(statement)
+        yield fresh_app
 
 
 def _counts() -> tuple:
