@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from tasktracker.auth.models import User
+from tasktracker.auth.models import SiteRole, User
 from tasktracker.core.db import is_postgresql, valid_id
 from tasktracker.core.errors import NotFound, TaskNotFound
 from tasktracker.extensions import db
@@ -51,6 +51,14 @@ def visible_condition(user: User):
     else:
         in_my_teams = Task.team_id.in_(my_teams)
     return sa.or_(Task.owner_id == user.id, Task.assignee_id == user.id, in_my_teams)
+
+
+def viewers_condition(task: Task):
+    """SQL condition on ``User``: the users who see ``task`` (the rule of :func:`can_see`:
+    owner, assignee, the team's members, site admins)."""
+    members = sa.select(TeamMember.user_id).where(TeamMember.team_id == task.team_id)
+    return sa.or_(User.id.in_([task.owner_id, task.assignee_id or 0]), User.role == SiteRole.ADMIN,
+                  User.id.in_(members) if task.team_id is not None else sa.false())
 
 
 def can_see(user: User, task: Task) -> bool:

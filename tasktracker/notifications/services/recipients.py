@@ -43,7 +43,7 @@ from tasktracker.comments.models import Comment
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
-from tasktracker.tasks.permissions import can_see
+from tasktracker.tasks.permissions import can_see, viewers_condition
 from tasktracker.tasks.services.watchers import watchers_who_see
 from tasktracker.teams.models import Invitation, Team
 
@@ -172,8 +172,8 @@ class _Facts:
         ids = [i for i in self.payload.get("new_mention_ids") or [] if isinstance(i, int)]
         if not ids or self.live_task is None:
             return []
-        users = db.session.scalars(sa.select(User).where(User.id.in_(ids), User.active.is_(True)))
-        return [u.id for u in users if can_see(u, self.live_task)]
+        return list(db.session.scalars(sa.select(User.id).where(
+            User.id.in_(ids), User.active.is_(True), viewers_condition(self.live_task))))
 
 
 @dataclass(frozen=True)

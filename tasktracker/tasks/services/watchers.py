@@ -17,13 +17,12 @@ import re
 
 import sqlalchemy as sa
 
-from tasktracker.auth.models import SiteRole, User
+from tasktracker.auth.models import User
 from tasktracker.core.db import dialect_insert
 from tasktracker.events.services import record_event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task, TaskWatcher
-from tasktracker.tasks.permissions import can_see, get_visible_task
-from tasktracker.teams.models import TeamMember
+from tasktracker.tasks.permissions import get_visible_task, viewers_condition
 
 #: ``@name`` not preceded by a word character (so e-mail addresses don't mention),
 #: with the username characters of :class:`tasktracker.auth.schemas` (3..32 of
@@ -59,20 +58,12 @@ def unwatch(actor: User, task_id: int) -> None:
     db.session.commit()
 
 
-def _sees(task: Task):
-    """SQL condition on ``User``: sees ``task`` now (tasktracker.tasks.permissions: the
-    owner, the assignee, the team's members, site admins)."""
-    members = sa.select(TeamMember.user_id).where(TeamMember.team_id == task.team_id)
-    return sa.or_(User.id.in_([task.owner_id, task.assignee_id or 0]), User.role == SiteRole.ADMIN,
-                  User.id.in_(members) if task.team_id is not None else sa.false())
-
-
 def watchers_query(actor: User, task_id: int) -> sa.Select:
     """``GET /api/tasks/<id>/watchers``: the active watchers who see the task now, by
     username (someone who lost access is not listed, and not notified)."""
     task = get_visible_task(actor, task_id)
     return (sa.select(User).join(TaskWatcher, TaskWatcher.user_id == User.id)
-            .where(TaskWatcher.task_id == task.id, User.active.is_(True), _sees(task))
+            .where(TaskWatcher.task_id == task.id, User.active.is_(True), viewers_condition(task))
             .order_by(sa.func.lower(User.username), User.id))
 
 
@@ -85,7 +76,7 @@ def watchers_who_see(task: Task) -> list[int]:
     """Ids of the active watchers of ``task`` who see it now (fan-out recipients)."""
     return list(db.session.scalars(
         sa.select(User.id).join(TaskWatcher, TaskWatcher.user_id == User.id)
-        .where(TaskWatcher.task_id == task.id, User.active.is_(True), _sees(task))
+        .where(TaskWatcher.task_id == task.id, User.active.is_(True), viewers_condition(task))
         .order_by(User.id)))
 
 
@@ -94,8 +85,7 @@ def mentioned_users(body: str, task: Task) -> list[User]:
     names = {name.lower() for name in MENTION.findall(body)}
     if not names:
         return []
-    users = db.session.scalars(sa.select(User).where(sa.func.lower(User.username).in_(names),
-                                                     User.active.is_(True))
-                               .order_by(User.id)).all()
-    return [user for user in users if can_see(user, task)]
+    return list(db.session.scalars(
+        sa.select(User).where(sa.func.lower(User.username).in_(names), User.active.is_(True),
+                              viewers_condition(task)).order_by(User.id)))
 
