@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import io
 import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from flask import current_app
 
 from tasktracker.attachments.models import Attachment
 from tasktracker.auth.models import User
@@ -223,51 +225,77 @@ _worlds = itertools.count(1)
 
 
 def build_world() -> World:
-    """A fresh world with its own users (unique names), so several can live in one database."""
+    """A fresh world with its own users (unique names), so several can live in one database.
+
+    Built with the event outbox's readers held (:func:`_outbox_held`): the events of the
+    setup (the removal of ``former``) are not fanned out and write no webhook
+    deliveries, as no request of a row depends on them; each request's own events are."""
+    with _outbox_held():
+        return _build_world()
+
+
+@contextmanager
+def _outbox_held():
+    """The app's after-commit event consumer and before-commit outbox writers off."""
+    extensions = current_app.extensions
+    saved = extensions["tt_event_consumer"], extensions.get("tt_event_outbox_writers")
+    extensions["tt_event_consumer"], extensions["tt_event_outbox_writers"] = (lambda seqs: None), []
+    try:
+        yield
+    finally:
+        extensions["tt_event_consumer"], extensions["tt_event_outbox_writers"] = saved
+
+
+def _build_world() -> World:
     n = next(_worlds)
     users = {name: User(username=f"{name}{n}", email=f"{name}{n}@example.com", password_hash=_password_hash(),
                         role="admin" if name == "site_admin" else "member")
              for name in ACTORS if name != "anonymous"}
     db.session.add_all(users.values())
     db.session.flush()
-    team = Team(name="Matrix", owner_id=users["owner"].id)
+    # ids are read before the commits, which expire every object (each later read of an
+    # attribute would be one SELECT)
+    ids = {"missing": 987654}
+    for name, user in users.items():
+        ids[f"{name}_id"], ids[f"{name}_email"] = user.id, user.email
+    team = Team(name="Matrix", owner_id=ids["owner_id"])
     db.session.add(team)
     db.session.flush()
-    db.session.add_all([TeamMember(team_id=team.id, user_id=users[name].id, role=role)
+    ids["team"] = team.id
+    db.session.add_all([TeamMember(team_id=team.id, user_id=ids[f"{name}_id"], role=role)
                         for name, role in (("owner", "owner"), ("admin", "admin"), ("member", "member"),
                                            ("former", "member"))])
-    task = Task(title="Matrix task", owner_id=users["owner"].id, assignee_id=users["assignee"].id, team_id=team.id)
-    former_task = Task(title="Former's task", owner_id=users["owner"].id, assignee_id=users["former"].id,
+    task = Task(title="Matrix task", owner_id=ids["owner_id"], assignee_id=ids["assignee_id"], team_id=team.id)
+    former_task = Task(title="Former's task", owner_id=ids["owner_id"], assignee_id=ids["former_id"],
                        team_id=team.id)
     db.session.add_all([task, former_task])
-    db.session.commit()
-    team_services.remove_member(users["owner"], team.id, users["former"].id)  # "former" member
+    db.session.flush()
+    ids["task"] = task.id
+    team_services.remove_member(users["owner"], ids["team"], ids["former_id"])  # "former" member; commits
 
-    comment = Comment(task_id=task.id, author_id=users["member"].id, body="by member")
+    comment = Comment(task_id=ids["task"], author_id=ids["member_id"], body="by member")
     stored_name, size, sha256 = storage.save_stream(io.BytesIO(b"matrix file"), 1024)
-    attachment = Attachment(task_id=task.id, uploaded_by_id=users["member"].id, filename="m.txt",
+    attachment = Attachment(task_id=ids["task"], uploaded_by_id=ids["member_id"], filename="m.txt",
                             stored_name=stored_name, content_type="text/plain", size=size, sha256=sha256)
-    invitation = Invitation(team_id=team.id, email=users["outsider"].email, role="member", status="pending",
-                            invited_by_id=users["owner"].id, expires_at=utcnow() + timedelta(days=7))
-    team_label = Label(name="matrix", team_id=team.id)
-    owner_label = Label(name="mine", user_id=users["owner"].id)
-    item = ChecklistItem(task_id=task.id, text="check", position=0)
-    webhook = Webhook(team_id=team.id, url="https://93.184.216.34/hook", events=["*"], secret="s" * 43,
-                      created_by_id=users["owner"].id)
-    owner_pat = PersonalAccessToken(user_id=users["owner"].id, name="mine", scopes=["read"],
+    invitation = Invitation(team_id=ids["team"], email=ids["outsider_email"], role="member", status="pending",
+                            invited_by_id=ids["owner_id"], expires_at=utcnow() + timedelta(days=7))
+    team_label = Label(name="matrix", team_id=ids["team"])
+    owner_label = Label(name="mine", user_id=ids["owner_id"])
+    item = ChecklistItem(task_id=ids["task"], text="check", position=0)
+    webhook = Webhook(team_id=ids["team"], url="https://93.184.216.34/hook", events=["*"], secret="s" * 43,
+                      created_by_id=ids["owner_id"])
+    owner_pat = PersonalAccessToken(user_id=ids["owner_id"], name="mine", scopes=["read"],
                                     token_hash=f"{n:064x}", token_prefix="tt_pat_abcd",
                                     expires_at=utcnow() + timedelta(days=1))
     db.session.add_all([comment, attachment, invitation, team_label, owner_label, item, webhook, owner_pat])
     db.session.flush()
     hook_delivery = WebhookDelivery(webhook_id=webhook.id, event="ping", body=b"{}", status="failed")
     db.session.add(hook_delivery)
+    db.session.flush()
+    ids.update(comment=comment.id, attachment=attachment.id, invitation=invitation.id, team_label=team_label.id,
+               owner_label=owner_label.id, item=item.id, webhook=webhook.id, delivery=hook_delivery.id,
+               owner_pat=owner_pat.id)
     db.session.commit()
-    ids = {"team": team.id, "task": task.id, "comment": comment.id, "attachment": attachment.id,
-           "invitation": invitation.id, "team_label": team_label.id, "owner_label": owner_label.id,
-           "item": item.id, "missing": 987654, "webhook": webhook.id, "delivery": hook_delivery.id,
-           "owner_pat": owner_pat.id}
-    for name, user in users.items():
-        ids[f"{name}_id"], ids[f"{name}_email"] = user.id, user.email
     return World(users, task, invitation, ids)
 
 
