@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -46,7 +47,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import BIN, Bench, children, free_port, log, loadavg, rss_mb, wait_http, wrk  # noqa: E402
+from bench.run import (BIN, Bench, children, cpu_split, cpu_ticks, free_port, log, loadavg,  # noqa: E402
+                       rss_mb, wait_http, wrk)
 from tasktracker.webhooks import signing  # noqa: E402
 
 
@@ -180,19 +182,36 @@ class IntegrationsBench(Bench):
             time.sleep(0.05)
         return None
 
+    def cpu_parts(self) -> dict[str, int]:
+        """CPU clock ticks used so far by each part of the stack (its processes and
+        their live children), this process (the client threads and the receiver), the
+        shared services (PostgreSQL, RabbitMQ, Redis) and the whole machine."""
+        parts = {name: sum(cpu_ticks([proc.pid, *children(proc.pid)])) for name, proc in self.procs.procs
+                 if proc.poll() is None}
+        busy, _, services = cpu_split()
+        parts["bench (clients, receiver)"] = sum(cpu_ticks([os.getpid()]))
+        parts["services"] = sum(services.values())
+        parts["machine"] = busy
+        return parts
+
     def throughput(self) -> dict:
         n, expected = self.args.events, self.args.events * self.args.hooks
+        cpu_before = self.cpu_parts()
         start = time.monotonic()
         posting = self.create_tasks(n, "burst")
         waited = self.wait_all(expected, 180)
         total = time.monotonic() - start if waited is not None else None
+        cpu_after = self.cpu_parts()
+        hz = os.sysconf("SC_CLK_TCK")
+        cpu_s = {k: (cpu_after[k] - cpu_before.get(k, 0)) / hz for k in cpu_after}
+        cpu_s["others"] = cpu_s["machine"] - sum(v for k, v in cpu_s.items() if k != "machine")
         with self.receiver.lock:
             lat = sorted((min(t) - self.receiver.created[d]) * 1000 for d, t in self.receiver.receipts.items())
         rows = len(self.delivery_ids())
         return {"events": n, "deliveries": expected, "rows": rows, "received": self.receiver.count(),
                 "posting_s": posting, "all_arrived_s": total, "p50_ms": _q(lat, 0.5), "p99_ms": _q(lat, 0.99),
                 "max_ms": lat[-1] if lat else None, "duplicates": self.receiver.duplicates(),
-                "bad_signatures": self.receiver.bad_signatures}
+                "bad_signatures": self.receiver.bad_signatures, "cpu_s": cpu_s}
 
     def outage(self) -> dict:
         before = set(self.delivery_ids())
@@ -346,6 +365,7 @@ class IntegrationsBench(Bench):
                   f"{_s(t['all_arrived_s'])} after the first POST (target 30 s: {verdict}); commit-to-receipt "
                   f"p50 {_ms(t['p50_ms'])}, p99 {_ms(t['p99_ms'])}, max {_ms(t['max_ms'])}; duplicates "
                   f"{t['duplicates']}, bad signatures {t['bad_signatures']}")
+            print("  CPU seconds over it: " + ", ".join(f"{k} {v:.1f}" for k, v in t["cpu_s"].items()))
         if "outage" in out:
             o = out["outage"]
             print(f"outage: {o['written']} deliveries written while down ({o['posting_s']:.1f} s of POSTs), "
@@ -383,8 +403,6 @@ def _s(v) -> str:
 
 
 def _cpus() -> int:
-    import os
-
     return os.cpu_count() or 0
 
 
