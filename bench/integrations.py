@@ -10,12 +10,13 @@ production (``TASKTRACKER_ROLE=api`` on granian, ``--workers``), Celery workers
 ``WEBHOOK_ALLOW_PRIVATE_TARGETS=true`` (the receiver is on 127.0.0.1). Steps:
 
 1. ``throughput``: a team with ``--hooks`` webhooks, all pointing at one threaded
-   HTTP receiver in this process (stdlib ``http.server``; it checks every signature);
-   ``--events`` team tasks created over REST by 8 client threads; the time until
-   every delivery (events x hooks) has arrived, and p50/p99 of commit-to-receipt
-   (receipt time minus the body's ``created_at``, the event row's time inside the
-   transaction: an upper bound of commit-to-receipt by the transaction's tail).
-2. ``outage``: the receiver's port closed, ``--events`` more tasks, ``--outage``
+   HTTP receiver in this process (stdlib ``http.server``, HTTP/1.1 keep-alive; it
+   checks every signature); ``--events`` team tasks created over REST by 8 client
+   threads; the time until every delivery (events x hooks) has arrived, p50/p99 of
+   commit-to-receipt (receipt time minus the body's ``created_at``, the event row's
+   time inside the transaction: an upper bound of commit-to-receipt by the
+   transaction's tail), and the CPU seconds each part used meanwhile.
+2. ``outage``: the receiver's port and open connections closed, ``--events`` more tasks, ``--outage``
    seconds down, the receiver back on the same port: the time until everything
    arrived after it came back, and duplicates (a delivery id received twice with
    a 2xx answer).
@@ -34,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
 import sys
 import threading
@@ -64,12 +66,23 @@ class Receiver:
         self.created: dict[int, float] = {}
         self.bad_signatures = 0
         self.server = None
+        self.connections: set = set()  # open (keep-alive) connections, closed by stop()
 
     def start(self) -> "Receiver":
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with rec.lock:
+                    rec.connections.add(self.connection)
+
+            def finish(self):
+                with rec.lock:
+                    rec.connections.discard(self.connection)
+                super().finish()
 
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -97,10 +110,19 @@ class Receiver:
         return self
 
     def stop(self) -> None:
+        """Close the port and every kept-alive connection (else their handler threads
+        would go on answering the senders' pooled connections: no outage)."""
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        with self.lock:
+            connections, self.connections = self.connections, set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def count(self, ids=None) -> int:
         with self.lock:
