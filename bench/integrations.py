@@ -104,8 +104,14 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a sender closing a kept-alive connection
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self.server = Server(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -153,9 +159,12 @@ class IntegrationsBench(Bench):
         return proc
 
     def start_workers(self) -> None:
-        self.worker = self.procs.start("worker", [str(BIN / "celery"), "-A", "celery_worker.celery", "worker",
-                                                  "--loglevel=warning", "--concurrency", str(self.args.celery_procs),
-                                                  "--hostname", f"bench-{self.tag}@%h"], self.env())
+        argv = [str(BIN / "celery"), "-A", "celery_worker.celery", "worker", "--loglevel=warning",
+                "--concurrency", str(self.args.celery_procs), "--hostname", f"bench-{self.tag}@%h"]
+        if self.args.profile:  # one process (solo pool) under cProfile: its main thread, not the send threads
+            argv = [str(BIN / "python"), "-m", "cProfile", "-o", str(self.logdir / "worker.prof"), *argv,
+                    "--pool=solo"]
+        self.worker = self.procs.start("worker", argv, self.env())
         self.beat = self.procs.start("beat", [str(BIN / "celery"), "-A", "celery_worker.celery", "beat",
                                               "--loglevel=warning", "--schedule",
                                               str(self.logdir / "celerybeat-schedule")], self.env())
@@ -358,6 +367,8 @@ class IntegrationsBench(Bench):
             self.receiver.stop()
             self.procs.stop(self.worker)
             self.procs.stop(self.beat)
+            if self.args.profile:
+                _print_profile(self.logdir / "worker.prof")
             if "auth" in self.args.only:
                 out["auth"] = self.auth_cost(server)
             self.procs.stop(server)
@@ -410,6 +421,14 @@ class IntegrationsBench(Bench):
                   f"{'met' if v['rss_growth_mb'] < 20 else 'MISSED'})")
 
 
+def _print_profile(path: Path, top: int = 40) -> None:
+    """The Celery worker's cProfile (``--profile``), top functions by cumulative time."""
+    import pstats
+
+    if path.exists():
+        pstats.Stats(str(path)).sort_stats("cumulative").print_stats(top)
+
+
 def _q(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -439,7 +458,8 @@ def main() -> int:
     p.add_argument("--celery-procs", type=int, default=4, help="celery worker --concurrency (prefork)")
     p.add_argument("--csv-tasks", type=int, default=100_000)
     p.add_argument("--only", nargs="+", default=["throughput", "outage", "auth", "csv"])
-    p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true",
+                   help="run the Celery worker as one solo process under cProfile and print its profile")
     bench = IntegrationsBench(p.parse_args())
     log(f"logs in {bench.logdir}")
     return bench.main()
