@@ -377,9 +377,13 @@ def _result_values(c: Claim, res: SendResult, now: datetime, rng) -> dict[str, A
 
 
 def _per_row(key: sa.ColumnElement, column: sa.ColumnElement, values: dict[int, Any],
-             else_: Any = None) -> sa.ColumnElement:
+             else_: Any = None) -> Any:
     """``CASE key WHEN k THEN v ... ELSE else_ END`` typed as ``column``: one value per
-    row in one UPDATE."""
+    row in one UPDATE (just the value when every row gets the same one and none
+    keeps its own: the common all-succeeded batch)."""
+    distinct = set(values.values())
+    if len(distinct) == 1 and else_ is None:
+        return distinct.pop()
     return sa.case({k: sa.literal(v, column.type) for k, v in values.items()}, value=key, else_=else_)
 
 
@@ -407,10 +411,12 @@ def record_results(results: list[tuple[Claim, SendResult]], *, now: datetime,
         by_lease.setdefault(c.lease, []).append(c.delivery_id)
     written: set[int] = set()
     for lease, ids in by_lease.items():  # one lease per claim_many: one statement per batch
-        names = {name for i in ids for name in values[i]}  # a failure leaves delivered_at as it was
-        columns = {name: _per_row(d.id, getattr(d, name), {i: values[i][name] for i in ids if name in values[i]},
-                                  else_=getattr(d, name))
-                   for name in sorted(names)}
+        columns = {}
+        for name in sorted({name for i in ids for name in values[i]}):
+            per_id = {i: values[i][name] for i in ids if name in values[i]}
+            # a row without a value keeps its own (a failure leaves delivered_at as it was)
+            columns[name] = _per_row(d.id, getattr(d, name), per_id,
+                                     else_=None if len(per_id) == len(ids) else getattr(d, name))
         written.update(db.session.scalars(
             sa.update(d).where(d.id.in_(ids), d.claimed_until == lease, d.status == DeliveryStatus.PENDING)
             .values(claimed_until=None, **columns)
