@@ -10,12 +10,13 @@ production (``TASKTRACKER_ROLE=api`` on granian, ``--workers``), Celery workers
 ``WEBHOOK_ALLOW_PRIVATE_TARGETS=true`` (the receiver is on 127.0.0.1). Steps:
 
 1. ``throughput``: a team with ``--hooks`` webhooks, all pointing at one threaded
-   HTTP receiver in this process (stdlib ``http.server``; it checks every signature);
-   ``--events`` team tasks created over REST by 8 client threads; the time until
-   every delivery (events x hooks) has arrived, and p50/p99 of commit-to-receipt
-   (receipt time minus the body's ``created_at``, the event row's time inside the
-   transaction: an upper bound of commit-to-receipt by the transaction's tail).
-2. ``outage``: the receiver's port closed, ``--events`` more tasks, ``--outage``
+   HTTP receiver in this process (stdlib ``http.server``, HTTP/1.1 keep-alive; it
+   checks every signature); ``--events`` team tasks created over REST by 8 client
+   threads; the time until every delivery (events x hooks) has arrived, p50/p99 of
+   commit-to-receipt (receipt time minus the body's ``created_at``, the event row's
+   time inside the transaction: an upper bound of commit-to-receipt by the
+   transaction's tail), and the CPU seconds each part used meanwhile.
+2. ``outage``: the receiver's port and open connections closed, ``--events`` more tasks, ``--outage``
    seconds down, the receiver back on the same port: the time until everything
    arrived after it came back, and duplicates (a delivery id received twice with
    a 2xx answer).
@@ -32,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import socket
 import statistics
 import sys
 import threading
@@ -46,7 +49,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import BIN, Bench, children, free_port, log, loadavg, rss_mb, wait_http, wrk  # noqa: E402
+from bench.run import (BIN, Bench, children, cpu_split, cpu_ticks, free_port, log, loadavg,  # noqa: E402
+                       rss_mb, wait_http, wrk)
 from tasktracker.webhooks import signing  # noqa: E402
 
 
@@ -62,12 +66,23 @@ class Receiver:
         self.created: dict[int, float] = {}
         self.bad_signatures = 0
         self.server = None
+        self.connections: set = set()  # open (keep-alive) connections, closed by stop()
 
     def start(self) -> "Receiver":
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with rec.lock:
+                    rec.connections.add(self.connection)
+
+            def finish(self):
+                with rec.lock:
+                    rec.connections.discard(self.connection)
+                super().finish()
 
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -89,16 +104,31 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a sender closing a kept-alive connection
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self.server = Server(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
+        """Close the port and every kept-alive connection (else their handler threads
+        would go on answering the senders' pooled connections: no outage)."""
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        with self.lock:
+            connections, self.connections = self.connections, set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def count(self, ids=None) -> int:
         with self.lock:
@@ -129,9 +159,12 @@ class IntegrationsBench(Bench):
         return proc
 
     def start_workers(self) -> None:
-        self.worker = self.procs.start("worker", [str(BIN / "celery"), "-A", "celery_worker.celery", "worker",
-                                                  "--loglevel=warning", "--concurrency", str(self.args.celery_procs),
-                                                  "--hostname", f"bench-{self.tag}@%h"], self.env())
+        argv = [str(BIN / "celery"), "-A", "celery_worker.celery", "worker", "--loglevel=warning",
+                "--concurrency", str(self.args.celery_procs), "--hostname", f"bench-{self.tag}@%h"]
+        if self.args.profile:  # one process (solo pool) under cProfile: its main thread, not the send threads
+            argv = [str(BIN / "python"), "-m", "cProfile", "-o", str(self.logdir / "worker.prof"), *argv,
+                    "--pool=solo"]
+        self.worker = self.procs.start("worker", argv, self.env())
         self.beat = self.procs.start("beat", [str(BIN / "celery"), "-A", "celery_worker.celery", "beat",
                                               "--loglevel=warning", "--schedule",
                                               str(self.logdir / "celerybeat-schedule")], self.env())
@@ -180,19 +213,36 @@ class IntegrationsBench(Bench):
             time.sleep(0.05)
         return None
 
+    def cpu_parts(self) -> dict[str, int]:
+        """CPU clock ticks used so far by each part of the stack (its processes and
+        their live children), this process (the client threads and the receiver), the
+        shared services (PostgreSQL, RabbitMQ, Redis) and the whole machine."""
+        parts = {name: sum(cpu_ticks([proc.pid, *children(proc.pid)])) for name, proc in self.procs.procs
+                 if proc.poll() is None}
+        busy, _, services = cpu_split()
+        parts["bench (clients, receiver)"] = sum(cpu_ticks([os.getpid()]))
+        parts["services"] = sum(services.values())
+        parts["machine"] = busy
+        return parts
+
     def throughput(self) -> dict:
         n, expected = self.args.events, self.args.events * self.args.hooks
+        cpu_before = self.cpu_parts()
         start = time.monotonic()
         posting = self.create_tasks(n, "burst")
         waited = self.wait_all(expected, 180)
         total = time.monotonic() - start if waited is not None else None
+        cpu_after = self.cpu_parts()
+        hz = os.sysconf("SC_CLK_TCK")
+        cpu_s = {k: (cpu_after[k] - cpu_before.get(k, 0)) / hz for k in cpu_after}
+        cpu_s["others"] = cpu_s["machine"] - sum(v for k, v in cpu_s.items() if k != "machine")
         with self.receiver.lock:
             lat = sorted((min(t) - self.receiver.created[d]) * 1000 for d, t in self.receiver.receipts.items())
         rows = len(self.delivery_ids())
         return {"events": n, "deliveries": expected, "rows": rows, "received": self.receiver.count(),
                 "posting_s": posting, "all_arrived_s": total, "p50_ms": _q(lat, 0.5), "p99_ms": _q(lat, 0.99),
                 "max_ms": lat[-1] if lat else None, "duplicates": self.receiver.duplicates(),
-                "bad_signatures": self.receiver.bad_signatures}
+                "bad_signatures": self.receiver.bad_signatures, "cpu_s": cpu_s}
 
     def outage(self) -> dict:
         before = set(self.delivery_ids())
@@ -317,6 +367,8 @@ class IntegrationsBench(Bench):
             self.receiver.stop()
             self.procs.stop(self.worker)
             self.procs.stop(self.beat)
+            if self.args.profile:
+                _print_profile(self.logdir / "worker.prof")
             if "auth" in self.args.only:
                 out["auth"] = self.auth_cost(server)
             self.procs.stop(server)
@@ -346,6 +398,7 @@ class IntegrationsBench(Bench):
                   f"{_s(t['all_arrived_s'])} after the first POST (target 30 s: {verdict}); commit-to-receipt "
                   f"p50 {_ms(t['p50_ms'])}, p99 {_ms(t['p99_ms'])}, max {_ms(t['max_ms'])}; duplicates "
                   f"{t['duplicates']}, bad signatures {t['bad_signatures']}")
+            print("  CPU seconds over it: " + ", ".join(f"{k} {v:.1f}" for k, v in t["cpu_s"].items()))
         if "outage" in out:
             o = out["outage"]
             print(f"outage: {o['written']} deliveries written while down ({o['posting_s']:.1f} s of POSTs), "
@@ -368,6 +421,14 @@ class IntegrationsBench(Bench):
                   f"{'met' if v['rss_growth_mb'] < 20 else 'MISSED'})")
 
 
+def _print_profile(path: Path, top: int = 40) -> None:
+    """The Celery worker's cProfile (``--profile``), top functions by cumulative time."""
+    import pstats
+
+    if path.exists():
+        pstats.Stats(str(path)).sort_stats("cumulative").print_stats(top)
+
+
 def _q(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -383,8 +444,6 @@ def _s(v) -> str:
 
 
 def _cpus() -> int:
-    import os
-
     return os.cpu_count() or 0
 
 
@@ -399,7 +458,8 @@ def main() -> int:
     p.add_argument("--celery-procs", type=int, default=4, help="celery worker --concurrency (prefork)")
     p.add_argument("--csv-tasks", type=int, default=100_000)
     p.add_argument("--only", nargs="+", default=["throughput", "outage", "auth", "csv"])
-    p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true",
+                   help="run the Celery worker as one solo process under cProfile and print its profile")
     bench = IntegrationsBench(p.parse_args())
     log(f"logs in {bench.logdir}")
     return bench.main()

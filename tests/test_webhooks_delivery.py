@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import random
 import socket
+import threading
+import time
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -449,6 +452,121 @@ def test_two_claimers_one_winner_and_batches_are_disjoint(team, receiver, clock)
     assert [c.delivery_id for c in batch] == ids[1:4] and [c.delivery_id for c in rest] == ids[4:]
     assert delivery.claim_due(clock(), limit=10) == []
     assert all(c.attempt == 1 for c in batch + rest)
+
+
+# ---------------------------------------------------------------------- batches
+
+def test_a_commits_deliveries_go_as_one_batch_sent_concurrently(team, receiver, clock, http):
+    hooks = [add_hook(team, receiver, f"/h{i}") for i in range(4)]
+    _, ids = emit(team.id, clock=clock)
+    assert len(ids) == 4
+    receiver.delay = 0.5
+    started = time.monotonic()
+    outcomes = delivery.attempt_many(ids + ids[:1], now=clock(), client=http, allow_private=True)
+    elapsed = time.monotonic() - started
+    assert [o.delivery_id for o in outcomes] == sorted(ids)  # a repeated id is one attempt
+    assert all(o.status == DeliveryStatus.SUCCEEDED and o.attempt == 1 for o in outcomes)
+    assert elapsed < 4 * receiver.delay  # concurrently, not one after another
+    assert sorted(receiver.delivery_ids()) == sorted(ids)
+    for did, hook in zip(ids, hooks):
+        r = row(did)
+        assert (r.webhook_id, r.status, r.attempts, r.response_status, r.claimed_until) == \
+            (hook.id, "succeeded", 1, 200, None)
+        assert r.delivered_at == clock()
+    # done: a second run of the same message claims nothing and sends nothing
+    assert [o.status for o in delivery.attempt_many(ids, now=clock(), client=http, allow_private=True)] == \
+        [None] * 4
+    assert len(receiver.received) == 4
+
+
+def test_each_row_of_a_batch_gets_its_own_result(team, receiver, clock, http):
+    down = Receiver(clock=clock, status=500).start()
+    try:
+        good = add_hook(team, receiver, "/good")
+        bad = add_hook(team, down, "/bad")
+        _, [g, b] = emit(team.id, clock=clock)
+        outcomes = {o.delivery_id: o for o in delivery.attempt_many([g, b], now=clock(), client=http,
+                                                                   allow_private=True)}
+        assert outcomes[g].status == DeliveryStatus.SUCCEEDED
+        assert (outcomes[b].status, outcomes[b].error, outcomes[b].response_status) == \
+            (DeliveryStatus.PENDING, "HTTP 500", 500)
+        assert outcomes[b].next_attempt_at > clock() + timedelta(seconds=26)
+        rg, rb = row(g), row(b)
+        assert (rg.status, rg.response_status, rg.error) == ("succeeded", 200, None)
+        assert (rb.status, rb.response_status, rb.error, rb.delivered_at) == ("pending", 500, "HTTP 500", None)
+        assert rb.next_attempt_at == outcomes[b].next_attempt_at and rb.attempts == 1
+        assert db.session.get(Webhook, good.id).consecutive_failures == 0
+        bad = db.session.get(Webhook, bad.id)
+        assert (bad.consecutive_failures, bad.first_failure_at) == (1, clock())
+        # the retry goes on from that row's own schedule
+        clock.now = rb.next_attempt_at
+        down.status = 200
+        assert delivery.attempt(b, now=clock(), client=http, allow_private=True).status == "succeeded"
+        assert row(b).attempts == 2 and db.session.get(Webhook, bad.id).consecutive_failures == 0
+    finally:
+        down.stop()
+
+
+def test_a_success_in_a_batch_resets_its_webhooks_failure_run(team, receiver, clock, http):
+    hook = add_hook(team, receiver)
+    ids = [emit(team.id, clock=clock)[1][0] for _ in range(3)]
+    receiver.fail_next = 1
+    outcomes = delivery.attempt_many(ids, now=clock(), client=http, allow_private=True)
+    assert sorted(str(o.status) for o in outcomes) == ["pending", "succeeded", "succeeded"]
+    hook = db.session.get(Webhook, hook.id)
+    assert (hook.consecutive_failures, hook.first_failure_at) == (0, None)
+
+
+def test_a_row_whose_lease_changed_mid_batch_is_left_alone(team, receiver, clock, http):
+    add_hook(team, receiver, "/a")
+    add_hook(team, receiver, "/b")
+    _, [a, b] = emit(team.id, clock=clock)
+    claims = delivery.claim_many([a, b], now=clock())
+    db.session.commit()
+    assert [c.delivery_id for c in claims] == [a, b] and claims[0].lease == claims[1].lease
+    assert delivery.claim_many([a, b], now=clock()) == []  # leased: nobody else takes them
+    results = delivery.send_all(claims, now=clock(), client=http, allow_private=True)
+    services.redeliver(b, {team.id}, now=clock())  # drops b's lease while the batch is in flight
+    outcomes = delivery.record_results(list(zip(claims, results)), now=clock())
+    db.session.commit()
+    assert outcomes[0].status == DeliveryStatus.SUCCEEDED and not outcomes[0].stale
+    assert outcomes[1].stale and outcomes[1].status is None
+    assert row(a).status == "succeeded"
+    assert (row(b).status, row(b).claimed_until, row(b).delivered_at) == ("pending", None, None)
+
+
+def test_sends_reuse_the_connection(team, clock, http):
+    """A short answer is read to its end, so the next POST to the same receiver goes
+    over the same (keep-alive) connection."""
+    peers = []
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            peers.append(self.client_address)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        services.create_webhook(team.id, url=f"http://127.0.0.1:{server.server_address[1]}/k",
+                                allow_private=True)
+        for _ in range(3):
+            _, [did] = emit(team.id, clock=clock)
+            assert delivery.attempt(did, now=clock(), client=http, allow_private=True).status == "succeeded"
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(peers) == 3 and len(set(peers)) == 1
 
 
 # ---------------------------------------------------------------------- SSRF, validation

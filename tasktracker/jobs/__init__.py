@@ -32,7 +32,7 @@ from kombu import Connection
 from tasktracker.jobs.embedded import get_runner
 from tasktracker.mail import work as mail_work
 from tasktracker.notifications.services import fan_out_job
-from tasktracker.webhooks.worker import attempt_delivery
+from tasktracker.webhooks.worker import attempt_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +158,14 @@ def enqueue_deliveries(delivery_ids: list[int]) -> None:
 
     The consumer ``create_app`` registers with
     :func:`tasktracker.webhooks.services.register_delivery_hooks`, called after each
-    commit that wrote or re-queued deliveries. Celery: one ``deliver_webhook`` task
-    per id (``acks_late``, prefetch 1: a worker killed mid-attempt leaves the
-    message to another; the row's lease decides who sends). Embedded: the in-process
-    worker thread (``inline``: right here). Whatever fails is logged: the rows stay
-    pending and the webhook scan picks them up. One message per commit (a list of
-    ids: a team event gives one per webhook), attempted one after another by the
-    worker that takes it.
+    commit that wrote or re-queued deliveries. Celery: one ``deliver_webhooks`` task
+    per commit (a list of ids: a team event gives one per webhook; ``acks_late``,
+    prefetch 1: a worker killed mid-attempt leaves the message to another; the rows'
+    leases decide who sends). Embedded: the in-process worker thread (``inline``:
+    right here). Whatever fails is logged: the rows stay pending and the webhook scan
+    picks them up. The worker that takes a message attempts its ids as one batch
+    (:func:`tasktracker.webhooks.worker.attempt_deliveries`: one claim, the POSTs
+    concurrently, one result write).
     """
     ids = [int(i) for i in delivery_ids]
     if not ids:
@@ -192,14 +193,13 @@ def enqueue_deliveries(delivery_ids: list[int]) -> None:
 
 
 def run_deliveries(app: Flask, delivery_ids: list[int]) -> None:
-    """Attempt each delivery in place, in a fresh app context (embedded mode); a
-    failing one is logged and left to the scan."""
+    """Attempt the deliveries in place, as one batch, in a fresh app context (embedded
+    mode); a failing batch is logged and left to the scan."""
     with app.app_context():
-        for delivery_id in delivery_ids:
-            try:
-                attempt_delivery(delivery_id)
-            except Exception:  # noqa: BLE001 - e.g. database down; the row stays pending
-                log.exception("jobs: webhook delivery %s failed to run", delivery_id)
+        try:
+            attempt_deliveries(delivery_ids)
+        except Exception:  # noqa: BLE001 - e.g. database down; the rows stay pending
+            log.exception("jobs: webhook deliveries %s failed to run", delivery_ids)
 
 
 def wait_idle(timeout: float = 30.0) -> bool:

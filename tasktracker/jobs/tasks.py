@@ -63,19 +63,19 @@ def purge_idempotency_keys() -> int:
 
 @shared_task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
 def deliver_webhooks(delivery_ids: list[int], queued: str | None = None) -> int:
-    """One attempt of each webhook delivery of ``delivery_ids``, one after another
-    (idempotent: each row's claim lets one attempt through; a redelivered message finds
-    nothing due). ``queued``: the scan's hold token, when the scan enqueued them.
-    A delivery whose attempt raises (database down) is logged and left to the scan.
-    Returns how many were attempted."""
-    done = 0
-    for delivery_id in delivery_ids:
-        try:
-            done += webhooks.attempt_delivery(delivery_id, queued) is not None
-        except Exception:  # noqa: BLE001 - the others still go; the row stays pending
-            log.exception("jobs: webhook delivery %s failed to run", delivery_id)
-            db.session.rollback()
-    return done
+    """One attempt of each webhook delivery of ``delivery_ids``, as one batch (one
+    claim, the POSTs concurrently, one result write:
+    :func:`~tasktracker.webhooks.worker.attempt_deliveries`; idempotent: each row's
+    claim lets one attempt through, a redelivered message finds nothing due).
+    ``queued``: the scan's hold token, when the scan enqueued them. A batch whose
+    claim or result write raises (database down) is logged and left to the scan
+    (claimed rows once their lease runs out). Returns how many were attempted."""
+    try:
+        return sum(status is not None for status in webhooks.attempt_deliveries(delivery_ids, queued))
+    except Exception:  # noqa: BLE001 - the rows stay pending
+        log.exception("jobs: webhook deliveries %s failed to run", delivery_ids)
+        db.session.rollback()
+        return 0
 
 
 #: Deliveries per message of the scan (several workers share a backlog).

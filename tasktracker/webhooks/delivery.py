@@ -17,6 +17,10 @@ Life of a :class:`~tasktracker.webhooks.models.WebhookDelivery`::
   claim and result leaves the row pending with a lease that runs out
   (:data:`LEASE_SECONDS`); the next claim sends the same bytes with the same
   delivery id. A receiver that saw the first attempt recognises the id.
+- Batches: a commit's deliveries (one per webhook of the event) are attempted
+  together (:func:`attempt_many`): one claim statement and commit, the POSTs
+  concurrently on :data:`SEND_CONCURRENCY` threads, one statement for the results
+  and commit. Each row keeps its own lease check, attempt count and schedule.
 - The clock is a parameter (``now``): tests move it; workers pass ``utcnow()``.
 - Inactive webhooks: their event deliveries are not claimed (they wait, pending,
   until the webhook is active again); ``ping`` deliveries are sent regardless (the
@@ -29,11 +33,14 @@ pending changes in the session).
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import httpx
 import sqlalchemy as sa
@@ -43,6 +50,8 @@ from tasktracker.extensions import db
 from tasktracker.webhooks import signing
 from tasktracker.webhooks.models import DeliveryStatus, Webhook, WebhookDelivery
 from tasktracker.webhooks.ssrf import UnsafeTarget, check_target
+
+log = logging.getLogger(__name__)
 
 #: Waits after the 1st..6th failed attempt (the contract's "about 30 s, 2 min,
 #: 10 min, 1 h, 6 h, 24 h"); the 7th failed attempt makes the delivery ``failed``.
@@ -61,6 +70,12 @@ LEASE_SECONDS = 60
 #: A webhook whose attempts have all failed for this long is disabled.
 DISABLE_AFTER = timedelta(hours=24)
 USER_AGENT = "TaskTracker-Webhook/1"
+#: Sends of one batch run on this many threads at once (:func:`send_all`): the POSTs
+#: wait on the network, so one worker process keeps several in flight.
+SEND_CONCURRENCY = 8
+#: The part of a receiver's answer read (and discarded): reading a short answer to its
+#: end lets the connection be reused; a longer one is not read further.
+RESPONSE_READ_MAX = 64 * 1024
 _ERROR_MAX = 500
 
 
@@ -199,56 +214,80 @@ def due_deliveries(now: datetime, limit: int = 500) -> list[int]:
                                    .order_by(d.next_attempt_at, d.id).limit(limit)))
 
 
-def _load_claim(delivery_id: int, lease: datetime) -> Claim:
-    row = db.session.execute(
-        sa.select(WebhookDelivery.id, WebhookDelivery.webhook_id, Webhook.team_id, Webhook.url,
-                  Webhook.secret, WebhookDelivery.event, WebhookDelivery.body,
-                  WebhookDelivery.attempts)
-        .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-        .where(WebhookDelivery.id == delivery_id)).one()
-    return Claim(delivery_id=row.id, webhook_id=row.webhook_id, team_id=row.team_id, url=row.url,
-                 secret=row.secret, event=row.event, body=bytes(row.body), attempt=row.attempts,
-                 lease=lease)
+def batch_lease_seconds(n: int, concurrency: int = SEND_CONCURRENCY) -> float:
+    """How long a claim of ``n`` deliveries sent ``concurrency`` at a time holds them:
+    :data:`LEASE_SECONDS` per round of sends (a round takes at most one attempt's
+    time)."""
+    return LEASE_SECONDS * max(1, math.ceil(n / max(1, concurrency)))
+
+
+def _load_claims(ids: Iterable[int], lease: datetime) -> list[Claim]:
+    """The :class:`Claim` of each delivery of ``ids`` (just claimed under ``lease``), in
+    id order: one SELECT."""
+    ids = sorted(ids)
+    if not ids:
+        return []
+    d, w = WebhookDelivery, Webhook
+    rows = db.session.execute(
+        sa.select(d.id, d.webhook_id, w.team_id, w.url, w.secret, d.event, d.body, d.attempts)
+        .join(w, w.id == d.webhook_id).where(d.id.in_(ids)).order_by(d.id))
+    return [Claim(delivery_id=r.id, webhook_id=r.webhook_id, team_id=r.team_id, url=r.url,
+                  secret=r.secret, event=r.event, body=bytes(r.body), attempt=r.attempts, lease=lease)
+            for r in rows]
+
+
+def _claim_candidates(candidates: sa.Select, lease: datetime) -> list[Claim]:
+    """Claim the deliveries ``candidates`` (a SELECT of ids, already restricted to
+    :func:`_claimable` ones) selects: one conditional UPDATE sets the lease and counts
+    the attempt, RETURNING the ids it changed. PostgreSQL: the candidates are locked
+    ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take disjoint rows without
+    waiting; SQLite's write lock serialises them."""
+    d = WebhookDelivery
+    if is_postgresql():
+        candidates = candidates.with_for_update(skip_locked=True, of=d)
+    ids = db.session.scalars(
+        sa.update(d).where(d.id.in_(candidates.scalar_subquery()))
+        .values(claimed_until=lease, attempts=d.attempts + 1)
+        .returning(d.id).execution_options(synchronize_session=False)).all()
+    return _load_claims(ids, lease)
+
+
+def claim_many(delivery_ids: Iterable[int], *, now: datetime, lease_seconds: float | None = None,
+               queued: datetime | None = None) -> list[Claim]:
+    """Claim those of ``delivery_ids`` claimable at ``now`` in one statement (see
+    :func:`_claim_candidates`): the lease is ``now + lease_seconds`` (default
+    :func:`batch_lease_seconds` of the batch). ``queued``: the token of the scan
+    message being processed (:func:`queue_due`). Returns the :class:`Claim` of each
+    delivery taken, in id order; the others (not due, leased or held by another,
+    finished, inactive webhook, gone) are left alone. Does not commit: the caller
+    commits before sending."""
+    ids = sorted({int(i) for i in delivery_ids})
+    if not ids:
+        return []
+    if lease_seconds is None:
+        lease_seconds = batch_lease_seconds(len(ids))
+    d = WebhookDelivery
+    return _claim_candidates(sa.select(d.id).where(d.id.in_(ids), _claimable(now, queued)),
+                             now + timedelta(seconds=lease_seconds))
 
 
 def claim(delivery_id: int, *, now: datetime, lease_seconds: float = LEASE_SECONDS,
           queued: datetime | None = None) -> Claim | None:
-    """Claim one delivery at ``now``: the conditional UPDATE sets ``claimed_until =
-    now + lease_seconds`` and counts the attempt; rowcount 1 means it is ours.
-    ``queued``: the token of the scan message being processed (:func:`queue_due`).
-    Returns the :class:`Claim`, or None (not due, leased or held by another,
-    finished, inactive webhook, gone). Does not commit: the caller commits before
-    sending."""
-    lease = now + timedelta(seconds=lease_seconds)
-    d = WebhookDelivery
-    result = db.session.execute(
-        sa.update(d).where(d.id == delivery_id, _claimable(now, queued))
-        .values(claimed_until=lease, attempts=d.attempts + 1)
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        return None
-    return _load_claim(delivery_id, lease)
+    """Claim one delivery at ``now`` (:func:`claim_many` of one id): the lease is ``now
+    + lease_seconds``. Returns the :class:`Claim`, or None. Does not commit."""
+    claims = claim_many([delivery_id], now=now, lease_seconds=lease_seconds, queued=queued)
+    return claims[0] if claims else None
 
 
 def claim_due(now: datetime, limit: int = 100, *, lease_seconds: float | None = None) -> list[Claim]:
-    """Claim up to ``limit`` due deliveries in one statement (a batch worker or the
-    embedded scheduler). On PostgreSQL the candidates are locked ``FOR UPDATE SKIP
-    LOCKED``, so concurrent batch claimers take disjoint rows without waiting; on
-    SQLite the write lock serialises them. The lease covers sending the whole batch
-    one after another (default: ``LEASE_SECONDS + limit * TOTAL_TIMEOUT_SECONDS``).
-    Does not commit."""
+    """Claim up to ``limit`` due deliveries, oldest due first, in one statement (the
+    embedded scheduler's pass, :func:`run_due`). The lease covers sending the batch
+    (default :func:`batch_lease_seconds`). Does not commit."""
     if lease_seconds is None:
-        lease_seconds = LEASE_SECONDS + limit * TOTAL_TIMEOUT_SECONDS
-    lease = now + timedelta(seconds=lease_seconds)
+        lease_seconds = batch_lease_seconds(limit)
     d = WebhookDelivery
     candidates = sa.select(d.id).where(_claimable(now)).order_by(d.next_attempt_at, d.id).limit(limit)
-    if is_postgresql():
-        candidates = candidates.with_for_update(skip_locked=True, of=d)
-    ids = list(db.session.scalars(
-        sa.update(d).where(d.id.in_(candidates.scalar_subquery()))
-        .values(claimed_until=lease, attempts=d.attempts + 1)
-        .returning(d.id).execution_options(synchronize_session=False)))
-    return [_load_claim(i, lease) for i in sorted(ids)]
+    return _claim_candidates(candidates, now + timedelta(seconds=lease_seconds))
 
 
 def build_request(c: Claim, now: datetime) -> tuple[dict[str, str], bytes]:
@@ -287,6 +326,11 @@ def send(c: Claim, *, now: datetime, client: httpx.Client, allow_private: bool =
     try:
         with client.stream("POST", url, content=body, headers=headers, extensions=extensions) as response:
             status = response.status_code
+            read = 0
+            for chunk in response.iter_raw():  # to its end: the connection goes back to the pool
+                read += len(chunk)
+                if read > RESPONSE_READ_MAX:
+                    break
     except httpx.TimeoutException:
         return result(None, f"timeout: no answer within {TOTAL_TIMEOUT_SECONDS:g} s")
     except httpx.HTTPError as exc:
@@ -298,44 +342,117 @@ def send(c: Claim, *, now: datetime, client: httpx.Client, allow_private: bool =
     return result(status, f"HTTP {status}")
 
 
-def record_result(c: Claim, res: SendResult, *, now: datetime,
-                  rng: random.Random | None = None) -> Outcome:
-    """Write an attempt's result, if ``c``'s lease is still the row's (else nothing is
-    written: ``Outcome(stale=True)``). Success -> ``succeeded``, ``delivered_at=now``,
-    the webhook's failure run reset. Failure -> ``pending`` with ``next_attempt_at``
-    per :func:`backoff_delay`, or ``failed`` after the last attempt; the webhook's
-    failure run grows and, :data:`DISABLE_AFTER` after its first failure, the webhook
-    is set inactive with ``disabled_reason`` (exactly once: a conditional UPDATE;
-    ``Outcome.disabled`` tells the caller to notify). Does not commit."""
+def send_all(claims: list[Claim], *, now: datetime, client: httpx.Client, allow_private: bool = False,
+             executor: Executor | None = None) -> list[SendResult]:
+    """:func:`send` each claim, :data:`SEND_CONCURRENCY` at a time on ``executor``'s
+    threads (the caller's pool, or one made for this call); the results in the order
+    of ``claims``. An unexpected exception in one send (a bug) is logged and becomes
+    that attempt's failure (``internal error: ...``), so the others' results are still
+    recorded. No database access."""
+    def one(c: Claim) -> SendResult:
+        started = time.monotonic()
+        try:
+            return send(c, now=now, client=client, allow_private=allow_private)
+        except Exception as exc:  # noqa: BLE001 - a bug: a failed attempt, the batch's other results kept
+            log.exception("webhooks: sending delivery %s raised", c.delivery_id)
+            return SendResult(None, f"internal error: {exc.__class__.__name__}: {exc}"[:_ERROR_MAX],
+                              int((time.monotonic() - started) * 1000))
+
+    if len(claims) <= 1:
+        return [one(c) for c in claims]
+    if executor is not None:
+        return list(executor.map(one, claims))
+    with ThreadPoolExecutor(min(SEND_CONCURRENCY, len(claims)), thread_name_prefix="webhook-send") as pool:
+        return list(pool.map(one, claims))
+
+
+def _result_values(c: Claim, res: SendResult, now: datetime, rng) -> dict[str, Any]:
+    """The delivery columns an attempt's result writes (:func:`record_results`)."""
+    values = {"response_status": res.status_code, "error": res.error, "duration_ms": res.duration_ms}
+    if res.ok:
+        return {**values, "status": DeliveryStatus.SUCCEEDED, "delivered_at": now, "next_attempt_at": None}
+    delay = backoff_delay(c.attempt, rng)
+    return {**values, "status": DeliveryStatus.PENDING if delay is not None else DeliveryStatus.FAILED,
+            "next_attempt_at": now + delay if delay is not None else None}
+
+
+def _per_row(key: sa.ColumnElement, column: sa.ColumnElement, values: dict[int, Any],
+             else_: Any = None) -> Any:
+    """``CASE key WHEN k THEN v ... ELSE else_ END`` typed as ``column``: one value per
+    row in one UPDATE (just the value when every row gets the same one and none
+    keeps its own: the common all-succeeded batch)."""
+    distinct = set(values.values())
+    if len(distinct) == 1 and else_ is None:
+        return distinct.pop()
+    return sa.case({k: sa.literal(v, column.type) for k, v in values.items()}, value=key, else_=else_)
+
+
+def record_results(results: list[tuple[Claim, SendResult]], *, now: datetime,
+                   rng: random.Random | None = None) -> list[Outcome]:
+    """Write the results of a batch of attempts, each only if its claim's lease is still
+    the row's (else nothing is written for it: ``Outcome(stale=True)``).
+
+    Success -> ``succeeded``, ``delivered_at=now``. Failure -> ``pending`` with
+    ``next_attempt_at`` per :func:`backoff_delay`, or ``failed`` after the last
+    attempt. One UPDATE writes every delivery's result (``CASE id``), fenced by
+    ``claimed_until = lease`` and RETURNING the ids written. Then the webhooks'
+    failure runs, from the written results: a webhook with a success in the batch has
+    its run reset (one UPDATE for all of them); one with only failures has its run
+    grow by their number and, :data:`DISABLE_AFTER` after its first failure, is set
+    inactive with ``disabled_reason`` (exactly once: a conditional UPDATE;
+    ``Outcome.disabled`` tells the caller to notify). Does not commit. Returns the
+    outcomes in the order of ``results``."""
+    if not results:
+        return []
     d, w = WebhookDelivery, Webhook
-    if res.ok:
-        values = {"status": DeliveryStatus.SUCCEEDED, "delivered_at": now, "next_attempt_at": None}
-        next_at = None
-    else:
-        delay = backoff_delay(c.attempt, rng)
-        next_at = now + delay if delay is not None else None
-        values = {"status": DeliveryStatus.PENDING if delay is not None else DeliveryStatus.FAILED,
-                  "next_attempt_at": next_at}
-    written = db.session.execute(
-        sa.update(d).where(d.id == c.delivery_id, d.claimed_until == c.lease,
-                           d.status == DeliveryStatus.PENDING)
-        .values(response_status=res.status_code, error=res.error, duration_ms=res.duration_ms,
-                claimed_until=None, **values)
-        .execution_options(synchronize_session=False))
-    if written.rowcount != 1:
-        return Outcome(c.delivery_id, None, c.attempt, stale=True)
-    disabled = None
-    if res.ok:
-        db.session.execute(sa.update(w).where(w.id == c.webhook_id, w.consecutive_failures != 0)
+    values = {c.delivery_id: _result_values(c, res, now, rng) for c, res in results}
+    by_lease: dict[datetime, list[int]] = {}
+    for c, _ in results:
+        by_lease.setdefault(c.lease, []).append(c.delivery_id)
+    written: set[int] = set()
+    for lease, ids in by_lease.items():  # one lease per claim_many: one statement per batch
+        columns = {}
+        for name in sorted({name for i in ids for name in values[i]}):
+            per_id = {i: values[i][name] for i in ids if name in values[i]}
+            # a row without a value keeps its own (a failure leaves delivered_at as it was)
+            columns[name] = _per_row(d.id, getattr(d, name), per_id,
+                                     else_=None if len(per_id) == len(ids) else getattr(d, name))
+        written.update(db.session.scalars(
+            sa.update(d).where(d.id.in_(ids), d.claimed_until == lease, d.status == DeliveryStatus.PENDING)
+            .values(claimed_until=None, **columns)
+            .returning(d.id).execution_options(synchronize_session=False)))
+    succeeded = {c.webhook_id for c, res in results if c.delivery_id in written and res.ok}
+    failures: dict[int, int] = {}
+    for c, res in results:
+        if c.delivery_id in written and not res.ok and c.webhook_id not in succeeded:
+            failures[c.webhook_id] = failures.get(c.webhook_id, 0) + 1
+    if succeeded:
+        db.session.execute(sa.update(w).where(w.id.in_(succeeded), w.consecutive_failures != 0)
                            .values(consecutive_failures=0, first_failure_at=None)
                            .execution_options(synchronize_session=False))
-    else:
-        db.session.execute(sa.update(w).where(w.id == c.webhook_id)
-                           .values(consecutive_failures=w.consecutive_failures + 1,
+    disabled: dict[int, WebhookDisabled | None] = {}
+    if failures:
+        db.session.execute(sa.update(w).where(w.id.in_(failures))
+                           .values(consecutive_failures=w.consecutive_failures
+                                   + _per_row(w.id, w.consecutive_failures, failures),
                                    first_failure_at=sa.func.coalesce(w.first_failure_at, now))
                            .execution_options(synchronize_session=False))
-        disabled = _disable_if_failing_too_long(c.webhook_id, now)
-    return Outcome(c.delivery_id, values["status"], c.attempt, res.status_code, res.error, next_at, disabled)
+        disabled = {webhook_id: _disable_if_failing_too_long(webhook_id, now) for webhook_id in sorted(failures)}
+    outcomes = []
+    for c, res in results:
+        if c.delivery_id not in written:
+            outcomes.append(Outcome(c.delivery_id, None, c.attempt, stale=True))
+            continue
+        v = values[c.delivery_id]
+        outcomes.append(Outcome(c.delivery_id, v["status"], c.attempt, res.status_code, res.error,
+                                v["next_attempt_at"], disabled.pop(c.webhook_id, None)))
+    return outcomes
+
+
+def record_result(c: Claim, res: SendResult, *, now: datetime,
+                  rng: random.Random | None = None) -> Outcome:
+    """Write one attempt's result (:func:`record_results` of one). Does not commit."""
+    return record_results([(c, res)], now=now, rng=rng)[0]
 
 
 def _disable_if_failing_too_long(webhook_id: int, now: datetime) -> WebhookDisabled | None:
@@ -356,51 +473,74 @@ def _disable_if_failing_too_long(webhook_id: int, now: datetime) -> WebhookDisab
                            row.consecutive_failures, reason)
 
 
-def attempt(delivery_id: int, *, now: datetime, client: httpx.Client, allow_private: bool = False,
-            rng: random.Random | None = None,
-            on_disabled: Callable[[WebhookDisabled], None] | None = None,
-            queued: datetime | None = None) -> Outcome:
-    """One attempt of one delivery at ``now``: claim (commit), send, record (commit).
+def attempt_many(delivery_ids: Iterable[int], *, now: datetime, client: httpx.Client,
+                 allow_private: bool = False, rng: random.Random | None = None,
+                 on_disabled: Callable[[WebhookDisabled], None] | None = None,
+                 queued: datetime | None = None, executor: Executor | None = None) -> list[Outcome]:
+    """One attempt of each delivery of ``delivery_ids`` at ``now``: claim them all
+    (:func:`claim_many`, commit), send them concurrently (:func:`send_all`), record
+    every result (:func:`record_results`, commit): two transactions for the batch.
 
-    The worker task's body: idempotent, safe to run twice or concurrently for the same
-    id (the claim lets one through). ``on_disabled(info)`` runs inside the result's
-    transaction when this attempt disables the webhook: write the team owner's
-    ``webhook_disabled`` notification there, so it commits with the disable, once.
-    ``allow_private`` is ``WEBHOOK_ALLOW_PRIVATE_TARGETS``. Returns the
-    :class:`Outcome` (``status`` None: nothing to do, or ``stale``). ``queued``: the
-    scan's token when the id came from :func:`queue_due`."""
-    c = claim(delivery_id, now=now, queued=queued)
-    db.session.commit()
-    if c is None:
-        return Outcome(delivery_id, None)
-    res = send(c, now=now, client=client, allow_private=allow_private)
-    return _finish(c, res, now=now, rng=rng, on_disabled=on_disabled)
-
-
-def _finish(c: Claim, res: SendResult, *, now: datetime, rng, on_disabled) -> Outcome:
+    The worker task's body: idempotent, safe to run twice or concurrently for the
+    same ids (the claim lets each through once). A worker killed between the two
+    commits leaves the batch's rows leased; once the lease runs out the next claim
+    sends the same bytes with the same delivery ids. ``on_disabled(info)`` runs
+    inside the result's transaction when this batch disables a webhook: write the
+    team owner's ``webhook_disabled`` notification there, so it commits with the
+    disable, once. ``allow_private`` is ``WEBHOOK_ALLOW_PRIVATE_TARGETS``;
+    ``queued``: the scan's token when the ids came from :func:`queue_due`;
+    ``executor``: the threads to send on. Returns one :class:`Outcome` per distinct
+    id, in id order (``status`` None: nothing to do, or ``stale``)."""
+    ids = sorted({int(i) for i in delivery_ids})
     try:
-        outcome = record_result(c, res, now=now, rng=rng)
-        if outcome.disabled is not None and on_disabled is not None:
-            on_disabled(outcome.disabled)
+        claims = claim_many(ids, now=now, queued=queued)
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
-    return outcome
+    results = send_all(claims, now=now, client=client, allow_private=allow_private, executor=executor)
+    outcomes = {o.delivery_id: o for o in _finish(list(zip(claims, results)), now=now, rng=rng,
+                                                  on_disabled=on_disabled)}
+    return [outcomes.get(i) or Outcome(i, None) for i in ids]
+
+
+def attempt(delivery_id: int, *, now: datetime, client: httpx.Client, allow_private: bool = False,
+            rng: random.Random | None = None,
+            on_disabled: Callable[[WebhookDisabled], None] | None = None,
+            queued: datetime | None = None) -> Outcome:
+    """One attempt of one delivery at ``now``: claim (commit), send, record (commit)
+    (:func:`attempt_many` of one id). Returns its :class:`Outcome`."""
+    return attempt_many([delivery_id], now=now, client=client, allow_private=allow_private, rng=rng,
+                        on_disabled=on_disabled, queued=queued)[0]
+
+
+def _finish(results: list[tuple[Claim, SendResult]], *, now: datetime, rng, on_disabled) -> list[Outcome]:
+    if not results:
+        return []
+    try:
+        outcomes = record_results(results, now=now, rng=rng)
+        if on_disabled is not None:
+            for outcome in outcomes:
+                if outcome.disabled is not None:
+                    on_disabled(outcome.disabled)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return outcomes
 
 
 def run_due(*, clock: Callable[[], datetime], client: httpx.Client, limit: int = 100,
             allow_private: bool = False, rng: random.Random | None = None,
-            on_disabled: Callable[[WebhookDisabled], None] | None = None) -> list[Outcome]:
-    """Claim a batch of due deliveries (:func:`claim_due`, commit) and send them one
-    after another, recording each result in its own transaction: the embedded
-    scheduler's pass, or a batch worker's. ``clock()`` gives the current UTC time
-    (each attempt's ``now``). Returns the outcomes, in id order."""
-    claims = claim_due(clock(), limit)
+            on_disabled: Callable[[WebhookDisabled], None] | None = None,
+            executor: Executor | None = None) -> list[Outcome]:
+    """Claim a batch of due deliveries (:func:`claim_due`, commit), send them
+    concurrently and record the results in one transaction: the embedded
+    scheduler's pass. ``clock()`` gives the current UTC time. Returns the outcomes,
+    in id order."""
+    now = clock()
+    claims = claim_due(now, limit)
     db.session.commit()
-    outcomes = []
-    for c in claims:
-        now = clock()
-        res = send(c, now=now, client=client, allow_private=allow_private)
-        outcomes.append(_finish(c, res, now=now, rng=rng, on_disabled=on_disabled))
-    return outcomes
+    now = clock()
+    results = send_all(claims, now=now, client=client, allow_private=allow_private, executor=executor)
+    return _finish(list(zip(claims, results)), now=now, rng=rng, on_disabled=on_disabled)

@@ -204,8 +204,8 @@ def ping(webhook_id: int, team_ids, *, actor_id: int | None, now: datetime | Non
     (``event_seq`` NULL); it is sent even to an inactive webhook."""
     webhook = get_webhook(webhook_id, team_ids)
     now = now or utcnow()
-    delivery = _new_delivery(webhook, PING, seq=None, created_at=now, team_id=webhook.team_id,
-                             actor_id=actor_id, data=_webhook_data(webhook), now=now)
+    [delivery] = _new_deliveries([webhook], PING, seq=None, created_at=now, team_id=webhook.team_id,
+                                 actor_id=actor_id, data=_webhook_data(webhook), now=now)
     db.session.commit()
     return delivery
 
@@ -251,18 +251,27 @@ def _pending_ids() -> list[int]:
     return db.session.info.setdefault(_PENDING_KEY, [])
 
 
-def _new_delivery(webhook: Webhook, event: str, *, seq: int | None, created_at: datetime,
-                  team_id: int | None, actor_id: int | None, data: Any, now: datetime) -> WebhookDelivery:
-    """Insert a delivery (flush: its id goes into the body), then store the body bytes."""
-    delivery = WebhookDelivery(webhook_id=webhook.id, event=event, event_seq=seq, body=b"",
-                               status=DeliveryStatus.PENDING, created_at=now, next_attempt_at=now)
-    db.session.add(delivery)
+def _new_deliveries(webhooks: list[Webhook], event: str, *, seq: int | None, created_at: datetime,
+                    team_id: int | None, actor_id: int | None, data: Any,
+                    now: datetime) -> list[WebhookDelivery]:
+    """Insert one delivery per webhook, then store each body (which carries its id).
+
+    One flush inserts them all (one multi-row ``INSERT ... RETURNING id``); the bodies
+    then go out with the commit's flush (one executemany ``UPDATE``), instead of a
+    flush per row."""
+    rows = [WebhookDelivery(webhook_id=w.id, event=event, event_seq=seq, body=b"",
+                            status=DeliveryStatus.PENDING, created_at=now, next_attempt_at=now)
+            for w in webhooks]
+    if not rows:
+        return []
+    db.session.add_all(rows)
     db.session.flush()
-    delivery.body = signing.body_bytes(signing.delivery_body(
-        delivery_id=delivery.id, event=event, created_at=created_at, team_id=team_id,
-        actor_id=actor_id, seq=seq, data=data))
-    _pending_ids().append(delivery.id)
-    return delivery
+    for row in rows:
+        row.body = signing.body_bytes(signing.delivery_body(
+            delivery_id=row.id, event=event, created_at=created_at, team_id=team_id,
+            actor_id=actor_id, seq=seq, data=data))
+    _pending_ids().extend(row.id for row in rows)
+    return rows
 
 
 def event_data(event) -> Any:
@@ -305,9 +314,9 @@ def deliveries_for_event(event, *, now: datetime | None = None) -> list[WebhookD
         .order_by(Webhook.id)).all()
     data = event_data(event)
     created_at = event.created_at or now
-    return [_new_delivery(w, name, seq=event.seq, created_at=created_at, team_id=event.team_id,
-                          actor_id=event.actor_id, data=data, now=now)
-            for w in webhooks if matches(w.events or [], name)]
+    return _new_deliveries([w for w in webhooks if matches(w.events or [], name)], name, seq=event.seq,
+                           created_at=created_at, team_id=event.team_id, actor_id=event.actor_id,
+                           data=data, now=now)
 
 
 def _after_commit(session: Session) -> None:

@@ -1,7 +1,7 @@
 """The webhook work the jobs layer schedules (jobs/ only decides where it runs).
 
-- :func:`attempt_delivery`: one attempt of one delivery now, the body of the
-  ``tasktracker.deliver_webhook`` Celery task and of the in-process hand-off;
+- :func:`attempt_deliveries`: one attempt of each delivery of a batch now, the body
+  of the ``tasktracker.deliver_webhooks`` Celery task and of the in-process hand-off;
 - :func:`queue_due_deliveries` / :func:`run_due_deliveries`: the scan of due and retry
   deliveries (the beat enqueues the ids; the embedded scheduler sends them in place);
 - :func:`record_webhook_disabled`: the ``on_disabled`` callback, which writes a
@@ -10,7 +10,8 @@
   push) exactly once, through the events outbox.
 
 Every function runs in an app context and reads ``WEBHOOK_ALLOW_PRIVATE_TARGETS``
-from the app's config. One :func:`~tasktracker.webhooks.delivery.make_client` per
+from the app's config. One :func:`~tasktracker.webhooks.delivery.make_client` and
+one pool of :data:`~tasktracker.webhooks.delivery.SEND_CONCURRENCY` send threads per
 process (connection reuse), made on first use and remade after a ``fork``.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import httpx
@@ -29,17 +31,20 @@ from tasktracker.events.services import record_event
 from tasktracker.webhooks import delivery
 
 _client: httpx.Client | None = None
-_client_pid: int | None = None
-_client_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_owner_pid: int | None = None
+_lock = threading.Lock()
 
 
-def http_client() -> httpx.Client:
-    """This process's shared webhook HTTP client (:func:`delivery.make_client`)."""
-    global _client, _client_pid
-    with _client_lock:
-        if _client is None or _client_pid != os.getpid():
-            _client, _client_pid = delivery.make_client(), os.getpid()
-        return _client
+def _process_resources() -> tuple[httpx.Client, ThreadPoolExecutor]:
+    """This process's HTTP client and send threads (made again in a forked child)."""
+    global _client, _pool, _owner_pid
+    with _lock:
+        if _client is None or _owner_pid != os.getpid():  # first use, or a forked child
+            _client = delivery.make_client()
+            _pool = ThreadPoolExecutor(delivery.SEND_CONCURRENCY, thread_name_prefix="webhook-send")
+            _owner_pid = os.getpid()
+        return _client, _pool
 
 
 def _allow_private() -> bool:
@@ -57,17 +62,18 @@ def record_webhook_disabled(info: delivery.WebhookDisabled) -> None:
         "consecutive_failures": info.consecutive_failures, "reason": info.reason})
 
 
-def attempt_delivery(delivery_id: int, queued: str | None = None) -> str | None:
-    """Attempt delivery ``delivery_id`` now (claim, POST, record; see
-    :func:`delivery.attempt`). ``queued``: the ISO token of a scan message
-    (:func:`queue_due_deliveries`). Idempotent: a duplicate hand-off finds nothing to
-    claim. Returns the outcome's status (``succeeded``, ``pending``, ``failed``) or
-    None when there was nothing to do."""
+def attempt_deliveries(delivery_ids: list[int], queued: str | None = None) -> list[str | None]:
+    """Attempt the deliveries ``delivery_ids`` now, as one batch (claim, POST
+    concurrently, record; see :func:`delivery.attempt_many`). ``queued``: the ISO token
+    of a scan message (:func:`queue_due_deliveries`). Idempotent: a duplicate hand-off
+    finds nothing to claim. Returns each distinct id's outcome status (``succeeded``,
+    ``pending``, ``failed``, or None when there was nothing to do), in id order."""
     token = datetime.fromisoformat(queued) if isinstance(queued, str) else None
-    outcome = delivery.attempt(int(delivery_id), now=utcnow(), client=http_client(),
-                               allow_private=_allow_private(), on_disabled=record_webhook_disabled,
-                               queued=token)
-    return None if outcome.status is None else str(outcome.status)
+    client, pool = _process_resources()
+    outcomes = delivery.attempt_many(delivery_ids, now=utcnow(), client=client,
+                                     allow_private=_allow_private(), on_disabled=record_webhook_disabled,
+                                     queued=token, executor=pool)
+    return [None if o.status is None else str(o.status) for o in outcomes]
 
 
 def queue_due_deliveries(limit: int = 500) -> tuple[list[int], str]:
@@ -83,7 +89,8 @@ def queue_due_deliveries(limit: int = 500) -> tuple[list[int], str]:
 
 
 def run_due_deliveries(limit: int = 100) -> int:
-    """Embedded scheduler: claim and send the due deliveries in place, one after
-    another (:func:`delivery.run_due`); returns how many were attempted."""
-    return len(delivery.run_due(clock=utcnow, client=http_client(), limit=limit,
-                                allow_private=_allow_private(), on_disabled=record_webhook_disabled))
+    """Embedded scheduler: claim the due deliveries and send them in place, concurrently
+    (:func:`delivery.run_due`); returns how many were attempted."""
+    client, pool = _process_resources()
+    return len(delivery.run_due(clock=utcnow, client=client, limit=limit, allow_private=_allow_private(),
+                                on_disabled=record_webhook_disabled, executor=pool))
