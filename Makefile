@@ -81,6 +81,9 @@ endef
 test: install-dev
 	$(call run_pytest,)
 
+# test-fast: every test that starts no process; schemathesis without its coverage phase
+# (examples and fuzzing only: tests/test_openapi.py PHASES). `make test` runs all of it.
+test-fast: export SCHEMATHESIS_PHASES = examples,fuzzing
 test-fast: install-dev
 	$(call run_pytest,-m "not integration")
 

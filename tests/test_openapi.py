@@ -304,12 +304,15 @@ OPERATIONS = sorted((op["operationId"], f"{method.upper()} {path}") for path, it
 @pytest.fixture
 def api_schema(operation_id, app):
     """The document as schemathesis sees it, reduced to one operation (every other one is
-    turned off in its config), for the test database's ``app``. Loaded lazily (``schemathesis.pytest.from_fixture``): the
-    cases of the coverage phase are built when the item runs, on the xdist worker that
-    runs it, instead of for all operations on every worker at collection time."""
+    turned off in its config), for the test database's ``app``, with the phases of
+    :data:`PHASES`. Loaded lazily (``schemathesis.pytest.from_fixture``): the cases of
+    the coverage phase are built when the item runs, on the xdist worker that runs it,
+    instead of for all operations on every worker at collection time."""
     entries = [_operation_checks(tuned) for tuned in sorted(TUNED_OPERATIONS)]
     entries.append({"exclude-operation-id": operation_id, "enabled": False})
-    return schemathesis.openapi.from_dict(_SPEC, config=SchemathesisConfig.from_dict({"operations": entries}))
+    phases = {phase: {"enabled": phase in PHASES} for phase in ("examples", "coverage", "fuzzing")}
+    return schemathesis.openapi.from_dict(_SPEC, config=SchemathesisConfig.from_dict(
+        {"operations": entries, "phases": phases}))
 
 
 lazy_schema = schemathesis.pytest.from_fixture("api_schema")
@@ -326,6 +329,10 @@ def _node_id_for_lazy_schemathesis(request):
 # SCHEMATHESIS_MAX_EXAMPLES=100 SCHEMATHESIS_CHECKS=all make test PYTEST_ARGS=tests/test_openapi.py
 # (that is `--checks all`; 401s, 405s and missing headers have their own tests too).
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10"))
+#: schemathesis' phases (its ``--phases``). All three by default; ``make test-fast`` leaves
+#: out ``coverage`` (every boundary and mutation case the schema defines: ~90 % of the
+#: cases, up to 300 for one operation), keeping the examples and the fuzzing.
+PHASES = set(os.environ.get("SCHEMATHESIS_PHASES", "examples,coverage,fuzzing").split(","))
 EXCLUDED_CHECKS = [] if os.environ.get("SCHEMATHESIS_CHECKS") == "all" else [
     ignored_auth, unsupported_method, missing_required_header]
 
