@@ -25,9 +25,12 @@ after-commit fast path):
    SKIP LOCKED``, SQLite serialises writers and the WHERE is re-checked, so two
    workers never hold the same row. Once claimed, a notification batch is closed:
    later notifications start a new one.
-2. :func:`deliver` renders the row once (subject, bodies, ``Message-ID``; stored, so
-   every retry sends the same message), sends it, and marks it ``sent`` with one
-   conditional UPDATE committed at once.
+2. The claimed batch is rendered once (subject, bodies, ``Message-ID``; stored and
+   committed before anything is sent, so every retry sends the same message), from
+   its users, notifications and tasks read with one SELECT per table
+   (:class:`tasktracker.mail.compose.Sources`). Then each message goes out on the
+   batch's one SMTP connection and is marked ``sent`` with one conditional UPDATE
+   committed at once, before the next is sent.
 3. A temporary failure (4yz, connection refused, timeout) schedules a retry with
    exponential backoff; after ``MAIL_MAX_ATTEMPTS`` attempts, or on a permanent one
    (5yz), the row is ``failed`` with the reason in ``error`` and in the log.
@@ -161,7 +164,7 @@ def enqueue_password_reset(email: str, request_id: str, now: datetime | None = N
     ``request_id`` (made by the endpoint, e.g. ``uuid4().hex``: a redelivered job
     writes nothing twice). Returns the row id, or None (unknown address or
     duplicate request): the endpoint answered 202 before either was known. The token
-    is created when the message is rendered (:func:`deliver`), so no raw token waits
+    is created when the message is rendered (before its send), so no raw token waits
     in the database longer than the send. The caller commits."""
     from tasktracker.auth.models import User
 
@@ -235,33 +238,121 @@ def retry_delay(attempts: int, config: MailConfig) -> timedelta:
 # --------------------------------------------------------------------------- rendering
 
 
-def _render(email: OutgoingEmail, now: datetime, config: MailConfig) -> bool:
-    """Fill ``subject``, bodies, ``message_id`` of ``email`` (first attempt only).
-    Returns False when there is nothing to send (every notification of a batch was
-    deleted meanwhile)."""
+def _render(email: OutgoingEmail, now: datetime, config: MailConfig, sources) -> bool:
+    """Fill ``subject``, bodies, ``message_id`` of ``email`` (first attempt only) from
+    ``sources`` (:class:`tasktracker.mail.compose.Sources`). Returns False when there
+    is nothing to send (every notification of a batch was deleted meanwhile). Changes
+    nothing on ``email`` when it raises."""
     from tasktracker.mail import compose
+    from tasktracker.mail.message import message_id_for
 
-    composed = compose.compose(email, now, config)
+    composed = compose.compose(email, now, config, sources)
     if composed is None:
         return False
     email.subject, email.text_body, email.html_body, unsubscribe = composed
     email.context = {**(email.context or {}), "unsubscribe_url": unsubscribe, "date": now.isoformat()}
-    from tasktracker.mail.message import message_id_for
-
     email.message_id = message_id_for(email.id, config)
     return True
 
 
-def _message(email: OutgoingEmail, now: datetime, config: MailConfig):
-    from tasktracker.auth.models import User
+def _message(email: OutgoingEmail, to_name: str, now: datetime, config: MailConfig):
     from tasktracker.mail.message import build_message
 
-    user = db.session.get(User, email.user_id)
-    return build_message(to=email.to_address, to_name=(user.full_name if user else "") or "",
+    return build_message(to=email.to_address, to_name=to_name or "",
                          subject=email.subject, text=email.text_body, html=email.html_body,
                          message_id=email.message_id,
                          date=datetime.fromisoformat((email.context or {}).get("date") or now.isoformat()),
                          config=config, unsubscribe=(email.context or {}).get("unsubscribe_url"))
+
+
+@dataclass
+class _Ready:
+    """A claimed row rendered (and committed), to hand to SMTP."""
+
+    email_id: int
+    kind: str
+    attempts: int
+    message: object  # EmailMessage
+
+
+def _prepare(ids: list[int], now: datetime, config: MailConfig, run: RunResult) -> list[_Ready]:
+    """Load the claimed rows ``ids`` still pending and what they are rendered from
+    (:class:`tasktracker.mail.compose.Sources`: one SELECT per table for the batch),
+    render those never rendered and commit them (one transaction for the notification
+    batches and digests, one per token row: its token with it), before anything is
+    sent: a retry or a re-send after a crash sends the same bytes with the same
+    ``Message-ID``. A row that fails to render is retried (:func:`_temporary`), one
+    with nothing left to send is ``failed``; both are added to ``run``. Returns the
+    rest in ``ids`` order, with no transaction open and nothing of the batch left in
+    the session."""
+    from tasktracker.mail.compose import Sources
+
+    held = set(db.session.identity_map.keys())  # the caller's objects stay in its session
+    emails = {e.id: e for e in db.session.scalars(sa.select(OutgoingEmail).where(
+        OutgoingEmail.id.in_(ids), OutgoingEmail.status == EmailStatus.PENDING.value)
+        .execution_options(populate_existing=True))}
+    for email_id in ids:
+        if email_id not in emails:
+            run.add(DeliveryResult(email_id, "skipped"))
+    sources = Sources(emails.values())
+    ready, broken, empty = [], [], []
+
+    def message_of(email):
+        user = sources.users.get(email.user_id)
+        ready.append(_Ready(email.id, email.kind, email.attempts,
+                            _message(email, user.full_name if user else "", now, config)))
+
+    # notification batches and digests: rendering only reads, so a failure touches
+    # nothing and the batch is committed once
+    tokens = []
+    for email_id in ids:
+        email = emails.get(email_id)
+        if email is None:
+            continue
+        if email.message_id is None and email.kind in TOKEN_KINDS:
+            tokens.append(email)
+            continue
+        try:
+            if email.message_id is not None or _render(email, now, config, sources):
+                message_of(email)
+            else:
+                empty.append(email)
+        except Exception as exc:  # noqa: BLE001 - a render error must not stop the batch
+            log.exception("mail: rendering outbox row %s failed", email_id)
+            broken.append((email.id, email.kind, email.attempts, exc))
+    try:
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    # token rows: each with the token it creates, in a transaction of its own
+    for email in tokens:
+        try:
+            rendered = _render(email, now, config, sources)
+            if rendered:
+                message_of(email)
+            db.session.commit()
+        except Exception as exc:  # noqa: BLE001
+            db.session.rollback()
+            log.exception("mail: rendering outbox row %s failed", email.id)
+            broken.append((email.id, email.kind, email.attempts, exc))
+            ready = [r for r in ready if r.email_id != email.id]
+            continue
+        if not rendered:
+            empty.append(email)
+    empty = [(e.id, e.kind) for e in empty]
+    db.session.rollback()  # no transaction open while talking SMTP
+    for key in set(db.session.identity_map.keys()) - held:
+        obj = db.session.identity_map.get(key)
+        if obj is not None:
+            db.session.expunge(obj)
+    for email_id, kind in empty:
+        _finish(email_id, _failed_values(kind, "nothing to send: its notifications were deleted", now))
+        run.add(DeliveryResult(email_id, "failed"))
+    for email_id, kind, attempts, exc in broken:
+        run.add(_temporary(email_id, kind, attempts, TemporaryFailure(f"render: {exc}"), now, config))
+    order = {email_id: n for n, email_id in enumerate(ids)}
+    return sorted(ready, key=lambda r: order[r.email_id])
 
 
 # --------------------------------------------------------------------------- sending
@@ -289,66 +380,38 @@ def _failed_values(kind: str, reason: str, now: datetime) -> dict:
 
 @dataclass
 class DeliveryResult:
-    """What :func:`deliver` did: ``outcome`` is ``sent``, ``retry`` (temporary failure,
-    ``next_attempt_at`` set), ``failed`` (permanent, out of attempts, or nothing to
-    send) or ``skipped`` (not pending any more). ``error``: the failure, if any."""
+    """What happened to one claimed row: ``outcome`` is ``sent``, ``retry`` (temporary
+    failure, ``next_attempt_at`` set), ``failed`` (permanent, out of attempts, or
+    nothing to send) or ``skipped`` (not pending any more). ``error``: the failure,
+    if any."""
 
     email_id: int
     outcome: str
     error: DeliveryError | None = None
 
 
-def deliver(email_id: int, now: datetime | None = None, *, config: MailConfig | None = None,
-            transport=None) -> DeliveryResult:
-    """Send outbox row ``email_id``, which the caller claimed (:func:`claim_due`).
-
-    Renders it if this is its first attempt (committed before sending, so a retry
-    sends the same bytes and the same ``Message-ID``), hands it to ``transport``
-    (default: a connection of its own, :func:`tasktracker.mail.transport.open_transport`),
-    then marks it ``sent`` (``sent_at = now``) with one conditional UPDATE committed
-    at once. Failures: see :class:`DeliveryResult`; a temporary one waits
+def _send(ready: _Ready, now: datetime | None, config: MailConfig, transport) -> DeliveryResult:
+    """Hand a prepared row to ``transport``, then mark it ``sent`` (``sent_at``: ``now``,
+    default the moment SMTP accepted it)
+    with one conditional UPDATE committed at once: a crash can re-send at most the
+    message in flight. Failures: see :class:`DeliveryResult`; a temporary one waits
     :func:`retry_delay`. Never raises for an SMTP failure; database errors propagate
-    (the lease then expires and the row is retried).
-    """
-    config = config or current_mail_config()
-    now = now or utcnow()
-    email = db.session.scalars(sa.select(OutgoingEmail).where(OutgoingEmail.id == email_id)
-                               .execution_options(populate_existing=True)).first()
-    if email is None or email.status != EmailStatus.PENDING:
-        db.session.rollback()
-        return DeliveryResult(email_id, "skipped")
-    kind, attempts = email.kind, email.attempts
-    if email.message_id is None:
-        try:
-            ready = _render(email, now, config)
-            db.session.commit()
-        except Exception as exc:  # noqa: BLE001 - a render error must not stop the batch
-            db.session.rollback()
-            log.exception("mail: rendering outbox row %s failed", email_id)
-            return _temporary(email_id, kind, attempts, TemporaryFailure(f"render: {exc}"), now, config)
-        if not ready:
-            _finish(email_id, _failed_values(kind, "nothing to send: its notifications were deleted", now))
-            return DeliveryResult(email_id, "failed")
-    message = _message(email, now, config)
-    db.session.rollback()  # no transaction open while talking SMTP
-    own = transport is None
-    transport = transport or open_transport(config)
+    (the lease then expires and the row is retried)."""
     try:
-        transport.send(message)
+        transport.send(ready.message)
     except DeliveryError as error:
+        now = now or utcnow()
         if error.temporary:
-            return _temporary(email_id, kind, attempts, error, now, config)
-        log.warning("mail: outbox row %s to %s rejected for good: %s", email_id, message["To"], error.reason)
-        _finish(email_id, _failed_values(kind, error.reason, now))
-        return DeliveryResult(email_id, "failed", error)
-    finally:
-        if own:
-            transport.close()
-    sent = {"status": EmailStatus.SENT.value, "sent_at": now, "claimed_until": None, "error": None}
-    if kind in TOKEN_KINDS:
+            return _temporary(ready.email_id, ready.kind, ready.attempts, error, now, config)
+        log.warning("mail: outbox row %s to %s rejected for good: %s", ready.email_id, ready.message["To"],
+                    error.reason)
+        _finish(ready.email_id, _failed_values(ready.kind, error.reason, now))
+        return DeliveryResult(ready.email_id, "failed", error)
+    sent = {"status": EmailStatus.SENT.value, "sent_at": now or utcnow(), "claimed_until": None, "error": None}
+    if ready.kind in TOKEN_KINDS:
         sent.update(text_body=None, html_body=None)  # the raw token leaves the database
-    _finish(email_id, sent)
-    return DeliveryResult(email_id, "sent")
+    _finish(ready.email_id, sent)
+    return DeliveryResult(ready.email_id, "sent")
 
 
 def _temporary(email_id: int, kind: str, attempts: int, error: DeliveryError, now: datetime,
@@ -399,23 +462,16 @@ class RunResult:
 
 
 def _deliver_claimed(ids: list[int], now: datetime | None, config: MailConfig, transport, run: RunResult) -> bool:
-    """Deliver claimed ``ids`` on one connection. When the server cannot be reached
+    """Deliver claimed ``ids``: render the batch (:func:`_prepare`), then send each on
+    the one connection ``transport`` (:func:`_send`). When the server cannot be reached
     (a temporary failure without a reply code), the rest is released untried.
     Returns False in that case."""
-    held = set(db.session.identity_map.keys())  # the caller's objects stay in its session
-    for n, email_id in enumerate(ids):
-        result = deliver(email_id, now, config=config, transport=transport)
-        # deliver() ends every transaction it opens: drop what it loaded, else each later
-        # commit expires every row, user and notification loaded so far in the batch
-        # (quadratic: SQLAlchemy's _expire was most of a 200-message batch's time)
-        for key in set(db.session.identity_map.keys()) - held:
-            obj = db.session.identity_map.get(key)
-            if obj is not None:
-                db.session.expunge(obj)
+    ready = _prepare(ids, now or utcnow(), config, run)
+    for n, item in enumerate(ready):
+        result = _send(item, now, config, transport)
         run.add(result)
-        if result.outcome == "retry" and result.error is not None and result.error.code is None \
-                and not result.error.reason.startswith("render:"):
-            rest = ids[n + 1:]
+        if result.outcome == "retry" and result.error is not None and result.error.code is None:
+            rest = [r.email_id for r in ready[n + 1:]]
             _release(rest, now or utcnow(), config)
             run.released += len(rest)
             return False
