@@ -255,14 +255,14 @@ def _render(email: OutgoingEmail, now: datetime, config: MailConfig, sources) ->
     return True
 
 
-def _message(email: OutgoingEmail, to_name: str, now: datetime, config: MailConfig):
-    from tasktracker.mail.message import build_message
-
-    return build_message(to=email.to_address, to_name=to_name or "",
-                         subject=email.subject, text=email.text_body, html=email.html_body,
-                         message_id=email.message_id,
-                         date=datetime.fromisoformat((email.context or {}).get("date") or now.isoformat()),
-                         config=config, unsubscribe=(email.context or {}).get("unsubscribe_url"))
+def _message_fields(email: OutgoingEmail, to_name: str, now: datetime, config: MailConfig) -> dict:
+    """The keyword arguments of :func:`tasktracker.mail.message.build_message` for a
+    rendered row (plain values: the message is built when it is sent, so a batch
+    does not hold 200 ``EmailMessage`` trees for the garbage collector to walk)."""
+    return dict(to=email.to_address, to_name=to_name or "", subject=email.subject, text=email.text_body,
+                html=email.html_body, message_id=email.message_id,
+                date=datetime.fromisoformat((email.context or {}).get("date") or now.isoformat()),
+                config=config, unsubscribe=(email.context or {}).get("unsubscribe_url"))
 
 
 @dataclass
@@ -272,7 +272,7 @@ class _Ready:
     email_id: int
     kind: str
     attempts: int
-    message: object  # EmailMessage
+    fields: dict  # for build_message
 
 
 def _prepare(ids: list[int], now: datetime, config: MailConfig, run: RunResult) -> list[_Ready]:
@@ -295,52 +295,44 @@ def _prepare(ids: list[int], now: datetime, config: MailConfig, run: RunResult) 
         if email_id not in emails:
             run.add(DeliveryResult(email_id, "skipped"))
     sources = Sources(emails.values())
-    ready, broken, empty = [], [], []
+    ready, empty, broken = [], [], []  # _Ready; (id, kind); (id, kind, attempts, error)
 
-    def message_of(email):
-        user = sources.users.get(email.user_id)
-        ready.append(_Ready(email.id, email.kind, email.attempts,
-                            _message(email, user.full_name if user else "", now, config)))
+    def render(email: OutgoingEmail, commit: bool) -> None:
+        email_id, kind, attempts = email.id, email.kind, email.attempts  # before a commit expires them
+        try:
+            item = None
+            if email.message_id is not None or _render(email, now, config, sources):
+                user = sources.users.get(email.user_id)
+                item = _Ready(email_id, kind, attempts,
+                              _message_fields(email, user.full_name if user else "", now, config))
+            if commit:
+                db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - a render error must not stop the batch
+            if commit:
+                db.session.rollback()
+            log.exception("mail: rendering outbox row %s failed", email_id)
+            broken.append((email_id, kind, attempts, exc))
+            return
+        if item is None:
+            empty.append((email_id, kind))
+        else:
+            ready.append(item)
 
-    # notification batches and digests: rendering only reads, so a failure touches
-    # nothing and the batch is committed once
+    # notification batches and digests only read to render (a failure changes nothing):
+    # one commit for them all; a token row creates its token: a transaction each
     tokens = []
-    for email_id in ids:
-        email = emails.get(email_id)
-        if email is None:
-            continue
+    for email in (emails[i] for i in ids if i in emails):
         if email.message_id is None and email.kind in TOKEN_KINDS:
             tokens.append(email)
-            continue
-        try:
-            if email.message_id is not None or _render(email, now, config, sources):
-                message_of(email)
-            else:
-                empty.append(email)
-        except Exception as exc:  # noqa: BLE001 - a render error must not stop the batch
-            log.exception("mail: rendering outbox row %s failed", email_id)
-            broken.append((email.id, email.kind, email.attempts, exc))
+        else:
+            render(email, commit=False)
     try:
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
-    # token rows: each with the token it creates, in a transaction of its own
     for email in tokens:
-        try:
-            rendered = _render(email, now, config, sources)
-            if rendered:
-                message_of(email)
-            db.session.commit()
-        except Exception as exc:  # noqa: BLE001
-            db.session.rollback()
-            log.exception("mail: rendering outbox row %s failed", email.id)
-            broken.append((email.id, email.kind, email.attempts, exc))
-            ready = [r for r in ready if r.email_id != email.id]
-            continue
-        if not rendered:
-            empty.append(email)
-    empty = [(e.id, e.kind) for e in empty]
+        render(email, commit=True)
     db.session.rollback()  # no transaction open while talking SMTP
     for key in set(db.session.identity_map.keys()) - held:
         obj = db.session.identity_map.get(key)
@@ -391,19 +383,28 @@ class DeliveryResult:
 
 
 def _send(ready: _Ready, now: datetime | None, config: MailConfig, transport) -> DeliveryResult:
-    """Hand a prepared row to ``transport``, then mark it ``sent`` (``sent_at``: ``now``,
+    """Build a prepared row's message (one it cannot build, e.g. a malformed address,
+    is ``failed``: retrying would not mend it), hand it to ``transport``, then mark it ``sent`` (``sent_at``: ``now``,
     default the moment SMTP accepted it)
     with one conditional UPDATE committed at once: a crash can re-send at most the
     message in flight. Failures: see :class:`DeliveryResult`; a temporary one waits
     :func:`retry_delay`. Never raises for an SMTP failure; database errors propagate
     (the lease then expires and the row is retried)."""
+    from tasktracker.mail.message import build_message
+
     try:
-        transport.send(ready.message)
+        message = build_message(**ready.fields)
+    except ValueError as exc:  # e.g. an address the email package refuses: no retry mends it
+        log.warning("mail: outbox row %s: cannot build its message: %s", ready.email_id, exc)
+        _finish(ready.email_id, _failed_values(ready.kind, f"cannot build the message: {exc}", now or utcnow()))
+        return DeliveryResult(ready.email_id, "failed")
+    try:
+        transport.send(message)
     except DeliveryError as error:
         now = now or utcnow()
         if error.temporary:
             return _temporary(ready.email_id, ready.kind, ready.attempts, error, now, config)
-        log.warning("mail: outbox row %s to %s rejected for good: %s", ready.email_id, ready.message["To"],
+        log.warning("mail: outbox row %s to %s rejected for good: %s", ready.email_id, message["To"],
                     error.reason)
         _finish(ready.email_id, _failed_values(ready.kind, error.reason, now))
         return DeliveryResult(ready.email_id, "failed", error)
