@@ -53,7 +53,8 @@ def build_message(*, to: str, to_name: str = "", subject: str, text: str, html: 
     """The message: ``to`` (address) with display name ``to_name``, ``subject``, the two
     bodies, ``message_id`` (``<...>``), ``date`` (aware), and ``unsubscribe`` (the full
     one-click URL, or None for no List-Unsubscribe headers). Raises ``ValueError`` for
-    a naive ``date`` or an address the ``email`` package refuses."""
+    a naive ``date``, ``ValueError`` or ``email.errors.HeaderParseError`` for an
+    address the ``email`` package refuses."""
     if date.tzinfo is None:
         raise ValueError("date must be timezone-aware")
     message = EmailMessage(policy=POLICY)

@@ -390,11 +390,13 @@ def _send(ready: _Ready, now: datetime | None, config: MailConfig, transport) ->
     message in flight. Failures: see :class:`DeliveryResult`; a temporary one waits
     :func:`retry_delay`. Never raises for an SMTP failure; database errors propagate
     (the lease then expires and the row is retried)."""
+    from email.errors import MessageError
+
     from tasktracker.mail.message import build_message
 
     try:
         message = build_message(**ready.fields)
-    except ValueError as exc:  # e.g. an address the email package refuses: no retry mends it
+    except (ValueError, MessageError) as exc:  # e.g. an address the email package refuses: no retry mends it
         log.warning("mail: outbox row %s: cannot build its message: %s", ready.email_id, exc)
         _finish(ready.email_id, _failed_values(ready.kind, f"cannot build the message: {exc}", now or utcnow()))
         return DeliveryResult(ready.email_id, "failed")
