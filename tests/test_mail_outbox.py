@@ -238,10 +238,10 @@ def test_crash_after_250_before_mark_resends_same_message_after_lease(app, smtp,
     due = T0 + timedelta(seconds=60)
     real_finish = outbox._finish
 
-    def die_before_mark(email_id, values):
+    def die_before_mark(email_id, values, *connection):
         if values.get("status") == "sent":
             raise SystemExit("killed between SMTP 250 and the mark")
-        return real_finish(email_id, values)
+        return real_finish(email_id, values, *connection)
 
     monkeypatch.setattr(outbox, "_finish", die_before_mark)
     with pytest.raises(SystemExit):

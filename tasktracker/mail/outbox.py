@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -350,17 +351,23 @@ def _prepare(ids: list[int], now: datetime, config: MailConfig, run: RunResult) 
 # --------------------------------------------------------------------------- sending
 
 
-def _finish(email_id: int, values: dict) -> bool:
-    """One conditional UPDATE of a still-pending row, committed at once."""
+@contextmanager
+def _autocommit():
+    """A connection of its own in autocommit mode: each statement on it commits itself."""
+    with db.engine.connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _finish(email_id: int, values: dict, connection=None) -> bool:
+    """One conditional UPDATE of a still-pending row, committed at once: a statement
+    on an autocommit connection (``connection``, e.g. the one a batch's marks share,
+    or one of its own), so one round trip, no BEGIN/COMMIT. True if it changed the row."""
+    if connection is None:
+        with _autocommit() as connection:
+            return _finish(email_id, values, connection)
     table = OutgoingEmail.__table__
-    try:
-        done = db.session.execute(sa.update(table).where(
-            table.c.id == email_id, table.c.status == EmailStatus.PENDING.value).values(**values)).rowcount
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
-    return bool(done)
+    return bool(connection.execute(sa.update(table).where(
+        table.c.id == email_id, table.c.status == EmailStatus.PENDING.value).values(**values)).rowcount)
 
 
 def _failed_values(kind: str, reason: str, now: datetime) -> dict:
@@ -382,7 +389,7 @@ class DeliveryResult:
     error: DeliveryError | None = None
 
 
-def _send(ready: _Ready, now: datetime | None, config: MailConfig, transport) -> DeliveryResult:
+def _send(ready: _Ready, now: datetime | None, config: MailConfig, transport, marks=None) -> DeliveryResult:
     """Build a prepared row's message (one it cannot build, e.g. a malformed address,
     is ``failed``: retrying would not mend it), hand it to ``transport``, then mark it ``sent`` (``sent_at``: ``now``,
     default the moment SMTP accepted it)
@@ -398,36 +405,38 @@ def _send(ready: _Ready, now: datetime | None, config: MailConfig, transport) ->
         message = build_message(**ready.fields)
     except (ValueError, MessageError) as exc:  # e.g. an address the email package refuses: no retry mends it
         log.warning("mail: outbox row %s: cannot build its message: %s", ready.email_id, exc)
-        _finish(ready.email_id, _failed_values(ready.kind, f"cannot build the message: {exc}", now or utcnow()))
+        reason = f"cannot build the message: {exc}"
+        _finish(ready.email_id, _failed_values(ready.kind, reason, now or utcnow()), marks)
         return DeliveryResult(ready.email_id, "failed")
     try:
         transport.send(message)
     except DeliveryError as error:
         now = now or utcnow()
         if error.temporary:
-            return _temporary(ready.email_id, ready.kind, ready.attempts, error, now, config)
+            return _temporary(ready.email_id, ready.kind, ready.attempts, error, now, config, marks)
         log.warning("mail: outbox row %s to %s rejected for good: %s", ready.email_id, message["To"],
                     error.reason)
-        _finish(ready.email_id, _failed_values(ready.kind, error.reason, now))
+        _finish(ready.email_id, _failed_values(ready.kind, error.reason, now), marks)
         return DeliveryResult(ready.email_id, "failed", error)
     sent = {"status": EmailStatus.SENT.value, "sent_at": now or utcnow(), "claimed_until": None, "error": None}
     if ready.kind in TOKEN_KINDS:
         sent.update(text_body=None, html_body=None)  # the raw token leaves the database
-    _finish(ready.email_id, sent)
+    _finish(ready.email_id, sent, marks)
     return DeliveryResult(ready.email_id, "sent")
 
 
 def _temporary(email_id: int, kind: str, attempts: int, error: DeliveryError, now: datetime,
-               config: MailConfig) -> DeliveryResult:
+               config: MailConfig, connection=None) -> DeliveryResult:
     if attempts >= config.max_attempts:
         reason = f"gave up after {attempts} attempts: {error.reason}"
         log.warning("mail: outbox row %s failed: %s", email_id, reason)
-        _finish(email_id, _failed_values(kind, reason, now))
+        _finish(email_id, _failed_values(kind, reason, now), connection)
         return DeliveryResult(email_id, "failed", error)
     delay = retry_delay(attempts, config)
     log.info("mail: outbox row %s: temporary failure (%s); retry in %ds", email_id, error.reason,
              delay.total_seconds())
-    _finish(email_id, {"next_attempt_at": now + delay, "claimed_until": None, "error": error.reason[:500]})
+    _finish(email_id, {"next_attempt_at": now + delay, "claimed_until": None, "error": error.reason[:500]},
+            connection)
     return DeliveryResult(email_id, "retry", error)
 
 
@@ -466,18 +475,22 @@ class RunResult:
 
 def _deliver_claimed(ids: list[int], now: datetime | None, config: MailConfig, transport, run: RunResult) -> bool:
     """Deliver claimed ``ids``: render the batch (:func:`_prepare`), then send each on
-    the one connection ``transport`` (:func:`_send`). When the server cannot be reached
+    the one connection ``transport`` (:func:`_send`), its mark committed on the batch's
+    one autocommit database connection (no transaction open meanwhile). When the server cannot be reached
     (a temporary failure without a reply code), the rest is released untried.
     Returns False in that case."""
     ready = _prepare(ids, now or utcnow(), config, run)
-    for n, item in enumerate(ready):
-        result = _send(item, now, config, transport)
-        run.add(result)
-        if result.outcome == "retry" and result.error is not None and result.error.code is None:
-            rest = [r.email_id for r in ready[n + 1:]]
-            _release(rest, now or utcnow(), config)
-            run.released += len(rest)
-            return False
+    if not ready:
+        return True
+    with _autocommit() as marks:  # one connection for the batch's marks: no checkout (and ping) per message
+        for n, item in enumerate(ready):
+            result = _send(item, now, config, transport, marks)
+            run.add(result)
+            if result.outcome == "retry" and result.error is not None and result.error.code is None:
+                rest = [r.email_id for r in ready[n + 1:]]
+                _release(rest, now or utcnow(), config)
+                run.released += len(rest)
+                return False
     return True
 
 
