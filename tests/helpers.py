@@ -27,6 +27,21 @@ SECRET = "s3cr3t-detail-/etc/passwd"
 _LEAK_MARKERS = ("Traceback", 'File "', "site-packages", SECRET, "<html", "<!doctype")
 
 
+@contextmanager
+def recorded_statements(engine):
+    """The SQL statements ``engine`` sends while the block runs (a list, filled as they go)."""
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 

@@ -13,7 +13,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event
 
 from tasktracker import create_app
 from tasktracker.config import TestConfig
@@ -25,7 +24,7 @@ from tasktracker.notifications.models import Notification
 from tasktracker.tasks import cache as list_cache
 from tests.procs import wait_for
 from tests.conftest import REDIS_URL, require_service
-from tests.helpers import create_task
+from tests.helpers import create_task, recorded_statements
 
 LIST = "/api/tasks"
 
@@ -40,20 +39,6 @@ def cache_on(app):
     yield store
     app.config["LIST_CACHE_TTL_SECONDS"] = old_ttl
     app.extensions.pop("tasktracker_list_cache", None)
-
-
-@contextmanager
-def recorded_statements(engine):
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def _touches_tasks(statements: list[str]) -> list[str]:

@@ -23,6 +23,7 @@ from tasktracker.mail import outbox, settings
 from tasktracker.mail.models import EmailStatus, OutgoingEmail, OutgoingEmailNotification
 from tasktracker.mail.unsubscribe import read_token
 from tests.factories import TaskFactory, UserFactory
+from tests.helpers import recorded_statements
 from tests.mail_support import (  # noqa: F401 - fixture
     SMTPServer, add_notification, free_port, link_token, mail_config, parts, smtp,
 )
@@ -237,10 +238,10 @@ def test_crash_after_250_before_mark_resends_same_message_after_lease(app, smtp,
     due = T0 + timedelta(seconds=60)
     real_finish = outbox._finish
 
-    def die_before_mark(email_id, values):
+    def die_before_mark(email_id, values, *connection):
         if values.get("status") == "sent":
             raise SystemExit("killed between SMTP 250 and the mark")
-        return real_finish(email_id, values)
+        return real_finish(email_id, values, *connection)
 
     monkeypatch.setattr(outbox, "_finish", die_before_mark)
     with pytest.raises(SystemExit):
@@ -254,6 +255,72 @@ def test_crash_after_250_before_mark_resends_same_message_after_lease(app, smtp,
     assert first["Message-ID"] == second["Message-ID"]
     assert smtp.handler.received[0][2] == smtp.handler.received[1][2]  # byte-identical
     assert _rows()[0].attempts == 2
+
+
+def test_a_batch_is_rendered_from_a_few_selects_whatever_its_size(app, smtp):
+    """A claimed batch's rows, users, notifications and tasks are read with one SELECT
+    per table (compose.Sources), not per message; then each message costs its one
+    committed mark (an UPDATE), sent before the next message goes out."""
+    config = mail_config(app, smtp.port)
+    due = T0 + timedelta(seconds=60)
+    counts = []
+    for n in (3, 12):
+        for u in [UserFactory() for _ in range(n)]:
+            _assigned(u, TaskFactory(owner=u, title=f"Task of {u.username}"), T0)
+        with recorded_statements(db.engine) as statements:
+            assert outbox.deliver_due(due, config=config).sent == n
+        verbs = [s.lstrip().split(None, 1)[0].upper() for s in statements]
+        counts.append((verbs.count("SELECT"), verbs.count("UPDATE")))
+    (small_selects, small_updates), (big_selects, big_updates) = counts
+    assert big_selects == small_selects <= 6, counts
+    assert big_updates - small_updates == 12 - 3, counts
+    messages = smtp.wait_for(15)
+    assert len({m["Message-ID"] for m in messages}) == 15
+    assert all(f'"Task of {m["To"].addresses[0].addr_spec.split("@")[0]}' in parts(m)[0]
+               for m in messages if m["To"].addresses[0].addr_spec.startswith("user"))
+
+
+def test_a_render_failure_is_retried_and_the_rest_of_the_batch_goes_out(app, smtp, monkeypatch):
+    from tasktracker.mail import compose
+
+    config = mail_config(app, smtp.port)
+    users = [UserFactory() for _ in range(3)]
+    for u in users:
+        _assigned(u, TaskFactory(owner=u), T0)
+    real_compose = compose.compose
+
+    def broken_for_the_second(email, *args, **kwargs):
+        if email.user_id == users[1].id:
+            raise RuntimeError("template blew up")
+        return real_compose(email, *args, **kwargs)
+
+    monkeypatch.setattr(compose, "compose", broken_for_the_second)
+    run = outbox.deliver_due(T0 + timedelta(seconds=60), config=config)
+    assert (run.sent, run.retry, run.failed) == (2, 1, 0)
+    rows = {r.user_id: r for r in _rows()}
+    broken = rows[users[1].id]
+    assert broken.status == EmailStatus.PENDING and broken.message_id is None
+    assert broken.error.startswith("render: template blew up")
+    assert {r.status for uid, r in rows.items() if uid != users[1].id} == {EmailStatus.SENT}
+    monkeypatch.setattr(compose, "compose", real_compose)
+    assert outbox.deliver_due(T0 + timedelta(hours=1), config=config).sent == 1  # after the backoff
+    assert len(smtp.wait_for(3)) == 3
+
+
+def test_a_message_that_cannot_be_built_fails_without_retry_and_the_batch_goes_on(app, smtp):
+    config = mail_config(app, smtp.port)
+    bad = UserFactory(email="not an address@@example.com", full_name="Bad Address")
+    good = UserFactory(full_name="Good Address")
+    for u in (bad, good):
+        _assigned(u, TaskFactory(owner=u), T0)
+    run = outbox.deliver_due(T0 + timedelta(seconds=60), config=config)
+    assert (run.sent, run.retry, run.failed) == (1, 0, 1)
+    [message] = smtp.wait_for(1)
+    assert message["To"].addresses[0].addr_spec == good.email
+    rows = {r.user_id: r for r in _rows()}
+    assert rows[bad.id].status == EmailStatus.FAILED
+    assert rows[bad.id].error.startswith("cannot build the message")
+    assert outbox.deliver_due(T0 + timedelta(days=1), config=config).results == []
 
 
 def test_two_workers_at_once_send_each_message_once(app, smtp):

@@ -25,9 +25,12 @@ after-commit fast path):
    SKIP LOCKED``, SQLite serialises writers and the WHERE is re-checked, so two
    workers never hold the same row. Once claimed, a notification batch is closed:
    later notifications start a new one.
-2. :func:`deliver` renders the row once (subject, bodies, ``Message-ID``; stored, so
-   every retry sends the same message), sends it, and marks it ``sent`` with one
-   conditional UPDATE committed at once.
+2. The claimed batch is rendered once (subject, bodies, ``Message-ID``; stored and
+   committed before anything is sent, so every retry sends the same message), from
+   its users, notifications and tasks read with one SELECT per table
+   (:class:`tasktracker.mail.compose.Sources`). Then each message goes out on the
+   batch's one SMTP connection and is marked ``sent`` with one conditional UPDATE
+   committed at once, before the next is sent.
 3. A temporary failure (4yz, connection refused, timeout) schedules a retry with
    exponential backoff; after ``MAIL_MAX_ATTEMPTS`` attempts, or on a permanent one
    (5yz), the row is ``failed`` with the reason in ``error`` and in the log.
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -161,7 +165,7 @@ def enqueue_password_reset(email: str, request_id: str, now: datetime | None = N
     ``request_id`` (made by the endpoint, e.g. ``uuid4().hex``: a redelivered job
     writes nothing twice). Returns the row id, or None (unknown address or
     duplicate request): the endpoint answered 202 before either was known. The token
-    is created when the message is rendered (:func:`deliver`), so no raw token waits
+    is created when the message is rendered (before its send), so no raw token waits
     in the database longer than the send. The caller commits."""
     from tasktracker.auth.models import User
 
@@ -235,49 +239,135 @@ def retry_delay(attempts: int, config: MailConfig) -> timedelta:
 # --------------------------------------------------------------------------- rendering
 
 
-def _render(email: OutgoingEmail, now: datetime, config: MailConfig) -> bool:
-    """Fill ``subject``, bodies, ``message_id`` of ``email`` (first attempt only).
-    Returns False when there is nothing to send (every notification of a batch was
-    deleted meanwhile)."""
+def _render(email: OutgoingEmail, now: datetime, config: MailConfig, sources) -> bool:
+    """Fill ``subject``, bodies, ``message_id`` of ``email`` (first attempt only) from
+    ``sources`` (:class:`tasktracker.mail.compose.Sources`). Returns False when there
+    is nothing to send (every notification of a batch was deleted meanwhile). Changes
+    nothing on ``email`` when it raises."""
     from tasktracker.mail import compose
+    from tasktracker.mail.message import message_id_for
 
-    composed = compose.compose(email, now, config)
+    composed = compose.compose(email, now, config, sources)
     if composed is None:
         return False
     email.subject, email.text_body, email.html_body, unsubscribe = composed
     email.context = {**(email.context or {}), "unsubscribe_url": unsubscribe, "date": now.isoformat()}
-    from tasktracker.mail.message import message_id_for
-
     email.message_id = message_id_for(email.id, config)
     return True
 
 
-def _message(email: OutgoingEmail, now: datetime, config: MailConfig):
-    from tasktracker.auth.models import User
-    from tasktracker.mail.message import build_message
+def _message_fields(email: OutgoingEmail, to_name: str, now: datetime, config: MailConfig) -> dict:
+    """The keyword arguments of :func:`tasktracker.mail.message.build_message` for a
+    rendered row (plain values: the message is built when it is sent, so a batch
+    does not hold 200 ``EmailMessage`` trees for the garbage collector to walk)."""
+    return dict(to=email.to_address, to_name=to_name or "", subject=email.subject, text=email.text_body,
+                html=email.html_body, message_id=email.message_id,
+                date=datetime.fromisoformat((email.context or {}).get("date") or now.isoformat()),
+                config=config, unsubscribe=(email.context or {}).get("unsubscribe_url"))
 
-    user = db.session.get(User, email.user_id)
-    return build_message(to=email.to_address, to_name=(user.full_name if user else "") or "",
-                         subject=email.subject, text=email.text_body, html=email.html_body,
-                         message_id=email.message_id,
-                         date=datetime.fromisoformat((email.context or {}).get("date") or now.isoformat()),
-                         config=config, unsubscribe=(email.context or {}).get("unsubscribe_url"))
+
+@dataclass
+class _Ready:
+    """A claimed row rendered (and committed), to hand to SMTP."""
+
+    email_id: int
+    kind: str
+    attempts: int
+    fields: dict  # for build_message
+
+
+def _prepare(ids: list[int], now: datetime, config: MailConfig, run: RunResult) -> list[_Ready]:
+    """Load the claimed rows ``ids`` still pending and what they are rendered from
+    (:class:`tasktracker.mail.compose.Sources`: one SELECT per table for the batch),
+    render those never rendered and commit them (one transaction for the notification
+    batches and digests, one per token row: its token with it), before anything is
+    sent: a retry or a re-send after a crash sends the same bytes with the same
+    ``Message-ID``. A row that fails to render is retried (:func:`_temporary`), one
+    with nothing left to send is ``failed``; both are added to ``run``. Returns the
+    rest in ``ids`` order, with no transaction open and nothing of the batch left in
+    the session."""
+    from tasktracker.mail.compose import Sources
+
+    held = set(db.session.identity_map.keys())  # the caller's objects stay in its session
+    emails = {e.id: e for e in db.session.scalars(sa.select(OutgoingEmail).where(
+        OutgoingEmail.id.in_(ids), OutgoingEmail.status == EmailStatus.PENDING.value)
+        .execution_options(populate_existing=True))}
+    for email_id in ids:
+        if email_id not in emails:
+            run.add(DeliveryResult(email_id, "skipped"))
+    sources = Sources(emails.values())
+    ready, empty, broken = [], [], []  # _Ready; (id, kind); (id, kind, attempts, error)
+
+    def render(email: OutgoingEmail, commit: bool) -> None:
+        email_id, kind, attempts = email.id, email.kind, email.attempts  # before a commit expires them
+        try:
+            item = None
+            if email.message_id is not None or _render(email, now, config, sources):
+                user = sources.users.get(email.user_id)
+                item = _Ready(email_id, kind, attempts,
+                              _message_fields(email, user.full_name if user else "", now, config))
+            if commit:
+                db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - a render error must not stop the batch
+            if commit:
+                db.session.rollback()
+            log.exception("mail: rendering outbox row %s failed", email_id)
+            broken.append((email_id, kind, attempts, exc))
+            return
+        if item is None:
+            empty.append((email_id, kind))
+        else:
+            ready.append(item)
+
+    # notification batches and digests only read to render (a failure changes nothing):
+    # one commit for them all; a token row creates its token: a transaction each
+    tokens = []
+    for email in (emails[i] for i in ids if i in emails):
+        if email.message_id is None and email.kind in TOKEN_KINDS:
+            tokens.append(email)
+        else:
+            render(email, commit=False)
+    try:
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    for email in tokens:
+        render(email, commit=True)
+    db.session.rollback()  # no transaction open while talking SMTP
+    for key in set(db.session.identity_map.keys()) - held:
+        obj = db.session.identity_map.get(key)
+        if obj is not None:
+            db.session.expunge(obj)
+    for email_id, kind in empty:
+        _finish(email_id, _failed_values(kind, "nothing to send: its notifications were deleted", now))
+        run.add(DeliveryResult(email_id, "failed"))
+    for email_id, kind, attempts, exc in broken:
+        run.add(_temporary(email_id, kind, attempts, TemporaryFailure(f"render: {exc}"), now, config))
+    order = {email_id: n for n, email_id in enumerate(ids)}
+    return sorted(ready, key=lambda r: order[r.email_id])
 
 
 # --------------------------------------------------------------------------- sending
 
 
-def _finish(email_id: int, values: dict) -> bool:
-    """One conditional UPDATE of a still-pending row, committed at once."""
+@contextmanager
+def _autocommit():
+    """A connection of its own in autocommit mode: each statement on it commits itself."""
+    with db.engine.connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _finish(email_id: int, values: dict, connection=None) -> bool:
+    """One conditional UPDATE of a still-pending row, committed at once: a statement
+    on an autocommit connection (``connection``, e.g. the one a batch's marks share,
+    or one of its own), so one round trip, no BEGIN/COMMIT. True if it changed the row."""
+    if connection is None:
+        with _autocommit() as connection:
+            return _finish(email_id, values, connection)
     table = OutgoingEmail.__table__
-    try:
-        done = db.session.execute(sa.update(table).where(
-            table.c.id == email_id, table.c.status == EmailStatus.PENDING.value).values(**values)).rowcount
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
-    return bool(done)
+    return bool(connection.execute(sa.update(table).where(
+        table.c.id == email_id, table.c.status == EmailStatus.PENDING.value).values(**values)).rowcount)
 
 
 def _failed_values(kind: str, reason: str, now: datetime) -> dict:
@@ -289,79 +379,64 @@ def _failed_values(kind: str, reason: str, now: datetime) -> dict:
 
 @dataclass
 class DeliveryResult:
-    """What :func:`deliver` did: ``outcome`` is ``sent``, ``retry`` (temporary failure,
-    ``next_attempt_at`` set), ``failed`` (permanent, out of attempts, or nothing to
-    send) or ``skipped`` (not pending any more). ``error``: the failure, if any."""
+    """What happened to one claimed row: ``outcome`` is ``sent``, ``retry`` (temporary
+    failure, ``next_attempt_at`` set), ``failed`` (permanent, out of attempts, or
+    nothing to send) or ``skipped`` (not pending any more). ``error``: the failure,
+    if any."""
 
     email_id: int
     outcome: str
     error: DeliveryError | None = None
 
 
-def deliver(email_id: int, now: datetime | None = None, *, config: MailConfig | None = None,
-            transport=None) -> DeliveryResult:
-    """Send outbox row ``email_id``, which the caller claimed (:func:`claim_due`).
-
-    Renders it if this is its first attempt (committed before sending, so a retry
-    sends the same bytes and the same ``Message-ID``), hands it to ``transport``
-    (default: a connection of its own, :func:`tasktracker.mail.transport.open_transport`),
-    then marks it ``sent`` (``sent_at = now``) with one conditional UPDATE committed
-    at once. Failures: see :class:`DeliveryResult`; a temporary one waits
+def _send(ready: _Ready, now: datetime | None, config: MailConfig, transport, marks=None) -> DeliveryResult:
+    """Build a prepared row's message (one it cannot build, e.g. a malformed address,
+    is ``failed``: retrying would not mend it), hand it to ``transport``, then mark it ``sent`` (``sent_at``: ``now``,
+    default the moment SMTP accepted it)
+    with one conditional UPDATE committed at once: a crash can re-send at most the
+    message in flight. Failures: see :class:`DeliveryResult`; a temporary one waits
     :func:`retry_delay`. Never raises for an SMTP failure; database errors propagate
-    (the lease then expires and the row is retried).
-    """
-    config = config or current_mail_config()
-    now = now or utcnow()
-    email = db.session.scalars(sa.select(OutgoingEmail).where(OutgoingEmail.id == email_id)
-                               .execution_options(populate_existing=True)).first()
-    if email is None or email.status != EmailStatus.PENDING:
-        db.session.rollback()
-        return DeliveryResult(email_id, "skipped")
-    kind, attempts = email.kind, email.attempts
-    if email.message_id is None:
-        try:
-            ready = _render(email, now, config)
-            db.session.commit()
-        except Exception as exc:  # noqa: BLE001 - a render error must not stop the batch
-            db.session.rollback()
-            log.exception("mail: rendering outbox row %s failed", email_id)
-            return _temporary(email_id, kind, attempts, TemporaryFailure(f"render: {exc}"), now, config)
-        if not ready:
-            _finish(email_id, _failed_values(kind, "nothing to send: its notifications were deleted", now))
-            return DeliveryResult(email_id, "failed")
-    message = _message(email, now, config)
-    db.session.rollback()  # no transaction open while talking SMTP
-    own = transport is None
-    transport = transport or open_transport(config)
+    (the lease then expires and the row is retried)."""
+    from email.errors import MessageError
+
+    from tasktracker.mail.message import build_message
+
+    try:
+        message = build_message(**ready.fields)
+    except (ValueError, MessageError) as exc:  # e.g. an address the email package refuses: no retry mends it
+        log.warning("mail: outbox row %s: cannot build its message: %s", ready.email_id, exc)
+        reason = f"cannot build the message: {exc}"
+        _finish(ready.email_id, _failed_values(ready.kind, reason, now or utcnow()), marks)
+        return DeliveryResult(ready.email_id, "failed")
     try:
         transport.send(message)
     except DeliveryError as error:
+        now = now or utcnow()
         if error.temporary:
-            return _temporary(email_id, kind, attempts, error, now, config)
-        log.warning("mail: outbox row %s to %s rejected for good: %s", email_id, message["To"], error.reason)
-        _finish(email_id, _failed_values(kind, error.reason, now))
-        return DeliveryResult(email_id, "failed", error)
-    finally:
-        if own:
-            transport.close()
-    sent = {"status": EmailStatus.SENT.value, "sent_at": now, "claimed_until": None, "error": None}
-    if kind in TOKEN_KINDS:
+            return _temporary(ready.email_id, ready.kind, ready.attempts, error, now, config, marks)
+        log.warning("mail: outbox row %s to %s rejected for good: %s", ready.email_id, message["To"],
+                    error.reason)
+        _finish(ready.email_id, _failed_values(ready.kind, error.reason, now), marks)
+        return DeliveryResult(ready.email_id, "failed", error)
+    sent = {"status": EmailStatus.SENT.value, "sent_at": now or utcnow(), "claimed_until": None, "error": None}
+    if ready.kind in TOKEN_KINDS:
         sent.update(text_body=None, html_body=None)  # the raw token leaves the database
-    _finish(email_id, sent)
-    return DeliveryResult(email_id, "sent")
+    _finish(ready.email_id, sent, marks)
+    return DeliveryResult(ready.email_id, "sent")
 
 
 def _temporary(email_id: int, kind: str, attempts: int, error: DeliveryError, now: datetime,
-               config: MailConfig) -> DeliveryResult:
+               config: MailConfig, connection=None) -> DeliveryResult:
     if attempts >= config.max_attempts:
         reason = f"gave up after {attempts} attempts: {error.reason}"
         log.warning("mail: outbox row %s failed: %s", email_id, reason)
-        _finish(email_id, _failed_values(kind, reason, now))
+        _finish(email_id, _failed_values(kind, reason, now), connection)
         return DeliveryResult(email_id, "failed", error)
     delay = retry_delay(attempts, config)
     log.info("mail: outbox row %s: temporary failure (%s); retry in %ds", email_id, error.reason,
              delay.total_seconds())
-    _finish(email_id, {"next_attempt_at": now + delay, "claimed_until": None, "error": error.reason[:500]})
+    _finish(email_id, {"next_attempt_at": now + delay, "claimed_until": None, "error": error.reason[:500]},
+            connection)
     return DeliveryResult(email_id, "retry", error)
 
 
@@ -399,26 +474,23 @@ class RunResult:
 
 
 def _deliver_claimed(ids: list[int], now: datetime | None, config: MailConfig, transport, run: RunResult) -> bool:
-    """Deliver claimed ``ids`` on one connection. When the server cannot be reached
+    """Deliver claimed ``ids``: render the batch (:func:`_prepare`), then send each on
+    the one connection ``transport`` (:func:`_send`), its mark committed on the batch's
+    one autocommit database connection (no transaction open meanwhile). When the server cannot be reached
     (a temporary failure without a reply code), the rest is released untried.
     Returns False in that case."""
-    held = set(db.session.identity_map.keys())  # the caller's objects stay in its session
-    for n, email_id in enumerate(ids):
-        result = deliver(email_id, now, config=config, transport=transport)
-        # deliver() ends every transaction it opens: drop what it loaded, else each later
-        # commit expires every row, user and notification loaded so far in the batch
-        # (quadratic: SQLAlchemy's _expire was most of a 200-message batch's time)
-        for key in set(db.session.identity_map.keys()) - held:
-            obj = db.session.identity_map.get(key)
-            if obj is not None:
-                db.session.expunge(obj)
-        run.add(result)
-        if result.outcome == "retry" and result.error is not None and result.error.code is None \
-                and not result.error.reason.startswith("render:"):
-            rest = ids[n + 1:]
-            _release(rest, now or utcnow(), config)
-            run.released += len(rest)
-            return False
+    ready = _prepare(ids, now or utcnow(), config, run)
+    if not ready:
+        return True
+    with _autocommit() as marks:  # one connection for the batch's marks: no checkout (and ping) per message
+        for n, item in enumerate(ready):
+            result = _send(item, now, config, transport, marks)
+            run.add(result)
+            if result.outcome == "retry" and result.error is not None and result.error.code is None:
+                rest = [r.email_id for r in ready[n + 1:]]
+                _release(rest, now or utcnow(), config)
+                run.released += len(rest)
+                return False
     return True
 
 

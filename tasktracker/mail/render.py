@@ -45,11 +45,14 @@ def local_time(value: datetime | None, zone: ZoneInfo) -> str:
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     """The Jinja2 environment: autoescape for ``.html`` templates only, undefined
-    variables are errors (a missing value never renders as an empty string)."""
+    variables are errors (a missing value never renders as an empty string). Each
+    template is compiled once per process and not re-checked on disk (no
+    ``auto_reload``: a changed template needs a restart, like the code)."""
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATE_DIR)),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        auto_reload=False,
     )
     return env
 
