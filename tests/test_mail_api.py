@@ -86,8 +86,8 @@ def test_a_type_turned_off_is_not_mailed_and_digest_settings_round_trip(app, cli
     assert got.status_code == 200
     assert got.json["email"]["task_assigned"] is True and got.json["email"]["comment_added"] is False
     assert got.json["digest"] == "off" and got.json["digest_hour"] == 8
-    # a digest hour 12 h from the scan's (bob's zone is UTC): no digest is due in this test
-    hour = ((utcnow() + timedelta(seconds=61)).hour + 12) % 24
+    # the scan runs tomorrow at 10:00 UTC (bob's zone), before his digest hour: none is due
+    hour, scan_at = 22, (utcnow() + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
     patched = client.patch("/api/auth/profile/notification-settings", headers=bob.headers,
                            json={"email": {"task_assigned": False}, "digest": "daily", "digest_hour": hour})
     assert patched.status_code == 200, patched.json
@@ -95,7 +95,7 @@ def test_a_type_turned_off_is_not_mailed_and_digest_settings_round_trip(app, cli
     assert client.get("/api/auth/profile/notification-settings", headers=bob.headers).json == patched.json
     api_task(client, alice, title="Quiet", assignee_id=bob.id)
     assert _rows() == []
-    _scan(app)
+    run_all_scans(app, now=scan_at)
     assert mail_on.handler.received == []
 
 
