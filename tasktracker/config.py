@@ -220,6 +220,10 @@ class TestConfig(Config):
     ENV = "testing"
     SOCKETIO_ASYNC_MODE = "threading"  # in-process test clients, no monkey-patching
     SQLALCHEMY_DATABASE_URI = "sqlite://"
+    # No liveness ping per pool checkout (one round trip each, a tenth of the suite's):
+    # the tests' databases never restart under an in-process app; the process tests
+    # (test_faults.py restarts PostgreSQL) run production's config, ping included.
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
     RATELIMIT_ENABLED = False
     SCHEDULER_ENABLED = False
     JOBS_INLINE = True

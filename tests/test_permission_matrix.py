@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import io
 import itertools
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
-from flask import current_app
 
 from tasktracker.attachments.models import Attachment
 from tasktracker.auth.models import User
@@ -40,7 +38,6 @@ from tasktracker.core import storage
 from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.tasks.models import ChecklistItem, Label, Task
-from tasktracker.teams import services as team_services
 from tasktracker.teams.models import Invitation, Team, TeamMember
 from tasktracker.tokens.models import PersonalAccessToken
 from tasktracker.webhooks.models import Webhook, WebhookDelivery
@@ -219,6 +216,7 @@ class World:
     task: Task
     invitation: Invitation
     ids: dict
+    headers: dict  # actor -> Authorization header (a login session each, opened with the world)
 
 
 _worlds = itertools.count(1)
@@ -227,26 +225,10 @@ _worlds = itertools.count(1)
 def build_world() -> World:
     """A fresh world with its own users (unique names), so several can live in one database.
 
-    Built with the event outbox's readers held (:func:`_outbox_held`): the events of the
-    setup (the removal of ``former``) are not fanned out and write no webhook
-    deliveries, as no request of a row depends on them; each request's own events are."""
-    with _outbox_held():
-        return _build_world()
-
-
-@contextmanager
-def _outbox_held():
-    """The app's after-commit event consumer and before-commit outbox writers off."""
-    extensions = current_app.extensions
-    saved = extensions["tt_event_consumer"], extensions.get("tt_event_outbox_writers")
-    extensions["tt_event_consumer"], extensions["tt_event_outbox_writers"] = (lambda seqs: None), []
-    try:
-        yield
-    finally:
-        extensions["tt_event_consumer"], extensions["tt_event_outbox_writers"] = saved
-
-
-def _build_world() -> World:
+    Built from rows, as they are once the world's story has happened: ``former``'s
+    removal from T (``teams.services.remove_member``) left no membership and their T
+    task unassigned. Nothing here records an event, so the setup fans nothing out
+    and writes no webhook deliveries; each request's own events do."""
     n = next(_worlds)
     users = {name: User(username=f"{name}{n}", email=f"{name}{n}@example.com", password_hash=_password_hash(),
                         role="admin" if name == "site_admin" else "member")
@@ -263,15 +245,12 @@ def _build_world() -> World:
     db.session.flush()
     ids["team"] = team.id
     db.session.add_all([TeamMember(team_id=team.id, user_id=ids[f"{name}_id"], role=role)
-                        for name, role in (("owner", "owner"), ("admin", "admin"), ("member", "member"),
-                                           ("former", "member"))])
+                        for name, role in (("owner", "owner"), ("admin", "admin"), ("member", "member"))])
     task = Task(title="Matrix task", owner_id=ids["owner_id"], assignee_id=ids["assignee_id"], team_id=team.id)
-    former_task = Task(title="Former's task", owner_id=ids["owner_id"], assignee_id=ids["former_id"],
-                       team_id=team.id)
+    former_task = Task(title="Former's task", owner_id=ids["owner_id"], assignee_id=None, team_id=team.id)
     db.session.add_all([task, former_task])
     db.session.flush()
     ids["task"] = task.id
-    team_services.remove_member(users["owner"], ids["team"], ids["former_id"])  # "former" member; commits
 
     comment = Comment(task_id=ids["task"], author_id=ids["member_id"], body="by member")
     stored_name, size, sha256 = storage.save_stream(io.BytesIO(b"matrix file"), 1024)
@@ -295,8 +274,11 @@ def _build_world() -> World:
     ids.update(comment=comment.id, attachment=attachment.id, invitation=invitation.id, team_label=team_label.id,
                owner_label=owner_label.id, item=item.id, webhook=webhook.id, delivery=hook_delivery.id,
                owner_pat=owner_pat.id)
+    headers = {name: {"Authorization": f"Bearer {issue_tokens(user)['access_token']}"}
+               for name, user in users.items()}
+    headers["anonymous"] = {}
     db.session.commit()
-    return World(users, task, invitation, ids)
+    return World(users, task, invitation, ids, headers)
 
 
 def _trash(world: World) -> None:
@@ -324,14 +306,6 @@ def prepare(entry: Row) -> World:
     SETUPS[entry.setup](world)
     db.session.commit()
     return world
-
-
-def headers_for(world: World, actor: str) -> dict:
-    if actor == "anonymous":
-        return {}
-    tokens = issue_tokens(world.users[actor])
-    db.session.commit()
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 def send(client, method: str, url: str, body, headers: dict, ids: dict):
@@ -370,7 +344,7 @@ def test_permission_matrix(client, entry: Row, no_webhook_sends):
     for actor in ACTORS:
         if dirty:
             world = prepare(entry)
-        headers = headers_for(world, actor)
+        headers = world.headers[actor]
         response = send(client, entry.method, entry.path.format(**world.ids), entry.body, headers, world.ids)
         response.get_data()  # a streamed body (the CSV export) is read to its end here
         dirty = entry.method != "GET" and response.status_code < 400
@@ -393,7 +367,7 @@ def test_caches_never_serve_another_callers_list(app, client, url):
     world = build_world()
     db.session.commit()
     actors = [a for a in ACTORS if a != "anonymous"]
-    headers = {actor: headers_for(world, actor) for actor in actors}
+    headers = {actor: world.headers[actor] for actor in actors}
 
     def titles(response) -> list:
         assert response.status_code == 200, response.get_data(as_text=True)[:200]
