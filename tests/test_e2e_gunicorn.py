@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def server(tmp_path_factory):
     """Base URL of a gunicorn serving ``wsgi:app`` on a fresh, migrated PostgreSQL database."""
     logs = tmp_path_factory.mktemp("e2e")
-    database_url, drop = migrated_database(logs)
+    database_url, drop = migrated_database(logs, cli=True)
     web = Web("gunicorn", base_env(DATABASE_URL=database_url, SOCKETIO_ASYNC_MODE="gevent",
                                    UPLOAD_DIR=str(logs / "uploads")), logs)
     try:
