@@ -49,6 +49,25 @@ def test_method_not_allowed_is_405_with_allow(client):
             assert not ({"PUT", "DELETE", "POST", "PATCH"} - allowed) & allow, allow
 
 
+def test_every_route_answers_the_methods_it_lacks_405_in_shape(app, client):
+    """Every rule of the app, each standard method it does not serve (TRACE too): 405
+    in the error shape, its ``Allow`` listing what the path serves. (schemathesis'
+    coverage phase sends these per documented operation only with
+    ``SCHEMATHESIS_CHECKS=all``: tests/test_openapi.py.)"""
+    served: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        served.setdefault(rule.rule, set()).update(rule.methods)
+    assert len(served) > 50
+    for rule, methods in sorted(served.items()):
+        path = re.sub(r"<(?:(int|string|path):)?[^<>]+>", lambda m: "1" if m.group(1) == "int" else "x", rule)
+        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE", "TRACE"} - methods):
+            with case(f"{method} {rule}"):
+                r = client.open(path, method=method)
+                assert_error(r, 405, "method_not_allowed")
+                allow = {m.strip() for m in r.headers["Allow"].split(",")}
+                assert allow - {"HEAD", "OPTIONS"} == methods - {"HEAD", "OPTIONS"}, allow
+
+
 def test_unsupported_media_type_is_415(client):
     for content_type, data in (("text/plain", '{"email": "a@b.c", "password": "x"}'),
                                ("application/xml", "<login/>"),
