@@ -13,11 +13,13 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 PYTEST_ARGS ?=
-# pytest-xdist: 4 workers on 2 cores (most process tests wait on their servers);
+# pytest-xdist: 4 workers on 2 cores for `make test` (most process tests wait on their
+# servers), 2 for `make test-fast` (CPU-bound: each more worker costs its own start-up and
+# statement caches, 29 CPU-s for two more, measured, for no shorter run);
 # loadgroup (tests/conftest.py's scheduler) keeps each module of shared, module-scoped
 # processes (SHARED_PROCESS_MODULES) on one worker and hands those out first.
 PYTEST_WORKERS ?= 4
-PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST = $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 # CLI commands never need the in-process scheduler thread (and must not scan a
 # database that is not migrated yet).
@@ -84,6 +86,7 @@ test: install-dev
 # test-fast: every test that starts no process; schemathesis without its coverage phase
 # (examples and fuzzing only: tests/test_openapi.py PHASES). `make test` runs all of it.
 test-fast: export SCHEMATHESIS_PHASES = examples,fuzzing
+test-fast: PYTEST_WORKERS = 2
 test-fast: install-dev
 	$(call run_pytest,-m "not integration")
 

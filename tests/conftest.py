@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tasktracker import create_app
+from tasktracker.auth.schemas import UserSchema
 from tasktracker.config import TestConfig
 from tasktracker.core.db import import_all_models
 from tasktracker.extensions import db
@@ -175,6 +176,9 @@ class Session:
         return {"Authorization": f"Bearer {self.access_token}"}
 
 
+_USER_SCHEMA = UserSchema()
+
+
 class AuthActions:
     """Register and log in users through the real API."""
 
@@ -203,21 +207,26 @@ class AuthActions:
         the user as the login response shows it. Without their two HTTP requests:
         this is most tests' setup (``register``/``login`` here, and tests/test_auth.py,
         go through the API)."""
+        return self.users(username, admins={username} if admin else ())[0]
+
+    def users(self, *usernames: str | None, admins=()) -> list[Session]:
+        """:meth:`user` for each of ``usernames`` (site admins: those in ``admins``),
+        made together: one flush of the rows and one commit of their sessions."""
         from tasktracker.auth.models import User
-        from tasktracker.auth.schemas import UserSchema
         from tasktracker.auth.tokens import issue_tokens
         from tests.factories import _password_hash
 
-        self._n += 1
-        username = username or f"user{self._n}_{uuid.uuid4().hex[:6]}"
-        user = User(username=username, email=f"{username}@example.com", password_hash=_password_hash(),
-                    role="admin" if admin else "member")
-        db.session.add(user)
+        rows = []
+        for asked in usernames:
+            self._n += 1
+            username = asked or f"user{self._n}_{uuid.uuid4().hex[:6]}"
+            rows.append(User(username=username, email=f"{username}@example.com", password_hash=_password_hash(),
+                             role="admin" if asked in admins else "member"))
+        db.session.add_all(rows)
         db.session.flush()
-        tokens = issue_tokens(user)
-        shown = UserSchema().dump(user)
+        made = [(issue_tokens(user), _USER_SCHEMA.dump(user)) for user in rows]
         db.session.commit()
-        return Session(shown, tokens["access_token"], tokens["refresh_token"])
+        return [Session(shown, tokens["access_token"], tokens["refresh_token"]) for tokens, shown in made]
 
 
 @pytest.fixture
@@ -245,8 +254,7 @@ def alice(auth):
 @pytest.fixture
 def people(auth) -> People:
     """Four logged-in users: owner, assignee, other (no relation), site admin."""
-    return People(auth.user("owner"), auth.user("assignee"), auth.user("other"),
-                  auth.user("root", admin=True))
+    return People(*auth.users("owner", "assignee", "other", "root", admins={"root"}))
 
 
 @pytest.fixture
@@ -254,8 +262,7 @@ def team_setup(auth) -> TeamSetup:
     """A team owned by ``team_owner`` with an admin and a plain member; and an outsider."""
     from tests.factories import TeamFactory, add_member
 
-    team_owner, team_admin, member = auth.user("towner"), auth.user("tadmin"), auth.user("tmember")
-    outsider = auth.user("outsider")
+    team_owner, team_admin, member, outsider = auth.users("towner", "tadmin", "tmember", "outsider")
     team = TeamFactory(owner=orm_user(team_owner), name="Core")
     add_member(team, orm_user(team_admin), "admin")
     add_member(team, orm_user(member), "member")
