@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Wall time and the whole machine's busy core-seconds (from /proc/stat: the command, the
+# Wall time and the whole machine's busy core-seconds (from /proc/stat, steal included: the command, the
 # processes it starts, and the services it talks to) of one command, e.g.
 #   bench/cpu_wall.sh make test PYTEST_ARGS="-q -p no:cacheprovider"
 # Prints one line on stderr; exits with the command's exit code. On a shared machine

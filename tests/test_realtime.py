@@ -29,9 +29,6 @@ def sio(app, client):
     if state.server is not socketio.server or isinstance(socketio.server.manager, PubSubManager):
         realtime.init_socketio(app)  # another test bound the shared extension elsewhere
         state = realtime.get_state(app)
-    # the write times of last_seen_at refer to users of emptied tables (ids are reused;
-    # other tests' sockets touch them too): this test's connects write it again
-    state.forget_touches()
     opened = []
 
     def connect(token=None, auth=None, **extra):
@@ -46,7 +43,6 @@ def sio(app, client):
         if conn.is_connected():
             conn.disconnect()
     state.presence.clear()
-    state.forget_touches()
 
 
 def sid_of(conn) -> str:
