@@ -127,7 +127,10 @@ def enqueue_for_notifications(notifications: Iterable, now: datetime | None = No
              "dedupe_key": f"notification:{its[0]['id']}", "context": {},
              "status": EmailStatus.PENDING.value, "attempts": 0,
              "next_attempt_at": min(i["created_at"] for i in its) + batch, "created_at": now}
-            for uid, its in by_user.items()]
+            for uid, its in sorted(by_user.items())]
+    # in user order: concurrent fan-outs to the same recipients then take the open-batch
+    # index's row locks in one order, so one waits for the other; in notification order
+    # they deadlocked (tests/test_mail_outbox.py, ...wait_instead_of_deadlocking)
     stmt = _insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.user_id], index_where=OPEN_BATCH_WHERE,
