@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import jwt as pyjwt
 import pytest
+import time_machine
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 
 from tasktracker.auth.models import User
@@ -162,16 +163,14 @@ def test_expired_access_token(client, victim):
 
 def test_a_token_verified_once_still_expires(client, victim):
     """The per-process memo of verified tokens (core/jwt_cache.py) never outlives ``exp``."""
-    import time
-
     sid = decode_token(victim.access_token)["sid"]
     short = create_access_token(identity=str(victim.id), additional_claims={"sid": sid},
                                 expires_delta=timedelta(seconds=2))
     assert call(client, short).status_code == 200
     assert call(client, short).status_code == 200  # from the memo
     assert short in client.application.extensions["tt_verified_tokens"]._claims
-    time.sleep(max(0.0, decode_token(short)["exp"] - time.time()) + 0.05)
-    assert_unauthorized(call(client, short), "token_expired")
+    with time_machine.travel(decode_token(short)["exp"] + 0.05, tick=False):  # the clock the memo and PyJWT read
+        assert_unauthorized(call(client, short), "token_expired")
 
 
 def test_a_tampered_copy_of_a_verified_token_is_refused(client, victim):

@@ -20,6 +20,7 @@ import re
 import smtplib
 import ssl
 import tempfile
+from functools import cache
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import getaddresses
@@ -114,6 +115,14 @@ class FileTransport:
         pass
 
 
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """The process's client TLS context for SMTPS and STARTTLS (the system's CA store,
+    hostname checks on). Built once: loading the CA store costs about 25 ms of CPU, and
+    one context serves every connection."""
+    return ssl.create_default_context()
+
+
 class SMTPTransport:
     """One SMTP connection (``smtplib.SMTP`` or ``SMTP_SSL``), opened on the first
     :meth:`send` and reused by the next ones (a batch); dropped after a connection
@@ -125,15 +134,14 @@ class SMTPTransport:
 
     def _connect(self) -> smtplib.SMTP:
         c = self.config
-        context = ssl.create_default_context()
         if c.use_ssl:
-            smtp = smtplib.SMTP_SSL(c.server, c.port, timeout=c.timeout, context=context)
+            smtp = smtplib.SMTP_SSL(c.server, c.port, timeout=c.timeout, context=_tls_context())
         else:
             smtp = smtplib.SMTP(c.server, c.port, timeout=c.timeout)
         try:
             smtp.ehlo()
             if c.use_tls:
-                smtp.starttls(context=context)
+                smtp.starttls(context=_tls_context())
                 smtp.ehlo()
             if c.username:
                 smtp.login(c.username, c.password)
