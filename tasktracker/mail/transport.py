@@ -20,10 +20,10 @@ import re
 import smtplib
 import ssl
 import tempfile
-from functools import cache
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import getaddresses
+from functools import cache
 
 from tasktracker.mail.config import MailConfig
 

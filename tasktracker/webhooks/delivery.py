@@ -40,8 +40,8 @@ import ssl
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, Callable, Iterable
 
 import httpx
