@@ -293,8 +293,10 @@ class CeleryProc(Proc):
 
     @classmethod
     def worker(cls, name: str, env: dict, log_dir: Path, wait: bool = True) -> "CeleryProc":
+        """One worker thread (``--pool=threads -c 1``): no fork, and not the solo pool,
+        whose acks wait for kombu's next poll, up to 10 s (``warn_if_solo_pool``)."""
         node = f"{name}-{uuid.uuid4().hex[:6]}@%h"
-        proc = cls(name, [str(BIN / "celery"), "-A", "celery_worker.celery", "worker", "--pool=solo",
+        proc = cls(name, [str(BIN / "celery"), "-A", "celery_worker.celery", "worker", "--pool=threads", "--concurrency=1",
                           "--loglevel=INFO", "-n", node, "--without-gossip", "--without-mingle",
                           "--without-heartbeat"], env, log_dir)
         if wait:

@@ -141,3 +141,27 @@ def test_check_broker_and_ready(client, dead_broker, app, monkeypatch):
     monkeypatch.setitem(app.config, "CELERY_BROKER_URL", "")
     with app.test_request_context():
         assert jobs.check_broker() is None  # embedded mode: no broker to check
+
+
+@pytest.mark.parametrize(("pool", "broker", "warned"), [
+    ("solo", "amqp://guest:guest@127.0.0.1:5672//", True),
+    ("threads", "amqp://guest:guest@127.0.0.1:5672//", False),
+    ("prefork", "amqp://guest:guest@127.0.0.1:5672//", False),
+    ("solo", "redis://127.0.0.1:6379/0", False),
+])
+def test_a_solo_pool_worker_on_amqp_with_late_acks_is_warned(pool, broker, warned, caplog):
+    """``celery worker --pool=solo`` on RabbitMQ can sit idle 10 s per task (kombu's hub
+    polls before sending the ack the solo pool queued: celery#7718): the worker says so."""
+    from types import SimpleNamespace
+
+    from celery import Celery
+    from celery.concurrency import get_implementation
+
+    from tasktracker.jobs.setup import warn_if_solo_pool
+
+    worker = SimpleNamespace(pool_cls=get_implementation(pool),
+                             app=Celery(broker=broker, set_as_current=False,
+                                        config_source={"task_acks_late": True}))
+    with caplog.at_level("WARNING", logger="tasktracker.jobs.setup"):
+        assert warn_if_solo_pool(worker) is warned
+    assert ("celery#7718" in caplog.text) is warned

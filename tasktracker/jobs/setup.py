@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, Task
+from celery.concurrency.solo import TaskPool as SoloPool
+from celery.signals import worker_init
 from flask import Flask
 
 from tasktracker.jobs import (
@@ -66,7 +68,31 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.config_from_object(celery_settings_for(app))
     celery_app.set_default()
     app.extensions["celery"] = celery_app
+    worker_init.connect(warn_if_solo_pool, weak=False)
     return celery_app
+
+
+def warn_if_solo_pool(sender: object = None, **_: object) -> bool:
+    """Celery's ``worker_init`` handler: warn when a worker runs the solo pool on an AMQP
+    broker with late acknowledgement (this project's setting); returns whether it warned.
+
+    There the worker's event loop (kombu's hub) can sleep up to 10 s with a finished task's
+    ack still queued: the solo pool runs the task inside the loop's own callback, the ack
+    is scheduled from the loop thread, and the loop polls before running it; with the
+    prefetch window full, RabbitMQ sends nothing that would wake it (celery/celery#7718,
+    kombu PR #1587, unmerged in kombu 5.7.0; measured: 10 s gaps in 4 of 4 loaded runs,
+    none with the threads or prefork pool). Use the default prefork pool or
+    ``--pool=threads``.
+    """
+    pool, app = getattr(sender, "pool_cls", None), getattr(sender, "app", None)
+    if not (isinstance(pool, type) and issubclass(pool, SoloPool) and app is not None):
+        return False
+    conf = app.conf
+    if not conf.task_acks_late or not str(conf.broker_url or "").startswith(("amqp", "pyamqp")):
+        return False
+    log.warning("celery: the solo pool with late acks on AMQP can leave a worker idle for up to "
+                "10 s between tasks (celery/celery#7718); run the prefork pool or --pool=threads")
+    return True
 
 
 def init_jobs(app: Flask) -> None:
