@@ -168,9 +168,13 @@ def test_concurrent_fan_outs_to_the_same_recipients_wait_instead_of_deadlocking(
     thread = threading.Thread(target=other_fan_out)
     thread.start()
     with db.engine.connect() as watcher:
-        assert wait_for(lambda: watcher.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock'")).scalar() > 0, timeout=10), "the other transaction never waited"
+        def waiting() -> bool:
+            return watcher.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'")).scalar() > 0
+
+        wait_for(lambda: not thread.is_alive() or waiting(), timeout=20)
+        assert waiting(), f"the other transaction never waited (finished: {not thread.is_alive()}, {errors})"
     try:
         outbox.enqueue_for_notifications(mine[1:], T0, config=config)
         db.session.commit()
