@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -174,7 +175,9 @@ def test_concurrent_fan_outs_to_the_same_recipients_wait_instead_of_deadlocking(
                 " AND wait_event_type = 'Lock'")).scalar() > 0
 
         wait_for(lambda: not thread.is_alive() or waiting(), timeout=20)
-        assert waiting(), f"the other transaction never waited (finished: {not thread.is_alive()}, {errors})"
+        stack = "".join(traceback.format_stack(sys._current_frames().get(thread.ident))) if thread.is_alive() else ""
+        assert waiting(), (f"the other transaction never waited (finished: {not thread.is_alive()}, {errors}; "
+                           f"pool: {db.engine.pool.status()}):\n{stack}")
     try:
         outbox.enqueue_for_notifications(mine[1:], T0, config=config)
         db.session.commit()
