@@ -153,11 +153,13 @@ def test_concurrent_fan_outs_to_the_same_recipients_wait_instead_of_deadlocking(
     other = [add_notification(u, "task_assigned", "other", created_at=T0, task=task) for u in (ben, ann)]
     mine = [add_notification(u, "task_assigned", "mine", created_at=T0, task=task) for u in (ann, ben)]
     errors: list[BaseException] = []
+    # plain rows for the thread: ORM objects of this thread's session would load through it
+    other_rows = [{"id": n.id, "user_id": n.user_id, "type": n.type, "created_at": n.created_at} for n in other]
 
     def other_fan_out():
         with app.app_context():
             try:
-                outbox.enqueue_for_notifications(other, T0, config=config)
+                outbox.enqueue_for_notifications(other_rows, T0, config=config)
                 db.session.commit()
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(exc)
