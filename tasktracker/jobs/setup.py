@@ -68,10 +68,10 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.config_from_object(celery_settings_for(app))
     celery_app.set_default()
     app.extensions["celery"] = celery_app
-    worker_init.connect(warn_if_solo_pool, weak=False)
     return celery_app
 
 
+@worker_init.connect
 def warn_if_solo_pool(sender: object = None, **_: object) -> bool:
     """Celery's ``worker_init`` handler: warn when a worker runs the solo pool on an AMQP
     broker with late acknowledgement (this project's setting); returns whether it warned.
