@@ -296,9 +296,9 @@ class CeleryProc(Proc):
         """One worker thread (``--pool=threads -c 1``): no fork, and not the solo pool,
         whose acks wait for kombu's next poll, up to 10 s (``warn_if_solo_pool``)."""
         node = f"{name}-{uuid.uuid4().hex[:6]}@%h"
-        proc = cls(name, [str(BIN / "celery"), "-A", "celery_worker.celery", "worker", "--pool=threads", "--concurrency=1",
-                          "--loglevel=INFO", "-n", node, "--without-gossip", "--without-mingle",
-                          "--without-heartbeat"], env, log_dir)
+        proc = cls(name, [str(BIN / "celery"), "-A", "celery_worker.celery", "worker",
+                          "--pool=threads", "--concurrency=1", "--loglevel=INFO", "-n", node,
+                          "--without-gossip", "--without-mingle", "--without-heartbeat"], env, log_dir)
         if wait:
             proc.wait_ready()
         return proc
