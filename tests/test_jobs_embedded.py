@@ -58,12 +58,12 @@ def test_thread_mode_worker_survives_a_failing_job(app, client, auth, thread_mod
 def test_scheduler_thread_runs_the_scans(app, thread_mode):
     alice = UserFactory()
     task = TaskFactory(owner=alice)
-    db.session.add(Reminder(task_id=task.id, remind_at=utcnow() + timedelta(seconds=0.5)))
+    db.session.add(Reminder(task_id=task.id, remind_at=utcnow() + timedelta(seconds=0.3)))
     db.session.commit()
     thread_mode.start_scheduler(0.2, first_delay=0)
     got = wait_for(lambda: notifications_for(alice.id, "deadline_reminder"), timeout=10)
     assert len(got) == 1 and got[0].created_at >= utcnow() - timedelta(seconds=10)
-    time.sleep(0.6)  # a few more scans: still one
+    time.sleep(0.45)  # two more scans: still one
     assert len(notifications_for(alice.id)) == 1
     thread_mode.stop()
     assert not any(t.name == "tasktracker-scheduler" for t in threading.enumerate())
@@ -113,7 +113,7 @@ def dead_broker(app, monkeypatch):
     monkeypatch.setitem(app.extensions, jobs._BROKER_DOWN_UNTIL, 0.0)
     monkeypatch.setitem(app.config, "CELERY_BROKER_URL", DEAD_BROKER)
     monkeypatch.setitem(app.config, "CELERY", celery_settings(DEAD_BROKER))
-    monkeypatch.setitem(app.config, "BROKER_PUBLISH_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setitem(app.config, "BROKER_PUBLISH_TIMEOUT_SECONDS", 0.3)
     celery_init_app(app)
     assert jobs.jobs_mode(app) == "celery"
     yield

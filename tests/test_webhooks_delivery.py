@@ -460,7 +460,7 @@ def test_a_commits_deliveries_go_as_one_batch_sent_concurrently(team, receiver, 
     hooks = [add_hook(team, receiver, f"/h{i}") for i in range(4)]
     _, ids = emit(team.id, clock=clock)
     assert len(ids) == 4
-    receiver.delay = 0.5
+    receiver.delay = 0.3
     started = time.monotonic()
     outcomes = delivery.attempt_many(ids + ids[:1], now=clock(), client=http, allow_private=True)
     elapsed = time.monotonic() - started
@@ -556,7 +556,8 @@ def test_sends_reuse_the_connection(team, clock, http):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a short poll: shutdown() returns within it
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     try:
         services.create_webhook(team.id, url=f"http://127.0.0.1:{server.server_address[1]}/k",
                                 allow_private=True)

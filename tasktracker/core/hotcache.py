@@ -153,7 +153,9 @@ class Broadcaster:
         self._started = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._first_subscription = threading.Event()
+        # set by the first subscription, or by the first attempt that failed (Redis down:
+        # nothing to wait for, the TTL bound applies from the start)
+        self._first_attempt = threading.Event()
 
     def publish(self, message: dict) -> None:
         try:
@@ -162,13 +164,15 @@ class Broadcaster:
             log.warning("hot cache: publishing an invalidation failed; other processes "
                         "will see it within %.0f s (TTL)", self.cache.ttl, exc_info=True)
 
-    #: The first lookup of a process waits this long for the subscription, so that what
-    #: other processes publish right after it is not missed (then the TTL bound applies).
+    #: The first lookup of a process waits up to this long for the subscription, so that
+    #: what other processes publish right after it is not missed (then the TTL bound
+    #: applies); it stops waiting as soon as the first attempt has failed.
     FIRST_SUBSCRIPTION_WAIT_SECONDS = 1.0
 
     def ensure_started(self) -> None:
         """Start the subscriber once per process (call after a fork, e.g. on first use);
-        the first call waits up to :data:`FIRST_SUBSCRIPTION_WAIT_SECONDS` for it."""
+        the first call waits up to :data:`FIRST_SUBSCRIPTION_WAIT_SECONDS` for it, or
+        until its first attempt has failed (Redis unreachable)."""
         if self._started:
             return
         with self._lock:
@@ -176,7 +180,7 @@ class Broadcaster:
                 return
             thread = threading.Thread(target=self._run, name="hotcache-subscriber", daemon=True)
             thread.start()
-            self._first_subscription.wait(self.FIRST_SUBSCRIPTION_WAIT_SECONDS)
+            self._first_attempt.wait(self.FIRST_SUBSCRIPTION_WAIT_SECONDS)
             self._started = True
 
     def stop(self) -> None:
@@ -195,7 +199,7 @@ class Broadcaster:
                     if message["type"] == "subscribe":
                         self.cache.clear()  # anything published while we were away is lost
                         self.cache.subscribed = True
-                        self._first_subscription.set()
+                        self._first_attempt.set()
                     elif message["type"] == "message":
                         try:
                             payload = json.loads(message["data"])
@@ -208,6 +212,7 @@ class Broadcaster:
                     log.warning("hot cache: invalidation subscription lost; retrying",
                                 exc_info=True)
                 self.cache.subscribed = False
+                self._first_attempt.set()
                 time.sleep(self.RECONNECT_SECONDS)
             finally:
                 if pubsub is not None:
