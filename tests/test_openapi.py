@@ -32,7 +32,9 @@ from tasktracker.auth.tokens import issue_tokens
 from tasktracker.comments.models import Comment
 from tasktracker.config import TestConfig
 from tasktracker.extensions import db
-from tests.factories import TaskFactory, TeamFactory, UserFactory, add_member
+from tasktracker.tasks.models import Task
+from tasktracker.teams.models import Team, TeamMember
+from tests.factories import _password_hash, insert_rows
 
 SKIP_ENDPOINTS = {"static", "openapi.spec", "openapi.docs", "openapi.docs_asset"}
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -210,13 +212,13 @@ class FuzzUser:
     (:data:`SESSION_OPERATIONS`), so that a fuzzed logout, deactivation or role change
     cannot starve the remaining cases; the other operations reuse one token."""
 
-    def __init__(self):
-        self.user = UserFactory(username="fuzzer", role="admin")
+    def __init__(self, user_id: int):
+        self.user_id = user_id
         self._headers = None
 
     def headers(self, operation_id: str) -> dict:
         if self._headers is None or operation_id.startswith(SESSION_OPERATIONS):
-            user = db.session.get(User, self.user.id)
+            user = db.session.get(User, self.user_id)
             user.active, user.role = True, "admin"
             tokens = issue_tokens(user)
             db.session.commit()
@@ -231,16 +233,19 @@ SESSION_OPERATIONS = ("auth_", "users_")
 
 @pytest.fixture
 def fuzz_user(app):
-    """The fuzzing admin plus a little data its ids can hit (team, tasks, comment)."""
-    fuzzer = FuzzUser()
-    other = UserFactory(username="teammate")
-    team = TeamFactory(owner=fuzzer.user)
-    add_member(team, other)
-    for i in range(3):
-        task = TaskFactory(owner=fuzzer.user, team_id=team.id if i else None, assignee=other if i == 2 else None)
-    db.session.add(Comment(task_id=task.id, author_id=fuzzer.user.id, body="hello"))
+    """The fuzzing admin plus a little data its ids can hit (team, tasks, comment): one
+    INSERT per table, as the fixture runs once per operation."""
+    fuzzer, other = insert_rows(User, [
+        {"username": name, "email": f"{name}@example.com", "password_hash": _password_hash(), "role": role}
+        for name, role in (("fuzzer", "admin"), ("teammate", "member"))])
+    [team] = insert_rows(Team, [{"name": "Fuzz team", "owner_id": fuzzer}])
+    insert_rows(TeamMember, [{"team_id": team, "user_id": fuzzer, "role": "owner"},
+                             {"team_id": team, "user_id": other, "role": "member"}])
+    *_, task = insert_rows(Task, [{"title": f"Task {i}", "owner_id": fuzzer, "team_id": team if i else None,
+                                   "assignee_id": other if i == 2 else None} for i in range(3)])
+    insert_rows(Comment, [{"task_id": task, "author_id": fuzzer, "body": "hello"}])
     db.session.commit()
-    return fuzzer
+    return FuzzUser(fuzzer)
 
 
 # The operations are read from an app built at collection time (the spec does not depend
