@@ -8,6 +8,7 @@ database (``tt_test_<random>``), so parallel runs do not collide.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from dataclasses import dataclass
@@ -53,6 +54,19 @@ def pytest_xdist_make_scheduler(config, log):
             return module if module in SHARED_PROCESS_MODULES else nodeid
 
     return SharedProcessModules(config, log)
+
+
+def pytest_collection_finish(session) -> None:
+    """Garbage collection tuned for a test process whose heap is mostly what collection
+    built (the app's and the plugins' modules, the items): that part is moved out of
+    the collector's reach (``gc.freeze``), and collections run less often (the young
+    generation every 20,000 net allocations instead of 700, a full one every 400 young
+    ones instead of 100). Measured in a ``make test-fast``: 4.1 s of GC per xdist
+    worker before (3 of them in 13 full collections of ~650,000 objects), 1.8 s after;
+    each worker's peak RSS 430 MB."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def require_service(name: str, reason: str) -> None:
