@@ -205,10 +205,13 @@ def post_worker_init(worker):
     so reminders fire even before the first request (no-op in Celery mode, where
     the beat does the scans, and when ``SCHEDULER_ENABLED`` is off). It runs once
     per worker, so :func:`nworkers_changed` never lets a server with the scheduler
-    on have more than one worker."""
+    on have more than one worker. Logs ``Worker ready (pid: N)`` once the worker
+    serves."""
     from flask import Flask
 
     from tasktracker.jobs.setup import start_scheduler
 
     if isinstance(worker.wsgi, Flask):
         start_scheduler(worker.wsgi)
+    # after "Booting worker": the app is loaded and this worker accepts from now on
+    worker.log.info("Worker ready (pid: %s)", worker.pid)

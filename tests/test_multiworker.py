@@ -270,6 +270,11 @@ def test_two_workers_one_host_websocket_clients(host):
     web, stack = host["web"], host["stack"]
     workers = wait_for(lambda: len(_children(web.pid)) == 2 and _children(web.pid), timeout=15)
     assert workers and len(workers) == 2, stack.logs()
+    # both have loaded the app: until then the first one accepts every connection, and
+    # past its 20 threads (one per websocket) a handshake waits in its queue beyond the
+    # client's 5 s timeout (seen under load)
+    assert wait_for(lambda: all(f"Worker ready (pid: {pid})" in web.log() for pid in workers), timeout=30), \
+        stack.logs()
     alice = User(web.url, f"alice_{uuid.uuid4().hex[:6]}")
 
     # Connect websocket clients, a few at a time and concurrently (so both workers are
