@@ -3,7 +3,6 @@
 from flask_cors import CORS
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_migrate import Migrate
 from flask_socketio import SocketIO
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -20,7 +19,6 @@ NAMING_CONVENTION = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
-migrate = Migrate()
 jwt = CachingJWTManager()  # verifies each token string once per process
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 cors = CORS()

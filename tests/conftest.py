@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from flask import current_app
 
-from tasktracker import create_app
+from tasktracker import create_app, register_migrations
 from tasktracker.auth.schemas import UserSchema
 from tasktracker.config import TestConfig
 from tasktracker.core.db import import_all_models
@@ -378,6 +378,7 @@ def fresh_app(request, tmp_path):
     else:
         url, drop = _create_postgres_database()
     app = create_app(TestConfig, {"SQLALCHEMY_DATABASE_URI": url, "UPLOAD_DIR": str(tmp_path / "up")})
+    register_migrations(app)
     import_all_models()
     try:
         yield app

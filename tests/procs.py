@@ -174,10 +174,11 @@ def migrate(database_url: str, log_dir: Path, env: dict | None = None, *, cli: b
     if not cli:
         import flask_migrate
 
-        from tasktracker import create_app
+        from tasktracker import create_app, register_migrations
         from tasktracker.extensions import db
 
         app = create_app(TestConfig, {"SQLALCHEMY_DATABASE_URI": database_url})
+        register_migrations(app)
         with app.app_context():
             try:
                 with warnings.catch_warnings():  # SQLite's batch copies cannot reflect expression indexes
