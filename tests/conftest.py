@@ -124,6 +124,96 @@ def app(database_url, tmp_path_factory):
         db.engine.dispose()
 
 
+@pytest.fixture
+def sio(app, client):
+    """``sio(token=..., **auth)`` opens a test Socket.IO connection; all are closed after
+    the test and in-memory presence is reset (user ids are reused between tests)."""
+    from socketio.pubsub_manager import PubSubManager
+
+    from tasktracker import realtime
+    from tasktracker.extensions import socketio
+
+    state = realtime.get_state(app)
+    if state.server is not socketio.server or isinstance(socketio.server.manager, PubSubManager):
+        realtime.init_socketio(app)  # another test bound the shared extension elsewhere
+        state = realtime.get_state(app)
+    opened = []
+
+    def connect(token=None, auth=None, **extra):
+        if auth is None:
+            auth = {"token": token, **extra}
+        conn = socketio.test_client(app, auth=auth, flask_test_client=client)
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        if conn.is_connected():
+            conn.disconnect()
+    state.presence.clear()
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd, tests/mail_support.py) on a free port, for the test."""
+    from tests.mail_support import SMTPServer
+
+    server = SMTPServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def limited_apps():
+    """``limited_apps(database_url, **overrides)``: an app with login rate limits on
+    (TestConfig turns them off), built once per database and settings."""
+    apps = {}
+
+    def get(database_url: str, **overrides):
+        key = (database_url, tuple(sorted(overrides.items())))
+        if key not in apps:
+            apps[key] = create_app(TestConfig, {
+                "RATELIMIT_ENABLED": True,
+                "RATELIMIT_STORAGE_URI": "memory://",
+                "LOGIN_RATE_LIMIT_ACCOUNT": "3 per minute",
+                "LOGIN_RATE_LIMIT_IP": "6 per minute",
+                "SQLALCHEMY_DATABASE_URI": database_url,
+                **overrides,
+            })
+        return apps[key]
+
+    yield get
+    for limited in apps.values():
+        with limited.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def rate_limited(app, database_url, limited_apps):
+    """``rate_limited(**overrides)``: a test client of a rate-limited app on the test's
+    database (:func:`limited_apps`), every limit's count at zero.
+
+    Flask-Limiter 4.1's ``Limiter`` is one process-global object: ``init_app``
+    on an app with ``RATELIMIT_ENABLED`` sets ``limiter.enabled`` for every app
+    and gives it its storage (``memory://``). The flag is on, and the storage
+    emptied (``limiter.reset()``), for the test; the old flag is restored after it
+    so the shared ``app`` stays unlimited.
+    """
+    from tasktracker.extensions import limiter
+
+    was_enabled = limiter.enabled
+
+    def client(**overrides):
+        limited = limited_apps(database_url, **overrides)
+        limiter.enabled = True
+        limiter.reset()
+        return limited.test_client()
+
+    yield client
+    limiter.enabled = was_enabled
+
+
 @pytest.fixture(autouse=True)
 def _app_context_and_clean_db(request):
     """Each test runs in an app context and starts with empty tables."""

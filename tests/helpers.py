@@ -261,3 +261,15 @@ def make_world(client, auth) -> World:
     task = TaskFactory(owner=db.session.get(User, owner.id), assignee=db.session.get(User, assignee.id),
                        team_id=team["id"])
     return World(task, owner, assignee, member, outsider, root)
+
+
+def from_ip(ip: str) -> dict:
+    """Test-client keyword arguments of a request from client address ``ip``."""
+    return {"environ_base": {"REMOTE_ADDR": ip}}
+
+
+def assert_rate_limited(response) -> None:
+    """429 ``rate_limited`` in the error shape, with a ``Retry-After`` of 1-60 s."""
+    assert_error(response, 429, "rate_limited")
+    retry_after = response.headers.get("Retry-After")
+    assert retry_after is not None and retry_after.isdigit() and 0 < int(retry_after) <= 60, retry_after

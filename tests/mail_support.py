@@ -15,7 +15,6 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from aiosmtpd.controller import Controller
 
 from tasktracker.events.models import Event
@@ -83,13 +82,6 @@ class SMTPServer:
         while time.monotonic() < deadline and len(self.handler.received) < count:
             time.sleep(0.02)
         return self.handler.messages
-
-
-@pytest.fixture
-def smtp():
-    server = SMTPServer().start()
-    yield server
-    server.stop()
 
 
 def mail_config(app, port: int | None, **overrides) -> MailConfig:

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
 
-from tasktracker import create_app
 from tasktracker.auth.models import AuthSession, User
-from tasktracker.config import TestConfig
-from tasktracker.extensions import db, limiter
-from tests.helpers import USER_KEYS, assert_error, bearer, case, run_together
+from tasktracker.extensions import db
+from tests.helpers import USER_KEYS, assert_error, assert_rate_limited, bearer, case, from_ip, run_together
 from tests.factories import PASSWORD, UserFactory
 
 def login(client, password: str = PASSWORD, **ident):
@@ -322,50 +319,15 @@ def test_login_bad_bodies(client):
 # --------------------------------------------------------------------------- login rate limits
 
 
-def _limited_app(database_url: str, **overrides):
-    """A second app with login rate limits on (TestConfig turns them off).
-
-    Flask-Limiter 4.1's ``Limiter`` is one process-global object: ``init_app``
-    on an app with ``RATELIMIT_ENABLED`` sets ``limiter.enabled`` for every app
-    and gives it fresh ``memory://`` storage. The old flag is restored after
-    the test so the shared ``app`` stays unlimited.
-    """
-    was_enabled = limiter.enabled
-    limited = create_app(TestConfig, {
-        "RATELIMIT_ENABLED": True,
-        "RATELIMIT_STORAGE_URI": "memory://",
-        "LOGIN_RATE_LIMIT_ACCOUNT": "3 per minute",
-        "LOGIN_RATE_LIMIT_IP": "6 per minute",
-        "SQLALCHEMY_DATABASE_URI": database_url,
-        **overrides,
-    })
-    assert limiter.enabled
-    yield limited.test_client()
-    limiter.enabled = was_enabled
-    with limited.app_context():
-        db.session.remove()
-        db.engine.dispose()
+@pytest.fixture
+def limited_client(rate_limited):
+    return rate_limited()
 
 
 @pytest.fixture
-def limited_client(app, database_url):
-    yield from _limited_app(database_url)
-
-
-@pytest.fixture
-def proxied_client(app, database_url):
+def proxied_client(rate_limited):
     """The same, behind one trusted reverse proxy (``TRUSTED_PROXY_HOPS=1``)."""
-    yield from _limited_app(database_url, TRUSTED_PROXY_HOPS=1)
-
-
-def from_ip(ip: str) -> dict:
-    return {"environ_base": {"REMOTE_ADDR": ip}}
-
-
-def assert_rate_limited(response) -> None:
-    assert_error(response, 429, "rate_limited")
-    retry_after = response.headers.get("Retry-After")
-    assert retry_after is not None and retry_after.isdigit() and 0 < int(retry_after) <= 60, retry_after
+    return rate_limited(TRUSTED_PROXY_HOPS=1)
 
 
 def test_login_rate_limited_per_account(limited_client):

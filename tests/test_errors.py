@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +19,7 @@ from tasktracker import create_app
 from tasktracker.config import TestConfig
 from tasktracker.core.api import Api
 from tasktracker.extensions import db
-from tests.helpers import SECRET, assert_error, assert_no_leak, case
+from tests.helpers import SECRET, assert_error, case
 
 DOWN_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/tasktracker_down"
 

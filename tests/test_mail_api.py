@@ -19,9 +19,8 @@ from tasktracker.core.types import utcnow
 from tasktracker.extensions import db
 from tasktracker.jobs.scans import run_all_scans
 from tasktracker.mail.models import EmailStatus, OutgoingEmail, UserToken
-from tests.helpers import api_task, assert_error, bearer
-from tests.mail_support import link_token, parts, smtp  # noqa: F401 - fixture
-from tests.test_realtime import sio  # noqa: F401 - fixture
+from tests.helpers import api_task, assert_error, assert_rate_limited, bearer, from_ip
+from tests.mail_support import link_token, parts
 
 
 @pytest.fixture
@@ -267,25 +266,23 @@ def test_reset_confirm_bad_input_is_422(client, body):
     assert_error(client.post("/api/auth/password-reset/confirm", json=body), 422)
 
 
-def test_reset_request_is_rate_limited_like_login(app, database_url, monkeypatch):
+def test_reset_request_is_rate_limited_like_login(app, rate_limited, monkeypatch):
     """Per address (``LOGIN_RATE_LIMIT_ACCOUNT``, any case) and per client address
     (``LOGIN_RATE_LIMIT_IP``), as login; 429 with ``Retry-After``."""
-    from tests.test_auth import _limited_app, assert_rate_limited, from_ip
-
     monkeypatch.setitem(app.config, "JOBS_INLINE", True)
-    for client in _limited_app(database_url, MAIL_FILE_DIR=app.config["MAIL_FILE_DIR"]):
-        for i in range(3):
-            assert client.post("/api/auth/password-reset", json={"email": "Limit@example.com"},
-                               **from_ip(f"10.0.1.{i}")).status_code == 202
-        assert_rate_limited(client.post("/api/auth/password-reset", json={"email": "limit@EXAMPLE.com"},
-                                        **from_ip("10.0.1.9")))
-        # a known address is limited the same way as an unknown one; another is not limited
-        assert client.post("/api/auth/password-reset", json={"email": "other@example.com"},
-                           **from_ip("10.0.2.1")).status_code == 202
-        for i in range(6):  # LOGIN_RATE_LIMIT_IP: 6 per minute
-            client.post("/api/auth/password-reset", json={"email": f"x{i}@example.com"}, **from_ip("10.0.3.1"))
-        assert_rate_limited(client.post("/api/auth/password-reset", json={"email": "y@example.com"},
-                                        **from_ip("10.0.3.1")))
+    client = rate_limited(MAIL_FILE_DIR=app.config["MAIL_FILE_DIR"])
+    for i in range(3):
+        assert client.post("/api/auth/password-reset", json={"email": "Limit@example.com"},
+                           **from_ip(f"10.0.1.{i}")).status_code == 202
+    assert_rate_limited(client.post("/api/auth/password-reset", json={"email": "limit@EXAMPLE.com"},
+                                    **from_ip("10.0.1.9")))
+    # a known address is limited the same way as an unknown one; another is not limited
+    assert client.post("/api/auth/password-reset", json={"email": "other@example.com"},
+                       **from_ip("10.0.2.1")).status_code == 202
+    for i in range(6):  # LOGIN_RATE_LIMIT_IP: 6 per minute
+        client.post("/api/auth/password-reset", json={"email": f"x{i}@example.com"}, **from_ip("10.0.3.1"))
+    assert_rate_limited(client.post("/api/auth/password-reset", json={"email": "y@example.com"},
+                                    **from_ip("10.0.3.1")))
 
 
 def test_a_reset_closes_every_socket_of_the_user_within_1s(app, client, auth, mail_on, sio):

@@ -17,7 +17,7 @@ from tasktracker.mail.digest import digest_due_users, enqueue_digests, local_day
 from tasktracker.mail.models import EmailKind, NotificationSettings, OutgoingEmail
 from tasktracker.mail.render import user_zone
 from tests.factories import TaskFactory, UserFactory
-from tests.mail_support import add_notification, link_token, mail_config, parts, smtp  # noqa: F401
+from tests.mail_support import add_notification, link_token, mail_config, parts
 
 UTC = timezone.utc
 

@@ -25,9 +25,7 @@ from tasktracker.mail.models import EmailStatus, OutgoingEmail, OutgoingEmailNot
 from tasktracker.mail.unsubscribe import read_token
 from tests.factories import TaskFactory, UserFactory
 from tests.helpers import recorded_statements
-from tests.mail_support import (  # noqa: F401 - fixture
-    SMTPServer, add_notification, free_port, link_token, mail_config, parts, smtp,
-)
+from tests.mail_support import SMTPServer, add_notification, free_port, link_token, mail_config, parts
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.test_realtime import rooms_of, sio  # noqa: F401 - the fixture is used by name
+from tests.test_realtime import rooms_of
 
 
 def test_creating_a_team_joins_the_creators_open_connections(client, auth, sio):  # noqa: F811

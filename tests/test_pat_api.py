@@ -16,7 +16,6 @@ from tasktracker.extensions import db
 from tasktracker.tokens.models import PersonalAccessToken
 from tests.helpers import assert_error, bearer
 from tests.procs import wait_for
-from tests.test_realtime import sio  # noqa: F401 - fixture
 
 
 def make_token(client, who, scopes=("read", "write"), **extra) -> dict:

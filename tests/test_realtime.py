@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 from flask_jwt_extended import create_access_token, decode_token
 from flask_socketio import ConnectionRefusedError
-from socketio.pubsub_manager import PubSubManager
 
 from tasktracker import realtime
 from tasktracker.auth.models import User
@@ -19,30 +18,6 @@ from tasktracker.notifications.models import Notification
 from tasktracker.realtime import handlers
 from tasktracker.teams.models import TeamMember
 from tests.factories import TaskFactory, TeamFactory, add_member
-
-
-@pytest.fixture
-def sio(app, client):
-    """``sio(token=..., **auth)`` opens a test Socket.IO connection; all are closed after
-    the test and in-memory presence is reset (user ids are reused between tests)."""
-    state = realtime.get_state(app)
-    if state.server is not socketio.server or isinstance(socketio.server.manager, PubSubManager):
-        realtime.init_socketio(app)  # another test bound the shared extension elsewhere
-        state = realtime.get_state(app)
-    opened = []
-
-    def connect(token=None, auth=None, **extra):
-        if auth is None:
-            auth = {"token": token, **extra}
-        conn = socketio.test_client(app, auth=auth, flask_test_client=client)
-        opened.append(conn)
-        return conn
-
-    yield connect
-    for conn in opened:
-        if conn.is_connected():
-            conn.disconnect()
-    state.presence.clear()
 
 
 def sid_of(conn) -> str:

@@ -16,7 +16,7 @@ from tasktracker.extensions import db
 from tasktracker.realtime import handlers
 from tests.factories import TaskFactory, TeamFactory, add_member
 from tests.procs import wait_for
-from tests.test_realtime import events, model, rooms_of, sio  # noqa: F401 - fixture
+from tests.test_realtime import events, model, rooms_of
 
 
 def _closed_within(conn, seconds: float) -> float:

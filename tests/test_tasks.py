@@ -6,7 +6,6 @@ import pytest
 import sqlalchemy as sa
 
 from tasktracker.auth.models import User
-from tasktracker.events.models import Event
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Reminder, Task
 from tasktracker.tasks.services import writes as services

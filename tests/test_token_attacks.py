@@ -10,7 +10,6 @@ import base64
 import json
 import re
 import uuid
-from contextlib import contextmanager
 from datetime import timedelta
 
 import jwt as pyjwt

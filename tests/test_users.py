@@ -5,9 +5,7 @@ api-contract.md, "Auth and users". Every test runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import re
 import threading
-from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -115,7 +113,7 @@ def test_admin_and_self_see_the_full_user(client, auth):
         r = client.get(f"/api/users/{alice.id}", headers=viewer.headers)
         assert r.status_code == 200, r.json
         assert set(r.json) == USER_KEYS
-        assert r.json["email"] == f"alice@example.com"
+        assert r.json["email"] == "alice@example.com"
         assert r.json == alice.user
 
 
