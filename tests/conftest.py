@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -224,22 +225,41 @@ def _app_context_and_clean_db(request):
     with app.app_context():
         yield
         db.session.remove()
-        _truncate_all()
+        # processes that a test starts may write to the test's database too
+        _truncate_all(everything=request.node.get_closest_marker("integration") is not None)
 
 
-def _truncate_all() -> None:
-    """Empty every table and restart ids at 1.
+#: Tables that an INSERT of this process named since the last :func:`_truncate_all`
+#: (every engine: the shared app's, the tests' own apps', their threads').
+_INSERTED_INTO: set[str] = set()
+_INSERT_INTO = re.compile(r'\bINSERT\s+(?:OR\s+\w+\s+)?INTO\s+"?(\w+)', re.IGNORECASE)
+
+
+@sa.event.listens_for(sa.engine.Engine, "before_cursor_execute")
+def _note_inserts(conn, cursor, statement, parameters, context, executemany) -> None:
+    _INSERTED_INTO.update(_INSERT_INTO.findall(statement))
+
+
+def _truncate_all(everything: bool = False) -> None:
+    """Empty the tables that can hold rows (each one an INSERT named since the last call;
+    ``everything``: all of them) and restart their ids at 1.
 
     DELETE + resetting the sequences is about 10x faster than PostgreSQL's
     TRUNCATE on these small tables (measured: 0.02 s vs 0.2-0.5 s per test); on
     PostgreSQL it is one round trip (one batch of statements, no parameters).
+    Emptying only the tables written to (a test writes to a few of the 25) halves
+    what this costs an ordinary test.
     """
     # the in-process real-time state remembers when it last wrote each user's
     # last_seen_at (realtime.emitter): those users' rows go now, and the ids come again
     realtime_state = current_app.extensions.get("tt_realtime")
     if realtime_state is not None:
         realtime_state.forget_touches()
-    tables = list(reversed(db.metadata.sorted_tables))
+    written = set(_INSERTED_INTO)
+    _INSERTED_INTO.clear()
+    tables = [table for table in reversed(db.metadata.sorted_tables) if everything or table.name in written]
+    if not tables:
+        return
     with db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("; ".join(
