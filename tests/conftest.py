@@ -39,6 +39,14 @@ SHARED_PROCESS_MODULES = frozenset(f"tests/{name}.py" for name in (
     "test_readme_production", "test_realtime_processes", "test_split_deployment"))
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The tests that start processes first (a stable sort: each module's stay in their
+    order): they mostly wait on their servers, so their waits overlap the CPU-bound
+    in-process tests of the other xdist workers instead of ending the run on idle cores
+    (alphabetically, ``test_webhooks_worker`` and ``test_worker_integration`` came last)."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
+
+
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup`` (the Makefile's) with :data:`SHARED_PROCESS_MODULES` as the
     groups: xdist's own loadgroup reads ``xdist_group`` marks by rewriting
