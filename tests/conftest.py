@@ -352,13 +352,13 @@ class AuthActions:
         made together: one flush of the rows and one commit of their sessions."""
         from tasktracker.auth.models import User
         from tasktracker.auth.tokens import issue_tokens
-        from tests.factories import _password_hash
+        from tests.factories import password_hash
 
         rows = []
         for asked in usernames:
             self._n += 1
             username = asked or f"user{self._n}_{uuid.uuid4().hex[:6]}"
-            rows.append(User(username=username, email=f"{username}@example.com", password_hash=_password_hash(),
+            rows.append(User(username=username, email=f"{username}@example.com", password_hash=password_hash(),
                              role="admin" if asked in admins else "member"))
         db.session.add_all(rows)
         db.session.flush()

@@ -16,7 +16,9 @@ PASSWORD = "correct-horse-9"
 _PASSWORD_HASH = None
 
 
-def _password_hash() -> str:
+def password_hash() -> str:
+    """The argon2 hash of :data:`PASSWORD` (computed once per process): for users
+    inserted without the factories."""
     global _PASSWORD_HASH
     if _PASSWORD_HASH is None:
         _PASSWORD_HASH = hash_password(PASSWORD)
@@ -37,7 +39,7 @@ class UserFactory(BaseFactory):
     username = factory.Sequence(lambda n: f"user{n}")
     email = factory.LazyAttribute(lambda o: f"{o.username}@example.com")
     full_name = factory.Faker("name")
-    password_hash = factory.LazyFunction(_password_hash)
+    password_hash = factory.LazyFunction(password_hash)
     role = "member"
     active = True
 

@@ -34,7 +34,7 @@ from tasktracker.config import TestConfig
 from tasktracker.extensions import db
 from tasktracker.tasks.models import Task
 from tasktracker.teams.models import Team, TeamMember
-from tests.factories import _password_hash, insert_rows
+from tests.factories import password_hash, insert_rows
 
 SKIP_ENDPOINTS = {"static", "openapi.spec", "openapi.docs", "openapi.docs_asset"}
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -236,7 +236,7 @@ def fuzz_user(app):
     """The fuzzing admin plus a little data its ids can hit (team, tasks, comment): one
     INSERT per table, as the fixture runs once per operation."""
     fuzzer, other = insert_rows(User, [
-        {"username": name, "email": f"{name}@example.com", "password_hash": _password_hash(), "role": role}
+        {"username": name, "email": f"{name}@example.com", "password_hash": password_hash(), "role": role}
         for name, role in (("fuzzer", "admin"), ("teammate", "member"))])
     [team] = insert_rows(Team, [{"name": "Fuzz team", "owner_id": fuzzer}])
     insert_rows(TeamMember, [{"team_id": team, "user_id": fuzzer, "role": "owner"},

@@ -44,7 +44,7 @@ from tasktracker.tasks.models import ChecklistItem, Label, Task
 from tasktracker.teams.models import Invitation, Team, TeamMember
 from tasktracker.tokens.models import PersonalAccessToken
 from tasktracker.webhooks.models import Webhook, WebhookDelivery
-from tests.factories import _password_hash, insert_rows
+from tests.factories import password_hash, insert_rows
 
 ACTORS = ("owner", "admin", "member", "assignee", "former", "outsider", "anonymous", "site_admin")
 FILE = "<multipart upload of a small file>"  # body marker: send a multipart/form-data `file`
@@ -233,20 +233,20 @@ def build_world() -> World:
     n = next(_worlds)
     names = [name for name in ACTORS if name != "anonymous"]
     user_ids = insert_rows(User, [{"username": f"{name}{n}", "email": f"{name}{n}@example.com",
-                               "password_hash": _password_hash(),
-                               "role": "admin" if name == "site_admin" else "member"} for name in names])
+                                    "password_hash": password_hash(),
+                                    "role": "admin" if name == "site_admin" else "member"} for name in names])
     ids = {"missing": 987654}
     for name, user_id in zip(names, user_ids):
         ids[f"{name}_id"], ids[f"{name}_email"] = user_id, f"{name}{n}@example.com"
     [ids["team"]] = insert_rows(Team, [{"name": "Matrix", "owner_id": ids["owner_id"]}])
     insert_rows(TeamMember, [{"team_id": ids["team"], "user_id": ids[f"{name}_id"], "role": role}
-                         for name, role in (("owner", "owner"), ("admin", "admin"), ("member", "member"))])
+                              for name, role in (("owner", "owner"), ("admin", "admin"), ("member", "member"))])
     ids["task"], _former_task = insert_rows(Task, [
         {"title": "Matrix task", "owner_id": ids["owner_id"], "assignee_id": ids["assignee_id"],
          "team_id": ids["team"]},
         {"title": "Former's task", "owner_id": ids["owner_id"], "assignee_id": None, "team_id": ids["team"]}])
     [ids["comment"]] = insert_rows(Comment, [{"task_id": ids["task"], "author_id": ids["member_id"],
-                                          "body": "by member"}])
+                                               "body": "by member"}])
     stored_name, size, sha256 = storage.save_stream(io.BytesIO(b"matrix file"), 1024)
     [ids["attachment"]] = insert_rows(Attachment, [{
         "task_id": ids["task"], "uploaded_by_id": ids["member_id"], "filename": "m.txt", "stored_name": stored_name,
@@ -255,20 +255,20 @@ def build_world() -> World:
         "team_id": ids["team"], "email": ids["outsider_email"], "role": "member", "status": "pending",
         "invited_by_id": ids["owner_id"], "expires_at": utcnow() + timedelta(days=7)}])
     ids["team_label"], ids["owner_label"] = insert_rows(Label, [{"name": "matrix", "team_id": ids["team"]},
-                                                            {"name": "mine", "user_id": ids["owner_id"]}])
+                                                                 {"name": "mine", "user_id": ids["owner_id"]}])
     [ids["item"]] = insert_rows(ChecklistItem, [{"task_id": ids["task"], "text": "check", "position": 0}])
     [ids["webhook"]] = insert_rows(Webhook, [{"team_id": ids["team"], "url": "https://93.184.216.34/hook",
-                                          "events": ["*"], "secret": "s" * 43, "created_by_id": ids["owner_id"]}])
+                                               "events": ["*"], "secret": "s" * 43, "created_by_id": ids["owner_id"]}])
     [ids["owner_pat"]] = insert_rows(PersonalAccessToken, [{
         "user_id": ids["owner_id"], "name": "mine", "scopes": ["read"], "token_hash": f"{n:064x}",
         "token_prefix": "tt_pat_abcd", "expires_at": utcnow() + timedelta(days=1)}])
     [ids["delivery"]] = insert_rows(WebhookDelivery, [{"webhook_id": ids["webhook"], "event": "ping", "body": b"{}",
-                                                   "status": "failed"}])
+                                                        "status": "failed"}])
     # a login session each, as issue_tokens opens them (only the access token is used)
     sessions = {name: uuid.uuid4().hex for name in names}
     expires = utcnow() + current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
     insert_rows(AuthSession, [{"id": sid, "user_id": ids[f"{name}_id"], "expires_at": expires}
-                          for name, sid in sessions.items()])
+                               for name, sid in sessions.items()])
     headers = {name: {"Authorization": "Bearer " + create_access_token(
         identity=str(ids[f"{name}_id"]), additional_claims={"sid": sid})} for name, sid in sessions.items()}
     headers["anonymous"] = {}
