@@ -106,7 +106,7 @@ def content_disposition(filename: str) -> str:
 
 def attachments_query(user: User, task_id: int) -> sa.Select:
     """Attachments of a visible task, oldest first (404 if the task is not visible)."""
-    task = get_visible_task(user, task_id)
+    task = get_visible_task(user, task_id, collections=False)
     return (sa.select(Attachment).where(Attachment.task_id == task.id)
             .order_by(Attachment.created_at, Attachment.id))
 
@@ -114,7 +114,7 @@ def attachments_query(user: User, task_id: int) -> sa.Select:
 def upload_target(user: User, task_id: int) -> Task:
     """The task an upload goes to: 404 if not visible, 403 if the caller may not
     contribute. Call before reading the body."""
-    task = get_visible_task(user, task_id)
+    task = get_visible_task(user, task_id, collections=False)
     if not can_contribute(user, task):
         raise Forbidden("You may not add attachments to this task.")
     return task

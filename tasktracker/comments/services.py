@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from tasktracker.auth.models import User
 from tasktracker.comments.models import Comment
 from tasktracker.comments.schemas import comment_schema
+from tasktracker.core.db import commit_keeping_loaded
 from tasktracker.core.errors import CommentNotFound, Forbidden
 from tasktracker.events.services import record_event
 from tasktracker.extensions import db
@@ -31,7 +32,7 @@ from tasktracker.tasks.services import mentioned_users, record_task_event
 
 def comments_query(user: User, task_id: int) -> sa.Select:
     """Comments of a visible task, oldest first (404 if the task is not visible)."""
-    task = get_visible_task(user, task_id)
+    task = get_visible_task(user, task_id, collections=False)
     return sa.select(Comment).where(Comment.task_id == task.id).order_by(Comment.created_at, Comment.id)
 
 
@@ -48,7 +49,7 @@ def create_comment(user: User, task_id: int, body: str) -> Comment:
     db.session.flush()
     record_task_event("comment.created", task, actor_id=user.id, comment=comment_schema.dump(comment),
                       new_mention_ids=[u.id for u in comment.mentions])
-    db.session.commit()
+    commit_keeping_loaded()  # the response renders the comment as written
     return comment
 
 
@@ -72,7 +73,7 @@ def update_comment(user: User, comment_id: int, body: str) -> Comment:
         record_event("comment.updated", actor_id=user.id, task_id=task.id, team_id=task.team_id,
                      payload={"comment": comment_schema.dump(comment), "changes": {"body": [old, body]},
                               "new_mention_ids": [u.id for u in comment.mentions if u.id not in before]})
-    db.session.commit()
+    commit_keeping_loaded()  # the response renders the comment as written
     return comment
 
 

@@ -176,7 +176,7 @@ def on_task_subscribe(data=None, *_extra):
             return {"ok": False, "error": "unauthorized"}
         from tasktracker.tasks.permissions import get_visible_task
 
-        get_visible_task(user, task_id)
+        get_visible_task(user, task_id, collections=False)
     except NotFound:
         return {"ok": False, "error": "not_found"}
     except Exception:  # noqa: BLE001

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, lazyload, mapped_column, relationship
 
 from tasktracker.core.types import (
     CreatedAt, IntPK, Timestamp, UTCDateTime, enum_values, str_enum, utcnow,
@@ -223,3 +223,9 @@ class TaskWatcher(db.Model):
                                          primary_key=True)
     created_at: Mapped[CreatedAt]
 
+
+
+#: Loader options for a task read for its columns and people only (who may see it, who
+#: hears of it): its collections (reminders, labels, checklist, ``lazy="selectin"``) load
+#: when first touched instead of by three SELECTs up front.
+WITHOUT_COLLECTIONS = (lazyload(Task.reminders), lazyload(Task.labels), lazyload(Task.checklist))

@@ -42,7 +42,7 @@ from tasktracker.auth.models import User
 from tasktracker.comments.models import Comment
 from tasktracker.events.models import Event
 from tasktracker.extensions import db
-from tasktracker.tasks.models import Task
+from tasktracker.tasks.models import WITHOUT_COLLECTIONS, Task
 from tasktracker.tasks.permissions import can_see, viewers_condition
 from tasktracker.tasks.services.watchers import watchers_who_see
 from tasktracker.teams.models import Invitation, Team
@@ -153,8 +153,11 @@ class _Facts:
 
     @cached_property
     def live_task(self) -> Task | None:
-        """The task row as it is now (None once purged)."""
-        return db.session.get(Task, self.event.task_id) if self.event.task_id is not None else None
+        """The task row as it is now (None once purged): its columns and people, which is
+        what the rules read (:data:`~tasktracker.tasks.models.WITHOUT_COLLECTIONS`)."""
+        if self.event.task_id is None:
+            return None
+        return db.session.get(Task, self.event.task_id, options=WITHOUT_COLLECTIONS)
 
     @property
     def watchers(self) -> list[int]:
@@ -206,7 +209,7 @@ def _earlier_commenters(task_id: int | None, comment_id: Any) -> list[int]:
     author_ids = sorted(set(db.session.scalars(query.distinct())))
     if not author_ids:
         return []
-    task = db.session.get(Task, task_id)
+    task = db.session.get(Task, task_id, options=WITHOUT_COLLECTIONS)
     users = db.session.scalars(sa.select(User).where(User.id.in_(author_ids))).all()
     return [u.id for u in users if task is not None and can_see(u, task)]
 

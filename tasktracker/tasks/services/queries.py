@@ -295,5 +295,5 @@ def task_page(actor: User, args: dict, *, search: bool = False,
 
 def activity_query(actor: User, task_id: int) -> sa.Select:
     """``GET /api/tasks/<id>/activity``: the task's events, newest first (404 if not visible)."""
-    task = get_visible_task(actor, task_id)
+    task = get_visible_task(actor, task_id, collections=False)
     return task_events_query(task.id)

@@ -40,7 +40,7 @@ def _record_watching(type_: str, actor: User, task: Task) -> None:
 def watch(actor: User, task_id: int) -> None:
     """``PUT /api/tasks/<id>/watchers/me``: start watching (idempotent; 404 if not visible).
     Concurrent twins are settled by the primary key (``ON CONFLICT DO NOTHING``)."""
-    task = get_visible_task(actor, task_id)
+    task = get_visible_task(actor, task_id, collections=False)
     added = db.session.execute(dialect_insert(TaskWatcher).values(task_id=task.id, user_id=actor.id)
                                .on_conflict_do_nothing(index_elements=["task_id", "user_id"])).rowcount
     if added:
@@ -50,7 +50,7 @@ def watch(actor: User, task_id: int) -> None:
 
 def unwatch(actor: User, task_id: int) -> None:
     """``DELETE /api/tasks/<id>/watchers/me``: stop watching (idempotent; 404 if not visible)."""
-    task = get_visible_task(actor, task_id)
+    task = get_visible_task(actor, task_id, collections=False)
     removed = db.session.execute(sa.delete(TaskWatcher).where(
         TaskWatcher.task_id == task.id, TaskWatcher.user_id == actor.id)).rowcount
     if removed:
@@ -61,7 +61,7 @@ def unwatch(actor: User, task_id: int) -> None:
 def watchers_query(actor: User, task_id: int) -> sa.Select:
     """``GET /api/tasks/<id>/watchers``: the active watchers who see the task now, by
     username (someone who lost access is not listed, and not notified)."""
-    task = get_visible_task(actor, task_id)
+    task = get_visible_task(actor, task_id, collections=False)
     return (sa.select(User).join(TaskWatcher, TaskWatcher.user_id == User.id)
             .where(TaskWatcher.task_id == task.id, User.active.is_(True), viewers_condition(task))
             .order_by(sa.func.lower(User.username), User.id))

@@ -245,7 +245,8 @@ def create_task(actor: User, data: dict, *, idempotency_key: str | None = None,
     now = utcnow()
     task = Task(title=data["title"], description=data["description"], priority=data["priority"],
                 status="todo", due_at=data["due_at"], owner=actor, assignee=assignee,
-                team_id=data["team_id"], created_at=now, updated_at=now)
+                team_id=data["team_id"], created_at=now, updated_at=now,
+                checklist=[])  # a new task has none: no SELECT when the payload reads it
     _set_status(task, data["status"], now)
     task.reminders = [Reminder(remind_at=t) for t in sorted(set(data["reminders"]))]
     task.labels = labels.labels_for_task(actor.id, data["team_id"], data.get("label_ids") or [])
