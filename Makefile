@@ -84,8 +84,11 @@ test: install-dev
 	$(call run_pytest,)
 
 # test-fast: every test that starts no process; schemathesis without its coverage phase
-# (examples and fuzzing only: tests/test_openapi.py PHASES). `make test` runs all of it.
+# (examples and fuzzing only: tests/test_openapi.py PHASES) and with 5 fuzzed cases per
+# operation instead of 10 (Hypothesis' "dev profile" practice: a quick loop, the full run
+# in CI; raise it with SCHEMATHESIS_MAX_EXAMPLES=...). `make test` runs all of it.
 test-fast: export SCHEMATHESIS_PHASES = examples,fuzzing
+test-fast: export SCHEMATHESIS_MAX_EXAMPLES ?= 5
 test-fast: PYTEST_WORKERS = 2
 test-fast: install-dev
 	$(call run_pytest,-m "not integration")
