@@ -45,7 +45,7 @@ from tasktracker.mail import outbox as mail_outbox
 from tasktracker.notifications.models import Notification
 from tasktracker.notifications.schemas import notification_schema
 from tasktracker.notifications.services import recipients
-from tasktracker.tasks.models import Task
+from tasktracker.tasks.models import WITHOUT_COLLECTIONS, Task
 from tasktracker.teams.models import Team
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,10 @@ def _fan_out_chunk(seqs: list[int], now: datetime) -> list[FanoutResult]:
         events = list(db.session.scalars(
             sa.select(Event).where(Event.seq.in_(claimed)).order_by(Event.seq)
             .execution_options(populate_existing=True)))
-        alive = _existing_ids("tasks", {e.task_id for e in events if e.task_id is not None})
+        # the events' tasks that still exist, loaded once: while ``tasks`` holds them, the
+        # rules' reads of a task (recipients' ``live_task``) find them in the session
+        tasks = _live_tasks({e.task_id for e in events if e.task_id is not None})
+        alive = set(tasks)
         live = [e for e in events if e.task_id is None or e.task_id in alive]
         planned = {e.seq: recipients.plan_notifications(e) for e in live}
         rows = _notification_rows(live, planned)
@@ -247,11 +250,20 @@ def _realtime(name: str, *args) -> None:
 
 
 def _existing_ids(table: str, ids: set[int]) -> set[int]:
-    """Which of ``ids`` exist in ``tasks`` / ``teams`` / ``users`` (one query)."""
+    """Which of ``ids`` exist in ``teams`` / ``users`` (one query)."""
     if not ids:
         return set()
-    column = {"tasks": Task.id, "teams": Team.id, "users": User.id}[table]
+    column = {"teams": Team.id, "users": User.id}[table]
     return set(db.session.scalars(sa.select(column).where(column.in_(ids))))
+
+
+def _live_tasks(ids: set[int]) -> dict[int, Task]:
+    """The tasks among ``ids`` that still exist, by id (one query; columns and people,
+    :data:`~tasktracker.tasks.models.WITHOUT_COLLECTIONS`)."""
+    if not ids:
+        return {}
+    return {task.id: task for task in db.session.scalars(
+        sa.select(Task).where(Task.id.in_(ids)).options(*WITHOUT_COLLECTIONS))}
 
 
 def _load(ids: list[int]) -> list[Notification]:
