@@ -224,7 +224,6 @@ class TaskWatcher(db.Model):
     created_at: Mapped[CreatedAt]
 
 
-
 #: Loader options for a task read for its columns and people only (who may see it, who
 #: hears of it): its collections (reminders, labels, checklist, ``lazy="selectin"``) load
 #: when first touched instead of by three SELECTs up front.
