@@ -37,7 +37,7 @@ unexport PYTHONDONTWRITEBYTECODE
 help:
 	@echo "make run         install, migrate the database and serve on http://$(HOST):$(PORT)"
 	@echo "make test        install dev requirements and run the whole test suite"
-	@echo "make test-fast   the suite without the tests that start processes (about 1 min on 2 cores)"
+	@echo "make test-fast   the suite without the tests that start processes (1-1.5 min on 2 cores)"
 	@echo "make upgrade     apply migrations (flask db upgrade) to DATABASE_URL"
 	@echo "make migration   a new migration revision for model changes (MESSAGE=...)"
 	@echo "make admin       create a site admin (prompts for username, email, password)"

@@ -229,7 +229,8 @@ def build_world() -> World:
     removal from T (``teams.services.remove_member``) left no membership and their T
     task unassigned. Nothing here records an event, so the setup fans nothing out
     and writes no webhook deliveries; each request's own events do. One INSERT per
-    table (no unit of work: the world is built 260 times per database)."""
+    table, two for the labels (team and personal rows name different columns); no
+    unit of work: the world is built 260 times per database."""
     n = next(_worlds)
     names = [name for name in ACTORS if name != "anonymous"]
     user_ids = insert_rows(User, [{"username": f"{name}{n}", "email": f"{name}{n}@example.com",
